@@ -1,0 +1,1 @@
+"""Official PyTorch baseline weights → s5jax variables (``separator``, ``tagger``)."""

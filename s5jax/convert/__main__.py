@@ -1,0 +1,34 @@
+"""``python -m s5jax.convert {separator,tagger} IN OUT_DIR``: convert official weights.
+
+Reads the PyTorch file without torch (``s5jax.torch_io``), converts it, checks every key and
+shape, and writes an s5jax model directory (``s5jax.training.checkpoint.save_model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m s5jax.convert", description=__doc__)
+    parser.add_argument("kind", choices=["separator", "tagger"])
+    parser.add_argument("input", help="official .ckpt (Lightning) or .pth (M2D) file")
+    parser.add_argument("output", help="model directory to write (must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = parser.parse_args(argv)
+    try:
+        if args.kind == "separator":
+            from s5jax.convert.separator import convert_file
+        else:
+            from s5jax.convert.tagger import convert_file
+        out = convert_file(args.input, args.output, overwrite=args.overwrite)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
