@@ -1,0 +1,133 @@
+"""Renderer tests: jitted float32 vs float64 reference (P14 on synthetic arrays), levels (P15)."""
+
+import numpy as np
+import pytest
+
+from s5jax.data import synth
+
+E, S, R, N, L = 5, 3, 4, 2000, 16000
+
+
+def _item(rng: np.random.Generator, negative_peak: bool = False) -> dict:
+    src = np.zeros((E, L), np.float32)
+    sl = np.zeros(E, np.int32)
+    on = np.zeros(E, np.int32)
+    act = rng.random(E) < 0.75
+    act[0] = True
+    for e in range(E):
+        n = int(rng.integers(100, L + 1))
+        sl[e] = n
+        src[e, :n] = rng.standard_normal(n) * rng.uniform(0.01, 1)
+        on[e] = rng.integers(0, L - n + 1)
+    ir = np.zeros((E, R, N), np.float32)
+    il = rng.integers(N // 2, N + 1, size=E).astype(np.int32)
+    for e in range(E):
+        d = int(rng.integers(0, 400))
+        t = np.arange(il[e])
+        ir[e, :, : il[e]] = rng.standard_normal((R, il[e])) * np.exp(-t / 300.0) * (t >= d) * 0.3
+        ir[e, 0, d] = -3.0 if negative_peak else 3.0
+    return dict(
+        source=src, source_len=sl, ir=ir, ir_len=il, onset=on,
+        level_db=(-50 + rng.uniform(5, 20, E)).astype(np.float32), active=act,
+        noise=rng.standard_normal((R, L)).astype(np.float32), noise_active=np.bool_(True),
+        labels=np.where(act[:S], np.arange(S), -1).astype(np.int32),
+    )
+
+
+def _stack(items):
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+@pytest.fixture(scope="module")
+def items():
+    rng = np.random.default_rng(1)
+    its = [_item(rng) for _ in range(3)] + [_item(rng, negative_peak=True)]
+    its[1]["active"][:] = [True, False, False, True, False]  # inactive target slots in the middle
+    its[2]["noise_active"] = np.bool_(False)
+    return its
+
+
+def test_fast_fft_length():
+    assert synth.fast_fft_length(352_000) == 354_294  # 2 · 3^11
+    assert synth.fast_fft_length(1) == 1
+    assert synth.fast_fft_length(17) == 18
+    for n in [7, 97, 1000, 12345]:
+        m = synth.fast_fft_length(n)
+        assert m >= n
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        assert k == 1
+        assert all(not _smooth(j) for j in range(n, m))
+
+
+def _smooth(j):
+    for p in (2, 3, 5):
+        while j % p == 0:
+            j //= p
+    return j == 1
+
+
+def test_jit_matches_reference(items):
+    out = synth.render(_stack(items), length=L)
+    assert out["mixture"].shape == (4, R, L) and out["dry"].shape == (4, S, L)
+    for b, it in enumerate(items):
+        mix, dry = synth.render_reference(it, length=L)
+        got_m, got_d = np.asarray(out["mixture"][b]), np.asarray(out["dry"][b])
+        assert np.abs(got_m - mix).max() / np.abs(mix).max() <= 1e-5
+        assert np.abs(got_d - dry).max() / np.abs(dry).max() <= 1e-5
+        for s in range(S):
+            if not it["active"][s]:
+                assert np.all(got_d[s] == 0) and np.all(dry[s] == 0)
+    np.testing.assert_array_equal(out["labels"], np.stack([it["labels"] for it in items]))
+
+
+def test_power_fft_length_independent(items):
+    """A power-of-two FFT gives the same result as the default 5-smooth length."""
+    a = synth.render(_stack(items), length=L)
+    b = synth.render(_stack(items), length=L, nfft=32768, with_dry=False)
+    assert "dry" not in b
+    err = np.abs(np.asarray(a["mixture"]) - np.asarray(b["mixture"])).max()
+    assert err / np.abs(np.asarray(a["mixture"])).max() <= 1e-5
+
+
+def test_levels_reference():
+    """Event power = ref_db + snr on the full wet image; noise at −50 dB (float64)."""
+    rng = np.random.default_rng(2)
+    it = _item(rng)
+    it["active"][:] = False
+    it["noise_active"] = np.bool_(True)
+    mix, _ = synth.render_reference(it, length=L)
+    assert abs(10 * np.log10(np.mean(mix**2)) - (-50.0)) < 1e-9
+    for e in range(E):
+        one = dict(it, active=np.arange(E) == e, noise_active=np.bool_(False))
+        # A long mixture buffer keeps the whole wet image: its power is the event level.
+        n = int(one["source_len"][e]) + int(one["ir_len"][e]) - 1
+        one["onset"] = np.zeros(E, np.int32)
+        mix, dry = synth.render_reference(one, length=L + N)
+        p = 10 * np.log10(np.sum(mix**2) / (R * n))
+        assert abs(p - float(one["level_db"][e])) < 1e-9
+
+
+def test_dry_window_and_signed_peak():
+    """The dry IR is channel 0 on [p − 192, p + 1600) with p the signed arg-max."""
+    rng = np.random.default_rng(3)
+    it = _item(rng)
+    it["active"][:] = [True, False, False, False, False]
+    it["noise_active"] = np.bool_(False)
+    it["source"][0] = 0
+    it["source"][0, 0] = 1.0  # impulse: the dry target is the windowed, scaled IR
+    it["source_len"][0] = 1
+    it["onset"][0] = 0
+    h = np.zeros((R, N), np.float32)
+    h[:, :] = 0.01
+    h[0, 1000] = 0.5
+    h[0, 900] = -0.9  # larger |h| but negative: must not be the peak
+    it["ir"][0] = h
+    it["ir_len"][0] = N
+    _, dry = synth.render_reference(it, length=L)
+    nz = np.nonzero(dry[0])[0]
+    assert nz[0] == 1000 - 192 and nz[-1] == N - 1  # window end clamped at N
+    out = synth.render(_stack([it]), length=L)
+    np.testing.assert_allclose(np.asarray(out["dry"][0, 0]), dry[0], atol=1e-6 * np.abs(dry).max())
