@@ -1,0 +1,125 @@
+"""Shared pieces of the training configs: the table skeleton and comma-separated presets.
+
+A config file's ``get_config(arg)`` builds its table with :func:`experiment`, then applies the
+presets named in ``arg`` (``"baseline,bf16"``) with :func:`apply_presets`. Configs are loaded by
+path (``config_flags``), so the config files load this module by path too (see ``load_common``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import ml_collections
+
+
+def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Skeleton shared by every training config; files fill in and override values."""
+    return ml_collections.ConfigDict(
+        dict(
+            name=name,  # also the default work directory name: runs/<name>[-<presets>]
+            model=model,
+            init=None,  # a model directory (converted or trained) to start from; None = random
+            data=dict(
+                root=None,  # None → the embedded dataset, created on first use
+                embedded_scale="small",
+                clip_seconds=10.0,
+                batch_size=4,  # global, over all devices and hosts
+                num_workers=4,  # Grain worker processes; 0 = in the main process
+                prefetch=2,
+                seed=0,
+                valid_batch_size=4,
+                valid_limit=None,  # at most this many validation mixtures (None: all)
+            ),
+            optim=dict(
+                lr=1e-4,
+                b1=0.9,
+                b2=0.999,
+                eps=1e-8,
+                weight_decay=0.0,
+                amsgrad=True,  # PyTorch AMSGrad (max of the raw second moment)
+                clip_norm=0.5,  # torch clip_grad_norm_ over all trainable parameters
+                schedule="constant",  # "constant" | "cosine"
+                warmup_steps=0,
+                final_lr_ratio=0.0,  # cosine only
+            ),
+            train=dict(
+                num_steps=200_000,
+                seed=0,
+                log_every=100,
+                eval_every=2_500,
+                checkpoint_every=2_500,
+                keep=3,  # latest checkpoints kept, plus the best one
+                best_metric="valid/loss",
+                best_mode="min",
+                max_nonfinite=20,  # consecutive skipped (non-finite) steps before stopping
+                audio_examples=2,  # validation separations written to TensorBoard
+                progress=True,  # tqdm progress bar
+            ),
+            trainable="all",  # separators: "all"; tagger: "head" | "blocks:k" | "adapters" | "all"
+            precision="float32",  # "float32" | "bfloat16" (compute dtype; params, loss fp32)
+        )
+    )
+
+
+Preset = Callable[[ml_collections.ConfigDict], None]
+
+
+def bf16(cfg: ml_collections.ConfigDict) -> None:
+    cfg.precision = "bfloat16"
+    cfg.model.dtype = "bfloat16"
+
+
+def apply_presets(
+    cfg: ml_collections.ConfigDict, arg: str | None, presets: Mapping[str, Preset]
+) -> ml_collections.ConfigDict:
+    """Apply the comma-separated presets of ``arg`` in order; unknown names fail clearly."""
+    names = [p.strip() for p in (arg or "").split(",") if p.strip()]
+    known = dict(presets)
+    known.setdefault("bf16", bf16)
+    for n in names:
+        if n not in known:
+            raise ValueError(
+                f"unknown config preset {n!r} in {arg!r}; known presets: {', '.join(sorted(known))}"
+            )
+    for n in names:
+        known[n](cfg)
+    if names:
+        cfg.name = "-".join([cfg.name, *names])
+    return cfg
+
+
+def separator_presets() -> dict[str, Preset]:
+    """Presets shared by the ResUNet and ResUNetK configs."""
+
+    def baseline(cfg):
+        # Official architecture + hyper-parameters (spec §5.1, §5.6): β-only FiLM, no DPRNN,
+        # global batch 40 (5 × 8 GPUs), lr 1e-4, AdamW-AMSGrad, clip 0.5, no schedule;
+        # one "epoch" = 100 000 mixtures = 2 500 steps, validated and checkpointed once per epoch.
+        cfg.model.film = "beta"
+        cfg.model.bottleneck = "none"
+        cfg.data.batch_size = 40
+        cfg.optim.lr = 1e-4
+        cfg.train.num_steps = 250_000
+        cfg.train.eval_every = 2_500
+        cfg.train.checkpoint_every = 2_500
+
+    def smoke(cfg):
+        # Tiny everything: runs end to end in about a minute on a 2-core CPU.
+        cfg.model.channels = (4, 8, 8, 16, 16, 16)
+        cfg.model.dprnn_hidden = 8
+        cfg.data.embedded_scale = "small"
+        cfg.data.clip_seconds = 1.0
+        cfg.data.batch_size = 2
+        cfg.data.num_workers = 0
+        cfg.data.valid_batch_size = 2
+        cfg.data.valid_limit = 2
+        cfg.optim.lr = 1e-3
+        cfg.train.num_steps = 20
+        cfg.train.log_every = 2
+        cfg.train.eval_every = 10
+        cfg.train.checkpoint_every = 10
+        cfg.train.keep = 2
+        cfg.train.audio_examples = 1
+
+    return {"baseline": baseline, "smoke": smoke}
+

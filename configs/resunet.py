@@ -1,0 +1,48 @@
+"""Training config: the ResUNet (one label query per pass) separator.
+
+Default = the seed system (seed_system.md): γβ FiLM + DPRNN bottleneck, batch 4 on one device,
+80 epochs of 100 000 mixtures, baseline optimiser (AdamW-AMSGrad lr 1e-4, clip 0.5).
+Presets (comma-separated after the file name, e.g. `configs/resunet.py:baseline,bf16`):
+  baseline  official architecture and hyper-parameters (β FiLM, no DPRNN, global batch 40)
+  smoke     tiny model, 1-s clips, 20 steps on the small embedded dataset (~1 min on CPU)
+  bf16      bfloat16 compute (parameters, optimiser and loss stay float32)
+"""
+
+import importlib.util
+import pathlib
+
+from s5jax.models.separator import separator_config
+
+
+def _common():
+    path = pathlib.Path(__file__).with_name("common.py")
+    spec = importlib.util.spec_from_file_location("s5jax_configs_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg: str | None = None):
+    common = _common()
+    cfg = common.experiment(
+        "resunet",
+        separator_config(
+            name="resunet",
+            film="gamma_beta",  # seed §2: y = (1 + γ)·BN(x) + β
+            bottleneck="dprnn",  # seed §3
+            dprnn_hidden=128,
+            dprnn_repeats=1,
+            channels=(32, 64, 128, 256, 384, 384),
+            dtype="float32",
+        ),
+    )
+    cfg.data.batch_size = 4
+    cfg.data.num_workers = 5
+    cfg.optim.lr = 1e-4
+    cfg.train.num_steps = 2_000_000  # 80 epochs × 100 000 mixtures / batch 4
+    cfg.train.eval_every = 25_000  # one epoch
+    cfg.train.checkpoint_every = 25_000
+    cfg.train.best_metric = "valid/loss"
+    cfg.train.best_mode = "min"
+    cfg.trainable = "all"
+    return common.apply_presets(cfg, arg, common.separator_presets())
