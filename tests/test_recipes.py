@@ -1,0 +1,187 @@
+"""Recipe statistics (P15, spec §2.3) and cross-process determinism."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from s5jax import labels as labels_lib
+from s5jax.data import recipes
+from s5jax.data.catalog import Clip, Room, Split
+
+SR = 32000
+CFG = recipes.MixtureConfig()
+N_DRAWS = 10_000
+
+
+def fake_split() -> Split:
+    """A catalog split without files: recipes only need frame counts and positions."""
+    rng = np.random.default_rng(123)
+
+    def clips(label, n, lo, hi):
+        return tuple(
+            Clip(Path(f"/x/{label}/{label}_{i}.wav"), label, int(rng.uniform(lo, hi) * SR), 1)
+            for i in range(n)
+        )
+
+    targets = {c: clips(c, 3, 0.3, 14.0) for c in labels_lib.CLASSES}
+    interference = {f"int{k}": clips(f"int{k}", 2, 0.5, 12.0) for k in range(5)}
+    noise = tuple(
+        Clip(Path(f"/x/noise/n{i}.wav"), "", int(d * SR), 4) for i, d in enumerate([15.5, 12, 4])
+    )
+    rooms = tuple(
+        Room(Path(f"/x/room{i}.sofa"), rng.normal(size=(m, 3)), 8000, 4)
+        for i, m in enumerate([7, 11, 40])
+    )
+    return Split(targets, interference, noise, rooms)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return fake_split()
+
+
+@pytest.fixture(scope="module")
+def draws(split):
+    return [recipes.make_recipe(split, i, 7, CFG) for i in range(N_DRAWS)]
+
+
+def _clip(split, r, slot):
+    if slot < CFG.num_targets:
+        return split.targets[labels_lib.CLASSES[r.cls[slot]]][r.file[slot]]
+    return split.interference[recipes.interference_classes(split)[r.cls[slot]]][r.file[slot]]
+
+
+def test_counts_uniform(draws):
+    n_t = np.array([r.active[:3].sum() for r in draws])
+    n_i = np.array([r.active[3:].sum() for r in draws])
+    assert set(n_t) == {1, 2, 3} and set(n_i) == {1, 2}
+    assert stats.chisquare(np.bincount(n_t)[1:]).pvalue > 0.01
+    assert stats.chisquare(np.bincount(n_i)[1:]).pvalue > 0.01
+    # Active slots are contiguous from the left (silence last).
+    for r in draws[:500]:
+        assert list(r.active[:3]) == sorted(r.active[:3], reverse=True)
+
+
+def test_classes_distinct_and_uniform(draws):
+    cls = []
+    for r in draws:
+        c = r.cls[:3][r.active[:3]]
+        assert len(set(c.tolist())) == len(c)
+        cls += c.tolist()
+    assert stats.chisquare(np.bincount(cls, minlength=18)).pvalue > 0.01
+
+
+def test_timing_rules(split, draws):
+    onsets_u, snr_t, snr_i, offsets_u = [], [], [], []
+    for r in draws:
+        for s in np.nonzero(r.active)[0]:
+            dur_file = _clip(split, r, s).frames / SR
+            if dur_file > 10:
+                assert r.duration[s] == 10.0
+                assert 0 <= r.source_time[s] <= dur_file - 10
+                offsets_u.append(r.source_time[s] / (dur_file - 10))
+            else:
+                assert r.duration[s] == dur_file and r.source_time[s] == 0
+            assert 0 <= r.onset[s] <= 10 - r.duration[s]
+            if r.duration[s] < 10:
+                onsets_u.append(r.onset[s] / (10 - r.duration[s]))
+            (snr_t if s < 3 else snr_i).append(r.snr[s])
+        # onset order within target slots
+        on = r.onset[:3][r.active[:3]]
+        assert np.all(np.diff(on) >= 0)
+    assert stats.kstest(onsets_u, "uniform").pvalue > 0.01
+    assert stats.kstest(offsets_u, "uniform").pvalue > 0.01
+    assert stats.kstest(snr_t, "uniform", args=(5, 15)).pvalue > 0.01
+    assert stats.kstest(snr_i, "uniform", args=(0, 15)).pvalue > 0.01
+
+
+def test_rooms_positions_noise(split, draws):
+    rooms = np.array([int(r.room) for r in draws])
+    assert stats.chisquare(np.bincount(rooms, minlength=3)).pvalue > 0.01
+    pos = [int(r.position[s]) for r in draws if int(r.room) == 2 for s in np.nonzero(r.active)[0]]
+    assert stats.chisquare(np.bincount(pos, minlength=40)).pvalue > 0.01
+    noise = np.array([int(r.noise) for r in draws])
+    assert stats.chisquare(np.bincount(noise, minlength=3)).pvalue > 0.01
+    for r in draws[:2000]:
+        off = float(r.noise_offset)
+        dur = split.noise[int(r.noise)].frames / SR
+        assert off == np.floor(off)  # whole seconds
+        assert (off == 0) if dur <= 10 else (0 <= off <= dur - 10)
+
+
+def test_allow_repeats(split):
+    cfg = recipes.MixtureConfig(allow_repeats=True)
+    rs = [recipes.make_recipe(split, i, 1, cfg) for i in range(3000)]
+    assert any(len(set(r.cls[:3][r.active[:3]].tolist())) < r.active[:3].sum() for r in rs)
+
+
+def test_short_clip_config(split):
+    cfg = recipes.MixtureConfig(duration=2.0)
+    for i in range(300):
+        r = recipes.make_recipe(split, i, 3, cfg)
+        a = r.active
+        assert np.all(r.duration[a] <= 2.0) and np.all(r.onset[a] + r.duration[a] <= 2.0 + 1e-12)
+
+
+_CHILD = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_recipes import fake_split
+from s5jax.data import recipes
+s = fake_split()
+for i in (0, 5, 999):
+    r = recipes.make_recipe(s, i, 42)
+    for f in r.__dataclass_fields__:
+        sys.stdout.write(f + ":" + getattr(r, f).tobytes().hex() + "\\n")
+"""
+
+
+def test_same_recipe_in_fresh_process(split):
+    code = _CHILD.format(tests=str(Path(__file__).parent))
+    env_hash = {"PYTHONHASHSEED": "random"}
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env_hash}).stdout.splitlines()
+    mine = []
+    for i in (0, 5, 999):
+        r = recipes.make_recipe(split, i, 42)
+        assert r.equals(recipes.make_recipe(split, i, 42))
+        mine += [f + ":" + getattr(r, f).tobytes().hex() for f in r.__dataclass_fields__]
+    assert out == mine
+    assert not recipes.make_recipe(split, 0, 42).equals(recipes.make_recipe(split, 0, 43))
+
+
+def test_metadata_round_trip(split):
+    """recipe → per-mixture JSON → recipe reproduces every field; ref_event order is kept."""
+    for i in range(50):
+        r = recipes.make_recipe(split, i, 9)
+        meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)
+        ref = ref[::-1]  # ask for another slot order
+        back = recipes.recipe_from_metadata(recipes.ValidEntry("m", meta, tuple(ref)), split, CFG)
+        got = back.target_labels(3)
+        assert [labels_lib.CLASSES[c] if c >= 0 else "silence" for c in got] == ref
+        order = [list(r.target_labels(3)).index(c) if c >= 0 else None for c in got]
+        for s, o in enumerate(order):
+            if o is None:
+                assert not back.active[s]
+                continue
+            for f in ("cls", "file", "source_time", "duration", "onset", "position", "snr"):
+                assert getattr(back, f)[s] == getattr(r, f)[o]
+        for f in ("room", "noise", "noise_offset"):
+            assert getattr(back, f) == getattr(r, f)
+        np.testing.assert_array_equal(back.cls[3:], r.cls[3:])
+        np.testing.assert_array_equal(back.snr[3:], r.snr[3:])
+
+
+def test_bad_ref_event(split):
+    r = recipes.make_recipe(split, 0, 9)
+    meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)
+    bad = tuple(["Speech" if x == "silence" else x for x in ref] if "silence" in ref
+                else ["silence"] * 3)
+    with pytest.raises(ValueError, match="ref_event"):
+        recipes.recipe_from_metadata(recipes.ValidEntry("m", meta, bad), split, CFG)
