@@ -45,6 +45,8 @@ from s5jax import labels as labels_lib
 
 SAMPLE_RATE = 32000
 REF_DB = -50.0
+INPUT_KEYS = ("source", "source_len", "ir", "ir_len", "onset", "level_db", "active", "noise",
+              "noise_active", "labels")
 
 
 def fast_fft_length(n: int) -> int:

@@ -1,0 +1,364 @@
+"""Grain input pipelines: per-index recipes → windowed host reads → fixed-size batches → device.
+
+Training (``make_train_iterator``): item ``i`` of host ``p`` (of ``P``) is recipe
+``i·P + p`` of the split for the seed, so a run is reproducible whatever the worker count, and
+Grain's iterator state (``get_state()`` / ``set_state()``) is all a checkpoint needs. Only the
+source windows the recipe uses are read (``wav.read`` with ``start``/``frames``) and only one IR
+per event (``sofa.read_ir``). Arrays are padded to shapes fixed by the catalog (mixture length,
+max RIR length over the split's rooms), so the jitted renderer compiles once.
+
+Validation (``make_valid_batches``): mixtures described by ``metadata/valid.json``, slots in
+``ref_event`` order, deterministic; the last batch is padded with empty items (``weight`` 0).
+
+Modes: ``"separator"`` (dry targets rendered), ``"tagger"`` (no dry targets; host batch adds
+``multi_hot (B, 18)``). ``render_batch`` turns a (device) batch into
+``{"mixture" (B, R, L), "dry" (B, S, L), "labels" (B, S)}`` with :func:`s5jax.data.synth.render`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from s5jax import labels as labels_lib
+from s5jax.audio import wav
+from s5jax.data import recipes as recipes_lib
+from s5jax.data import sofa, synth
+from s5jax.data.catalog import Catalog, Split
+from s5jax.data.recipes import MixtureConfig, Recipe
+
+MODES = ("separator", "tagger")
+_MAX_INDEX = 2**62  # "infinite" training stream
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Static array sizes of one item."""
+
+    length: int  # mixture samples L (= source window size)
+    channels: int  # R
+    ir_frames: int  # N (max over the split's rooms)
+
+
+def split_layout(split: Split, cfg: MixtureConfig) -> Layout:
+    """Fixed item sizes for a split: all rooms must share one channel count."""
+    if not split.rooms:
+        raise ValueError("split has no rooms; cannot build mixtures")
+    chans = {r.channels for r in split.rooms}
+    if len(chans) != 1:
+        raise ValueError(f"rooms of one split must share a channel count, found {sorted(chans)}")
+    return Layout(cfg.frames, chans.pop(), max(r.ir_frames for r in split.rooms))
+
+
+def _clip(split: Split, recipe: Recipe, slot: int, num_targets: int):
+    c = int(recipe.cls[slot])
+    if slot < num_targets:
+        return split.targets[labels_lib.CLASSES[c]][int(recipe.file[slot])]
+    return split.interference[recipes_lib.interference_classes(split)[c]][int(recipe.file[slot])]
+
+
+def read_item(
+    recipe: Recipe,
+    split: Split,
+    cfg: MixtureConfig,
+    layout: Layout,
+    dtype: Any = np.float32,
+    mode: str = "separator",
+) -> dict[str, np.ndarray]:
+    """Host arrays of one mixture (keys and shapes: :mod:`s5jax.data.synth`)."""
+    e_n, s_n, lay = cfg.num_events, cfg.num_targets, layout
+    item = dict(
+        source=np.zeros((e_n, lay.length), dtype),
+        source_len=np.zeros(e_n, np.int32),
+        ir=np.zeros((e_n, lay.channels, lay.ir_frames), dtype),
+        ir_len=np.zeros(e_n, np.int32),
+        onset=np.zeros(e_n, np.int32),
+        level_db=(cfg.ref_db + recipe.snr).astype(dtype),
+        active=recipe.active.copy(),
+        noise=np.zeros((lay.channels, lay.length), dtype),
+        noise_active=np.asarray(int(recipe.noise) >= 0),
+        labels=recipe.target_labels(s_n),
+    )
+    room = split.rooms[int(recipe.room)]
+    for e in range(e_n):
+        if not recipe.active[e]:
+            continue
+        clip = _clip(split, recipe, e, s_n)
+        start = int(recipe.source_time[e] * cfg.sr)  # librosa.load's int() truncation
+        frames = min(int(recipe.duration[e] * cfg.sr), clip.frames - start)
+        onset = int(recipe.onset[e] * cfg.sr)
+        if frames <= 0 or onset + frames > lay.length:
+            raise ValueError(
+                f"{clip.path}: event window (start {start}, {frames} frames, onset {onset}) does "
+                f"not fit a {lay.length}-sample mixture"
+            )
+        x = wav.read(clip.path, sample_rate=cfg.sr, start=start, frames=frames)
+        item["source"][e, :frames] = x.mean(axis=0) if x.shape[0] > 1 else x[0]
+        item["source_len"][e] = frames
+        item["onset"][e] = onset
+        h = sofa.read_ir(room.path, int(recipe.position[e]))
+        if h.shape[0] != lay.channels or h.shape[1] > lay.ir_frames:
+            raise ValueError(f"{room.path}: IR shape {h.shape}, expected ({lay.channels}, ≤N)")
+        item["ir"][e, :, : h.shape[1]] = h
+        item["ir_len"][e] = h.shape[1]
+    if int(recipe.noise) >= 0:
+        clip = split.noise[int(recipe.noise)]
+        start = int(float(recipe.noise_offset) * cfg.sr)
+        frames = min(lay.length, clip.frames - start)
+        n = wav.read(clip.path, sample_rate=cfg.sr, channels=lay.channels, start=start,
+                     frames=frames)
+        # Short background: tiled (the baseline time-stretches with np.repeat, spec §7.5).
+        reps = -(-lay.length // frames)
+        item["noise"][:] = np.tile(n, (1, reps))[:, : lay.length]
+    if mode == "tagger":
+        item["multi_hot"] = np.asarray(labels_lib.multi_hot(item["labels"][None]))[0]
+    return item
+
+
+def empty_item(cfg: MixtureConfig, layout: Layout, mode: str = "separator") -> dict:
+    """An all-inactive item (pads the last validation batch; renders to zeros)."""
+    r = recipes_lib._empty(cfg)
+    return read_item(Recipe(**r), _NO_SPLIT, cfg, layout, mode=mode)
+
+
+_NO_SPLIT = Split(targets={}, interference={}, noise=(), rooms=())
+
+
+class _RandomItem:
+    """index → host item (picklable for Grain worker processes)."""
+
+    def __init__(self, split, cfg, layout, seed, mode, process_index, process_count):
+        self.split, self.cfg, self.layout, self.seed, self.mode = split, cfg, layout, seed, mode
+        self.pi, self.pc = process_index, process_count
+
+    def __call__(self, i: int) -> dict:
+        index = int(i) * self.pc + self.pi
+        recipe = recipes_lib.make_recipe(self.split, index, self.seed, self.cfg)
+        return read_item(recipe, self.split, self.cfg, self.layout, mode=self.mode)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+
+
+def _ensure_absl_flags() -> None:
+    # Grain reads absl flags (also in its worker processes); a host program that never ran
+    # absl.app (pytest, notebooks) would raise UnparsedFlagAccessError.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_train_iterator(
+    catalog: Catalog,
+    *,
+    batch_size: int,
+    seed: int,
+    clip_seconds: float = 10.0,
+    mode: str = "separator",
+    num_workers: int = 0,
+    split: str = "train",
+    config: MixtureConfig | None = None,
+    read_threads: int = 8,
+    worker_buffer_size: int = 2,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.DatasetIterator:
+    """Infinite iterator of host batches (dicts of numpy arrays with leading axis ``batch_size``).
+
+    ``batch_size`` is the per-host batch. The returned Grain iterator supports ``get_state()``
+    and ``set_state()``.
+    """
+    _check_mode(mode)
+    if batch_size < 1:
+        raise ValueError(f"batch_size {batch_size}: expected ≥ 1")
+    if split not in catalog.splits:
+        raise ValueError(f"split {split!r} not in catalog {catalog.root} ({list(catalog.splits)})")
+    cfg = config or MixtureConfig(duration=float(clip_seconds))
+    sp = catalog.splits[split]
+    layout = split_layout(sp, cfg)
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    _ensure_absl_flags()
+    ds = grain.MapDataset.range(0, _MAX_INDEX).map(
+        _RandomItem(sp, cfg, layout, seed, mode, pi, pc)
+    )
+    it = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * batch_size)
+    ).batch(batch_size, drop_remainder=True)
+    if num_workers > 0:
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=num_workers, per_worker_buffer_size=worker_buffer_size
+            )
+        )
+    return iter(it)
+
+
+class _ValidItem:
+    def __init__(self, entries, split, cfg, layout, mode):
+        self.entries, self.split, self.cfg, self.layout, self.mode = (
+            entries, split, cfg, layout, mode)
+
+    def __call__(self, i: int) -> dict:
+        if i >= len(self.entries):
+            item = empty_item(self.cfg, self.layout, self.mode)
+            item["weight"] = np.float32(0)
+            return item
+        recipe = recipes_lib.recipe_from_metadata(self.entries[i], self.split, self.cfg)
+        item = read_item(recipe, self.split, self.cfg, self.layout, mode=self.mode)
+        item["weight"] = np.float32(1)
+        return item
+
+
+@dataclasses.dataclass
+class ValidBatches:
+    """Re-iterable validation batches; ``config`` describes the mixtures (length, ref_db, …)."""
+
+    dataset: grain.MapDataset
+    config: MixtureConfig
+    names: tuple[str, ...]
+    num_batches: int
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return iter(self.dataset.to_iter_dataset(grain.ReadOptions(num_threads=8,
+                                                                   prefetch_buffer_size=2)))
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+def make_valid_batches(
+    catalog: Catalog, *, batch_size: int, mode: str = "separator", num_targets: int = 3
+) -> ValidBatches:
+    """Deterministic validation batches from ``catalog.valid_metadata`` (spec §2.7).
+
+    Every mixture must share ``sr`` and ``duration``. Items carry ``weight`` (1 real, 0 padding).
+    """
+    _check_mode(mode)
+    if catalog.valid_metadata is None:
+        raise ValueError(f"{catalog.root}: no metadata/valid.json; cannot build validation batches")
+    entries = recipes_lib.read_valid_metadata(catalog.valid_metadata)
+    if not entries:
+        raise ValueError(f"{catalog.valid_metadata}: empty validation list")
+    cfgs = {recipes_lib.config_from_metadata(e.metadata) for e in entries}
+    if len(cfgs) != 1:
+        raise ValueError(f"{catalog.valid_metadata}: mixtures differ in sr/duration/ref_db/window")
+    cfg = dataclasses.replace(cfgs.pop(), num_targets=num_targets)
+    dirs = {e.metadata["config"].get("foreground_dir", "valid") for e in entries}
+    names = {str(d).rstrip("/").split("/")[-1] for d in dirs}
+    split_name = names.pop() if len(names) == 1 else "valid"
+    if split_name not in catalog.splits:
+        split_name = "valid"
+    if split_name not in catalog.splits:
+        raise ValueError(f"{catalog.root}: validation metadata needs split {split_name!r} scanned")
+    sp = catalog.splits[split_name]
+    layout = split_layout(sp, cfg)
+    _ensure_absl_flags()
+    n = len(entries)
+    padded = -(-n // batch_size) * batch_size
+    ds = grain.MapDataset.range(0, padded).map(_ValidItem(entries, sp, cfg, layout, mode))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ValidBatches(ds, cfg, tuple(e.name for e in entries), padded // batch_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Device side
+
+
+def to_device(batch: dict[str, np.ndarray], mesh: Mesh | None = None) -> dict[str, jax.Array]:
+    """Host batch → device arrays, sharded over the mesh axis ``data`` if a mesh is given.
+
+    With several processes each passes its local slice; the global batch is their concatenation.
+    """
+    if mesh is None:
+        return jax.device_put(batch)
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items()}
+
+
+def render_batch(
+    batch: dict, config: MixtureConfig, *, mode: str = "separator"
+) -> dict[str, jax.Array]:
+    """Device mixtures of a (device or host) batch: ``mixture``, ``labels``, ``dry``
+    (separator mode), plus passthrough ``multi_hot`` / ``weight`` if present."""
+    _check_mode(mode)
+    out = dict(synth.render(
+        {k: batch[k] for k in synth.INPUT_KEYS},
+        length=config.frames, num_targets=config.num_targets, with_dry=mode == "separator",
+        ref_db=config.ref_db, sr=config.sr, window_ms=config.dry_window_ms,
+    ))
+    for k in ("multi_hot", "weight"):
+        if k in batch:
+            out[k] = batch[k]
+    return out
+
+
+class DevicePrefetch:
+    """Moves host batches to devices ``size`` batches ahead, in a background thread.
+
+    ``get_state()`` is the wrapped iterator's state right after the last batch *returned* (not
+    the last one prefetched), so restoring it loses nothing.
+    """
+
+    def __init__(self, it: grain.DatasetIterator, mesh: Mesh | None = None, size: int = 2):
+        self._it, self._mesh, self._size = it, mesh, size
+        self._state = it.get_state()
+        self._start()
+
+    def _start(self) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=self._size)
+        self._stop = threading.Event()
+
+        def work():
+            while not self._stop.is_set():
+                try:
+                    host = next(self._it)
+                    item = (self._it.get_state(), to_device(host, self._mesh), None)
+                except Exception as e:  # noqa: BLE001 - handed to the consumer
+                    item = (None, None, e)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if item[2] is not None:
+                    return
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        state, dev, err = self._q.get()
+        if err is not None:
+            raise err
+        self._state = state
+        return dev
+
+    def get_state(self) -> dict:
+        return self._state
+
+    def set_state(self, state: dict) -> None:
+        self.close()
+        self._it.set_state(state)
+        self._state = state
+        self._start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
