@@ -1,0 +1,131 @@
+"""Labelled test sets: ``soundscape/*.wav`` mixtures with ``oracle_target/<name>_<Label>.wav``.
+
+This is the layout of the DCASE 2025 Task 4 development ``test`` split (spec §2.1, §2.8); any
+labelled set laid out the same way (a held-out evaluation set, the embedded dataset's ``test``)
+is read and scored the same way.
+
+Matching of references to soundscapes is *prefix-free* (unlike the baseline, spec §7.19, which
+takes every file that merely starts with the soundscape name, so ``mix_1`` would also claim
+``mix_10_Speech.wav``): the label suffix is parsed off the file name first and the rest must equal
+a soundscape name exactly. A repeated class (allowed from DCASE 2026 on) may carry a numeric
+suffix, ``<name>_<Label>_<k>.wav``. A reference whose label is not one of the 18 classes, or whose
+name matches no soundscape, is an error naming the file — a silently ignored reference would
+change the score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from s5jax.audio import wav
+from s5jax.labels import CLASSES, MAX_SOURCES, class_index
+
+SOUNDSCAPE_DIR = "soundscape"
+ORACLE_DIR = "oracle_target"
+MIXTURE_CHANNELS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    label: str
+    path: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class TestItem:
+    """One soundscape and its references (sorted by class index, then file name)."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    path: Path
+    references: tuple[Reference, ...]
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.references]
+
+
+def parse_reference_name(filename: str) -> tuple[str, str]:
+    """``"<name>_<Label>[_<k>].wav"`` → ``(name, Label)``.
+
+    Raises ``ValueError`` naming the file if no class name can be parsed off the end.
+    """
+    stem = filename[:-4] if filename.lower().endswith(".wav") else filename
+    parts = stem.split("_")
+    # A trailing all-digit part is a repeat index only if a class name precedes it.
+    if len(parts) >= 3 and parts[-1].isdigit() and parts[-2] in CLASSES:
+        return "_".join(parts[:-2]), parts[-2]
+    if len(parts) >= 2 and parts[-1] in CLASSES:
+        return "_".join(parts[:-1]), parts[-1]
+    raise ValueError(
+        f"{filename}: reference name must be <soundscape>_<Label>.wav with <Label> one of "
+        f"{', '.join(CLASSES)}"
+    )
+
+
+class TestSet:
+    """A labelled test set under ``root`` (the folder holding ``soundscape/`` and
+    ``oracle_target/``).
+
+    Listing is cheap (file names only); audio is read by ``load``.
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, root: str | os.PathLike, *, max_sources: int = MAX_SOURCES):
+        self.root = Path(root)
+        sdir, odir = self.root / SOUNDSCAPE_DIR, self.root / ORACLE_DIR
+        if not sdir.is_dir():
+            raise ValueError(f"{self.root}: no {SOUNDSCAPE_DIR}/ folder (expected a test-set root)")
+        if not odir.is_dir():
+            raise ValueError(f"{self.root}: no {ORACLE_DIR}/ folder (expected a labelled test set)")
+        names = sorted(p.name[:-4] for p in sdir.iterdir() if p.name.endswith(".wav"))
+        if not names:
+            raise ValueError(f"{sdir}: no .wav soundscapes")
+        refs: dict[str, list[Reference]] = {n: [] for n in names}
+        for p in sorted(odir.iterdir()):
+            if not p.name.endswith(".wav") or p.name.startswith("."):
+                continue
+            name, label = parse_reference_name(p.name)
+            if name not in refs:
+                raise ValueError(f"{p}: no soundscape named {name!r} in {sdir}")
+            refs[name].append(Reference(label, p))
+        items = []
+        for n in names:
+            r = sorted(refs[n], key=lambda x: (class_index(x.label), x.path.name))
+            if len(r) > max_sources:
+                raise ValueError(
+                    f"{sdir / (n + '.wav')}: {len(r)} references, at most {max_sources} supported"
+                )
+            items.append(TestItem(n, sdir / f"{n}.wav", tuple(r)))
+        self.items: list[TestItem] = items
+        self.max_sources = max_sources
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> TestItem:
+        return self.items[i]
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Audio of item ``i``: ``mixture (4, L)`` and ``references (n_refs, L)`` float32.
+
+        References are channel 0 of the oracle files (they are mono in the DCASE data).
+        """
+        item = self.items[i]
+        mix = wav.read(item.path, channels=MIXTURE_CHANNELS)
+        refs = np.zeros((len(item.references), mix.shape[1]), np.float32)
+        for k, r in enumerate(item.references):
+            a = wav.read(r.path)
+            if a.shape[1] != mix.shape[1]:
+                raise ValueError(
+                    f"{r.path}: {a.shape[1]} frames, expected {mix.shape[1]} "
+                    f"(the length of {item.path.name})"
+                )
+            refs[k] = a[0]
+        return mix, refs

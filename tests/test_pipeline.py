@@ -1,0 +1,198 @@
+"""S5Pipeline: chunking with cross-faded joins, oracle/predicted modes, real tiny models."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s5jax.models.pipeline import S5Pipeline, chunk_plan, separate_chunked
+
+SR = 32000
+
+
+class LocalSep(nn.Module):
+    """Exactly local in time: output sample t depends only on input sample t."""
+
+    @nn.compact
+    def __call__(self, mixture, labels, train=False):
+        gain = 0.1 * (labels.astype(jnp.float32) + 2.0)[..., None]
+        y = jnp.tanh(mixture[:, :1] * gain) + 0.01 * mixture[:, 1:2]
+        return y * (labels >= 0).astype(y.dtype)[..., None]
+
+
+class ChunkOffsetSep(nn.Module):
+    """Not local: adds the chunk's mean of channel 0, so every chunk's output is distinct."""
+
+    @nn.compact
+    def __call__(self, mixture, labels, train=False):
+        off = jnp.mean(mixture[:, :1], axis=-1, keepdims=True) * 100.0
+        y = mixture[:, :1] + off + labels.astype(jnp.float32)[..., None]
+        return y * (labels >= 0).astype(y.dtype)[..., None]
+
+
+class FixedTagger(nn.Module):
+    probs: tuple
+
+    @nn.compact
+    def __call__(self, mixture, train=False):
+        return jnp.broadcast_to(jnp.asarray(self.probs, jnp.float32), (mixture.shape[0], 18))
+
+
+@pytest.mark.parametrize(
+    "length,chunk,overlap",
+    [(25, 10, 1), (800000, 320000, 32000), (19, 10, 1), (28, 10, 3), (11, 10, 0), (7, 10, 2)],
+)
+def test_chunk_weights_sum_to_one(length, chunk, overlap):
+    starts, w = chunk_plan(length, chunk, overlap)
+    total = np.zeros(length)
+    for k, s in enumerate(starts):
+        total[s : s + w.shape[1]] += w[k]
+        assert s + w.shape[1] <= length
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    assert starts[0] == 0 and starts[-1] + w.shape[1] == length
+    if length > chunk:
+        # Every overlap is at least `overlap` long, and each fade lies inside its overlap.
+        for j in range(len(starts) - 1):
+            assert starts[j] + chunk - starts[j + 1] >= overlap
+            assert np.all(w[j + 1, : max(0, starts[j] + chunk - starts[j + 1])][:1] <= 1)
+
+
+def test_chunk_plan_rejects_bad_overlap():
+    with pytest.raises(ValueError, match="overlap"):
+        chunk_plan(100, 10, 4)
+
+
+@pytest.fixture(scope="module")
+def long_mixture():
+    rng = np.random.default_rng(0)
+    return jnp.asarray(rng.standard_normal((1, 4, 25 * SR)).astype(np.float32) * 0.3)
+
+
+def test_local_separator_chunked_equals_unchunked(long_mixture):
+    pipe = S5Pipeline(None, None, LocalSep(), {})
+    labels = np.array([[2, 15, -1]], np.int32)
+    out = pipe(long_mixture, labels)
+    full = LocalSep().apply({}, long_mixture, jnp.asarray(labels))
+    assert out["waveforms"].shape == (1, 3, 25 * SR)
+    np.testing.assert_allclose(out["waveforms"], full, atol=1e-6)
+    assert float(jnp.abs(out["waveforms"][:, 2]).max()) == 0.0
+    assert out["probabilities"] is None
+
+
+def test_chunk_regions_away_from_joins_equal_separate_calls(long_mixture):
+    pipe = S5Pipeline(None, None, ChunkOffsetSep(), {})
+    labels = np.array([[4, -1, -1]], np.int32)
+    out = np.asarray(pipe(long_mixture, labels)["waveforms"])
+    chunk, overlap = 10 * SR, SR
+    starts, w = chunk_plan(25 * SR, chunk, overlap)
+    assert starts == [0, 9 * SR, 15 * SR]
+    owned = 0
+    for k, s in enumerate(starts):
+        ref = np.asarray(ChunkOffsetSep().apply(
+            {}, long_mixture[..., s : s + chunk], jnp.asarray(labels)))
+        own = w[k] == 1.0
+        owned += own.sum()
+        # (equal up to float reduction order of the chunk mean in a batched vs single call)
+        np.testing.assert_allclose(out[..., s : s + chunk][..., own], ref[..., own], rtol=1e-6)
+        # Inside the fades the output is the weighted mix of neighbouring chunks, not one chunk.
+        fade = (w[k] > 0) & (w[k] < 1)
+        # (a few fade samples round to exactly 0 or 1 in float32)
+        n_fades = 1 if k in (0, len(starts) - 1) else 2
+        assert n_fades * (overlap - 16) <= fade.sum() <= n_fades * overlap
+        assert not np.allclose(out[..., s : s + chunk][..., fade], ref[..., fade])
+    assert 25 * SR - 2 * overlap <= owned <= 25 * SR - 2 * overlap + 32
+
+
+def test_short_input_no_padding():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 4, 12345)).astype(np.float32))
+    pipe = S5Pipeline(None, None, ChunkOffsetSep(), {})
+    labels = [["Speech"], ["Blender", "Dishes"]]
+    out = pipe(x, labels)
+    assert out["waveforms"].shape == (2, 3, 12345)
+    ref = ChunkOffsetSep().apply({}, x, jnp.asarray(out["labels"]))
+    np.testing.assert_allclose(out["waveforms"], ref, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(out["labels"], [[15, -1, -1], [2, 7, -1]])
+
+
+def test_predicted_mode_uses_decision_rule():
+    probs = np.full(18, 0.1, np.float32)
+    probs[[3, 9, 12, 16]] = [0.9, 0.6, 0.7, 0.95]  # 4 above threshold → top 3, class order
+    pipe = S5Pipeline(FixedTagger(tuple(probs.tolist())), {}, LocalSep(), {})
+    x = jnp.ones((2, 4, 3000)) * 0.5
+    out = pipe(x)
+    np.testing.assert_array_equal(out["labels"], [[3, 12, 16]] * 2)
+    np.testing.assert_allclose(out["probabilities"][0], probs)
+    ref = LocalSep().apply({}, x, out["labels"])
+    np.testing.assert_allclose(out["waveforms"], ref)
+    low = np.full(18, 0.1, np.float32)
+    low[5] = 0.2
+    out = S5Pipeline(FixedTagger(tuple(low.tolist())), {}, LocalSep(), {})(x)
+    np.testing.assert_array_equal(out["labels"], [[5, -1, -1]] * 2)  # arg-max fallback
+    out = S5Pipeline(FixedTagger(tuple(low.tolist())), {}, LocalSep(), {}, allow_empty=True)(x)
+    np.testing.assert_array_equal(out["labels"], [[-1, -1, -1]] * 2)
+    assert float(jnp.abs(out["waveforms"]).max()) == 0.0
+
+
+def test_bad_inputs():
+    pipe = S5Pipeline(None, None, LocalSep(), {})
+    with pytest.raises(ValueError, match="batch, channels, samples"):
+        pipe(jnp.zeros((4, 100)), [["Speech"]])
+    with pytest.raises(ValueError, match="label rows"):
+        pipe(jnp.zeros((2, 4, 100)), [["Speech"]])
+    with pytest.raises(ValueError, match="oracle labels"):
+        pipe(jnp.zeros((1, 4, 100)))
+
+
+@pytest.fixture(scope="module")
+def tiny_separator():
+    from s5jax.models.separator import build_separator, separator_config
+
+    cfg = separator_config(name="resunet", channels=(4, 4, 8, 8, 8, 8))
+    model = build_separator(cfg)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 8000)),
+                           jnp.zeros((1, 3), jnp.int32))
+    return model, variables
+
+
+def test_real_separator_joins(tiny_separator):
+    model, variables = tiny_separator
+    t = np.arange(int(2.5 * SR)) / SR
+    rng = np.random.default_rng(2)
+    # Smooth input (a few low tones) so that real discontinuities would stand out.
+    sig = sum(np.sin(2 * np.pi * f * t + p) for f, p in [(110, 0.3), (220, 1.0), (330, 2.0)])
+    x = np.stack([sig * g for g in (0.3, 0.1, -0.1, 0.05)])[None].astype(np.float32)
+    x += 1e-3 * rng.standard_normal(x.shape).astype(np.float32)
+    labels = np.array([[1, 8, -1]], np.int32)
+    pipe = S5Pipeline(None, None, model, variables, chunk_seconds=1.0, overlap_seconds=0.25)
+    out = np.asarray(pipe(jnp.asarray(x), labels)["waveforms"])
+    assert out.shape == (1, 3, x.shape[-1]) and np.isfinite(out).all()
+    assert np.abs(out[:, 2]).max() == 0.0
+    starts, w = chunk_plan(x.shape[-1], SR, SR // 4)
+    # Regions owned by one chunk equal that chunk's separate run (batched pass is per item).
+    for k, s in enumerate(starts):
+        ref = np.asarray(model.apply(variables, jnp.asarray(x[..., s : s + SR]),
+                                     jnp.asarray(labels)))
+        own = w[k] == 1.0
+        np.testing.assert_allclose(out[..., s : s + SR][..., own], ref[..., own],
+                                   atol=1e-5 * np.abs(ref).max())
+    # No discontinuity at the joins: sample-to-sample jumps in the fades are no larger than
+    # the largest jump elsewhere.
+    fade = np.zeros(x.shape[-1], bool)
+    for k, s in enumerate(starts):
+        fade[s : s + SR] |= (w[k] > 0) & (w[k] < 1)
+    jumps = np.abs(np.diff(out[0, :2], axis=-1))
+    at_joins = jumps[:, fade[1:] | fade[:-1]].max()
+    elsewhere = jumps[:, ~(fade[1:] | fade[:-1])].max()
+    assert at_joins <= elsewhere, (at_joins, elsewhere)
+
+
+def test_separate_chunked_matches_function():
+    def fn(m, lab):
+        return jnp.repeat(m[:, :1], lab.shape[1], axis=1) * 2.0
+
+    x = jnp.arange(2 * 4 * 50, dtype=jnp.float32).reshape(2, 4, 50)
+    lab = jnp.zeros((2, 3), jnp.int32)
+    y = separate_chunked(fn, x, lab, 20, 5)
+    np.testing.assert_allclose(y, fn(x, lab), rtol=1e-6)
