@@ -1,0 +1,273 @@
+"""Official tagger weights (PyTorch) → s5jax tagger variables (spec §4.1, §4.7, §8.1, App. B).
+
+Two inputs are understood:
+
+* the baseline's AudioTagging Lightning checkpoint (``m2dat.ckpt``): ``state_dict`` with keys
+  ``model.backbone.*``, ``model.head_norm.*``, ``model.head.*``, ``model.to_spec.*``. Every key
+  must be known; the nnAudio buffers are recomputed and must match the stored ones (abs ≤ 1e-6).
+* an M2D AudioSet-fine-tuned ``.pth`` (what the baseline starts stage 1 from): keys possibly under
+  ``model`` and prefixed ``module.ar.runtime.backbone.``. As in the baseline, keys that are not
+  encoder parameters are dropped, except the EVAR head: ``module.head.mlp.mlp.0.weight`` decides
+  flat (last dim = D) vs stacked features and ``module.head.norm.running_mean/var`` become the
+  head BatchNorm statistics. The 527-way AudioSet head is discarded and a fresh 18-way head is
+  initialised from ``seed``.
+
+The result is a baseline model (``adapters=False``) unless ``adapters=True`` is passed, which adds
+fresh zero-output adapters (identical probabilities).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.traverse_util as traverse_util
+import jax
+import ml_collections
+import numpy as np
+
+from s5jax.audio import mel
+from s5jax.models import tagger as tagger_lib
+
+PTH_PREFIX = "module.ar.runtime.backbone."
+HEAD_WIDTH_KEY = "module.head.mlp.mlp.0.weight"
+BLOCK_PARTS = (
+    "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+    "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+    "mlp.fc2.weight", "mlp.fc2.bias",
+)
+TO_SPEC_KEYS = ("mel_basis", "stft.wsin", "stft.wcos", "stft.window_mask")
+BUFFER_TOL = 1e-6
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, when the caller used torch.load
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
+    """→ (flat state dict, is_lightning)."""
+    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    elif "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    sd = {str(k): v for k, v in obj.items()}
+    lightning = any(k.startswith("model.backbone.") for k in sd)
+    if lightning:
+        bad = sorted(k for k in sd if not k.startswith("model."))
+        if bad:
+            raise ValueError(f"Lightning tagger checkpoint: unexpected keys {bad[:10]}")
+        sd = {k[len("model.") :]: v for k, v in sd.items()}
+    return {k: _np(v) for k, v in sd.items()}, lightning
+
+
+def _block_count(keys) -> int:
+    idx = {int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))}
+    return max(idx) + 1 if idx else 0
+
+
+def _encoder_params(enc: dict[str, np.ndarray], num_heads: int | None, where: str):
+    """Backbone state dict (no prefix) → (sizes, encoder params tree). Checks every key."""
+    for k in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        if k not in enc:
+            raise ValueError(f"{where}: missing key {k!r}")
+    d = enc["cls_token"].shape[-1]
+    depth = _block_count(enc)
+    expected = {"cls_token", "pos_embed", "norm_stats", "patch_embed.proj.weight",
+                "patch_embed.proj.bias", "norm.weight", "norm.bias"}
+    expected |= {f"blocks.{i}.{p}" for i in range(depth) for p in BLOCK_PARTS}
+    missing = sorted(expected - set(enc) - {"norm_stats"})
+    unexpected = sorted(set(enc) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{where}: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}")
+    heads = num_heads or d // 64
+    if d % heads:
+        raise ValueError(f"{where}: embedding width {d} not divisible by num_heads={heads}")
+    hd = d // heads
+    f32 = np.float32
+
+    def lin(w):
+        return w.T.astype(f32)
+
+    p: dict[str, Any] = {
+        "cls_token": enc["cls_token"].astype(f32),
+        "pos_embed": enc["pos_embed"].astype(f32),
+        # (O, I, mel, time) → (mel, time, I, O): the encoder convolves (batch, mel, time, 1).
+        "patch_embed": {"kernel": enc["patch_embed.proj.weight"].transpose(2, 3, 1, 0).astype(f32),
+                        "bias": enc["patch_embed.proj.bias"].astype(f32)},
+        "norm": {"scale": enc["norm.weight"].astype(f32), "bias": enc["norm.bias"].astype(f32)},
+    }
+    mlp_hidden = None
+    for i in range(depth):
+        g = {k: enc[f"blocks.{i}.{k}"] for k in BLOCK_PARTS}
+        qkv_w, qkv_b = g["attn.qkv.weight"], g["attn.qkv.bias"]
+        if qkv_w.shape != (3 * d, d):
+            raise ValueError(f"{where}: blocks.{i}.attn.qkv.weight has shape {qkv_w.shape}, "
+                             f"expected {(3 * d, d)}")
+        attn = {}
+        for j, name in enumerate(("query", "key", "value")):
+            attn[name] = {"kernel": lin(qkv_w[j * d : (j + 1) * d]).reshape(d, heads, hd),
+                          "bias": qkv_b[j * d : (j + 1) * d].reshape(heads, hd).astype(f32)}
+        attn["out"] = {"kernel": lin(g["attn.proj.weight"]).reshape(heads, hd, d),
+                       "bias": g["attn.proj.bias"].astype(f32)}
+        mlp_hidden = g["mlp.fc1.weight"].shape[0]
+        p[f"blocks_{i}"] = {
+            "norm1": {"scale": g["norm1.weight"].astype(f32), "bias": g["norm1.bias"].astype(f32)},
+            "norm2": {"scale": g["norm2.weight"].astype(f32), "bias": g["norm2.bias"].astype(f32)},
+            "attn": attn,
+            "mlp": {"fc1": {"kernel": lin(g["mlp.fc1.weight"]), "bias": g["mlp.fc1.bias"]},
+                    "fc2": {"kernel": lin(g["mlp.fc2.weight"]), "bias": g["mlp.fc2.bias"]}},
+        }
+    if mlp_hidden is None or mlp_hidden % d:
+        raise ValueError(f"{where}: cannot infer the MLP ratio (fc1 width {mlp_hidden}, D = {d})")
+    patch = enc["patch_embed.proj.weight"].shape[-1]
+    sizes = dict(embed_dim=int(d), depth=depth, num_heads=int(heads),
+                 mlp_ratio=int(mlp_hidden // d), patch=int(patch))
+    return sizes, jax.tree.map(lambda a: np.asarray(a, f32), p)
+
+
+def _check_to_spec(sd: dict[str, np.ndarray], where: str) -> None:
+    wsin, wcos, win = mel.fourier_kernels()
+    ours = {"mel_basis": mel.mel_basis(), "stft.wsin": wsin, "stft.wcos": wcos,
+            "stft.window_mask": win}
+    for k in TO_SPEC_KEYS:
+        stored = sd[f"to_spec.{k}"]
+        if stored.shape != ours[k].shape:
+            raise ValueError(f"{where}: to_spec.{k} has shape {stored.shape}, expected "
+                             f"{ours[k].shape} (front end is not the 32 kHz 80-mel nnAudio one)")
+        err = float(np.max(np.abs(stored.astype(np.float64) - ours[k])))
+        if err > BUFFER_TOL:
+            raise ValueError(f"{where}: stored to_spec.{k} differs from the recomputed front end "
+                             f"by {err:.3g} (> {BUFFER_TOL})")
+
+
+def convert_state_dict(
+    sd: Mapping[str, Any],
+    *,
+    num_heads: int | None = None,
+    adapters: bool = False,
+    seed: int = 0,
+    where: str = "tagger state dict",
+    **config_overrides: Any,
+) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+    """Convert a tagger state dict (Lightning ``.ckpt`` or M2D ``.pth`` layout).
+
+    Args:
+      sd: a state dict of arrays (numpy or torch), or the loaded checkpoint holding one under
+        ``state_dict`` (Lightning) or ``model`` (M2D).
+      num_heads: attention heads (not recoverable from the weights); default ``D // 64``.
+      adapters: add fresh (identity) adapters to every block.
+      seed: PRNG seed for the parts that are initialised here (fresh 18-way head for an M2D
+        ``.pth``, adapters).
+      where: file name used in error messages.
+      config_overrides: further ``tagger_config`` fields (e.g. ``adapter_ratio``).
+
+    Returns:
+      ``(model_config, {"params": ..., "batch_stats": {"head_norm": {"mean", "var"}}})``.
+    """
+    flat, lightning = _unwrap(sd)
+    head_stats = None
+    head = None
+    if lightning:
+        enc = {k[len("backbone.") :]: v for k, v in flat.items() if k.startswith("backbone.")}
+        rest = {k: v for k, v in flat.items() if not k.startswith("backbone.")}
+        known = {"head_norm.running_mean", "head_norm.running_var", "head_norm.num_batches_tracked",
+                 "head.weight", "head.bias"} | {f"to_spec.{k}" for k in TO_SPEC_KEYS}
+        missing = sorted(known - set(rest) - {"head_norm.num_batches_tracked"})
+        unexpected = sorted(set(rest) - known)
+        if missing or unexpected:
+            raise ValueError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
+        _check_to_spec(rest, where)
+        head_stats = (rest["head_norm.running_mean"], rest["head_norm.running_var"])
+        head = {"kernel": rest["head.weight"].T, "bias": rest["head.bias"]}
+        width = rest["head.weight"].shape[1]
+    else:
+        # M2D .pth: strip the EVAR prefix, keep the encoder keys, use the EVAR head extras.
+        enc = {}
+        for k, v in flat.items():
+            k2 = k[len(PTH_PREFIX) :] if k.startswith(PTH_PREFIX) else k
+            if k2 in ("cls_token", "pos_embed", "norm_stats") or k2.startswith(
+                ("patch_embed.", "blocks.", "norm.")
+            ):
+                enc[k2] = v
+        if "module.head.norm.running_mean" in flat:
+            head_stats = (flat["module.head.norm.running_mean"],
+                          flat["module.head.norm.running_var"])
+        width = flat[HEAD_WIDTH_KEY].shape[-1] if HEAD_WIDTH_KEY in flat else None
+
+    sizes, enc_params = _encoder_params(enc, num_heads, where)
+    d = sizes["embed_dim"]
+    n_mels = config_overrides.pop("n_mels", mel.N_MELS)
+    frames = config_overrides.pop("frames", 1001)
+    n_f, n_t = n_mels // sizes["patch"], frames // sizes["patch"]
+    if enc["pos_embed"].shape != (1, 1 + n_f * n_t, d):
+        raise ValueError(f"{where}: pos_embed has shape {enc['pos_embed'].shape}, expected "
+                         f"{(1, 1 + n_f * n_t, d)} for {n_mels} mels × {frames} frames")
+    if width == d:
+        features = "flat"
+    elif width is None or width == n_f * d:
+        features = "stacked"  # the baseline's choice when the EVAR head is absent or 5·D wide
+    else:
+        raise ValueError(f"{where}: head input width {width} is neither D={d} nor {n_f}·D")
+    stats = enc.get("norm_stats")
+    norm_stats = (tuple(float(np.float32(v)) for v in stats.reshape(-1)) if stats is not None
+                  else mel.DEFAULT_NORM_STATS)
+    if len(norm_stats) != 2:
+        raise ValueError(f"{where}: norm_stats has {len(norm_stats)} values, expected 2")
+    cfg = tagger_lib.tagger_config(
+        **sizes, n_mels=n_mels, frames=frames, features=features, adapters=adapters,
+        norm_stats=norm_stats, **config_overrides,
+    )
+    feat = tagger_lib.feature_dim(cfg)
+
+    model = tagger_lib.build_tagger(cfg)
+    fresh = jax.tree.map(np.asarray, tagger_lib.init_variables(model, seed=seed, samples=8000))
+    params = dict(fresh["params"])
+    enc_fresh = traverse_util.flatten_dict(fresh["params"]["encoder"])
+    enc_conv = traverse_util.flatten_dict(enc_params)
+    for k, v in enc_conv.items():
+        if k not in enc_fresh or enc_fresh[k].shape != v.shape:
+            raise ValueError(f"{where}: encoder parameter {'/'.join(k)} has shape {v.shape}, "
+                             f"model expects {getattr(enc_fresh.get(k), 'shape', None)}")
+    # Converted values everywhere; the model's fresh values only for adapters.
+    params["encoder"] = traverse_util.unflatten_dict({**enc_fresh, **enc_conv})
+    if head is not None:
+        if head["kernel"].shape != (feat, tagger_lib.NUM_CLASSES):
+            raise ValueError(f"{where}: head.weight has shape {head['kernel'].T.shape}, expected "
+                             f"{(tagger_lib.NUM_CLASSES, feat)}")
+        params["head"] = {k: np.asarray(v, np.float32) for k, v in head.items()}
+    batch_stats = dict(fresh["batch_stats"])
+    if head_stats is not None:
+        mean, var = (np.asarray(s, np.float32).reshape(-1) for s in head_stats)
+        if mean.shape != (feat,) or var.shape != (feat,):
+            raise ValueError(f"{where}: head norm statistics have shape {mean.shape}, expected "
+                             f"{(feat,)}")
+        batch_stats = {"head_norm": {"mean": mean, "var": var}}
+    return cfg, {"params": params, "batch_stats": batch_stats}
+
+
+def convert_file(
+    in_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False, **kwargs: Any
+) -> Path:
+    """Convert an official tagger file (``.ckpt`` or ``.pth``) into an s5jax model directory.
+
+    Nothing is written if reading or converting fails. ``kwargs`` go to ``convert_state_dict``.
+    """
+    from s5jax import torch_io
+    from s5jax.training.checkpoint import save_model
+
+    in_path = Path(in_path)
+    if not in_path.is_file():
+        raise ValueError(f"{in_path}: no such file")
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: output directory already exists (pass overwrite=True)")
+    obj = torch_io.load(in_path)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{in_path}: expected a checkpoint dictionary, got {type(obj).__name__}")
+    cfg, variables = convert_state_dict(obj, where=str(in_path), **kwargs)
+    return save_model(out, cfg, variables, overwrite=overwrite)
