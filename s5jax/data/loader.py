@@ -1,7 +1,8 @@
 """Grain input pipelines: per-index recipes → windowed host reads → fixed-size batches → device.
 
 Training (``make_train_iterator``): item ``i`` of host ``p`` (of ``P``) is recipe
-``i·P + p`` of the split for the seed, so a run is reproducible whatever the worker count, and
+``i·P + p`` of the split for the seed, and batch ``k`` holds items ``[kB, (k+1)B)``, so a run is
+reproducible whatever the worker and thread counts, and
 Grain's iterator state (``get_state()`` / ``set_state()``) is all a checkpoint needs. Only the
 source windows the recipe uses are read (``wav.read`` with ``start``/``frames``) and only one IR
 per event (``sofa.read_ir``). Arrays are padded to shapes fixed by the catalog (mixture length,
@@ -87,10 +88,10 @@ def read_item(
         noise_active=np.asarray(int(recipe.noise) >= 0),
         labels=recipe.target_labels(s_n),
     )
-    room = split.rooms[int(recipe.room)]
     for e in range(e_n):
         if not recipe.active[e]:
             continue
+        room = split.rooms[int(recipe.room)]
         clip = _clip(split, recipe, e, s_n)
         start = int(recipe.source_time[e] * cfg.sr)  # librosa.load's int() truncation
         frames = min(int(recipe.duration[e] * cfg.sr), clip.frames - start)
@@ -169,7 +170,7 @@ def make_train_iterator(
     num_workers: int = 0,
     split: str = "train",
     config: MixtureConfig | None = None,
-    read_threads: int = 8,
+    read_threads: int = 2,
     worker_buffer_size: int = 2,
     process_index: int | None = None,
     process_count: int | None = None,
@@ -190,12 +191,16 @@ def make_train_iterator(
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     _ensure_absl_flags()
-    ds = grain.MapDataset.range(0, _MAX_INDEX).map(
-        _RandomItem(sp, cfg, layout, seed, mode, pi, pc)
+    # Batches are formed before the iterator so that batch k holds items [kB, (k+1)B) whatever
+    # the worker count (workers take whole batches); threads read batches in parallel.
+    ds = (
+        grain.MapDataset.range(0, _MAX_INDEX)
+        .map(_RandomItem(sp, cfg, layout, seed, mode, pi, pc))
+        .batch(batch_size, drop_remainder=True)
     )
     it = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * batch_size)
-    ).batch(batch_size, drop_remainder=True)
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_threads)
+    )
     if num_workers > 0:
         it = it.mp_prefetch(
             grain.MultiprocessingOptions(
@@ -231,8 +236,8 @@ class ValidBatches:
     num_batches: int
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        return iter(self.dataset.to_iter_dataset(grain.ReadOptions(num_threads=8,
-                                                                   prefetch_buffer_size=2)))
+        opts = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
+        return iter(self.dataset.to_iter_dataset(opts))
 
     def __len__(self) -> int:
         return self.num_batches
