@@ -55,7 +55,8 @@ def _unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
         obj = obj["state_dict"]
     elif "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
-    sd = {str(k): v for k, v in obj.items()}
+    # Only tensors matter; torch_io turns any other pickled object into an inert placeholder.
+    sd = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray) or hasattr(v, "detach")}
     lightning = any(k.startswith("model.backbone.") for k in sd)
     if lightning:
         bad = sorted(k for k in sd if not k.startswith("model."))
