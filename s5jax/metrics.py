@@ -1,0 +1,354 @@
+"""Separation and tagging metrics and losses (spec §5.2–5.5, §6.2).
+
+``snr``, ``si_snr``, ``snr_loss`` and ``bce`` accept numpy or JAX arrays: with JAX inputs they
+use ``jax.numpy`` (jit-able, batched over leading axes, differentiable); with numpy inputs they
+stay in numpy and keep the input dtype. ``class_aware_sdri``, ``label_accuracy`` and
+``per_class`` are numpy-only evaluation helpers for one mixture / a list of mixtures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s5jax import labels as L
+
+# PyTorch's binary_cross_entropy clamps each log term from below at -100.
+_LOG_FLOOR = -100.0
+
+
+def _xp(*arrays: Any):
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def _eps(x) -> float:
+    # torchmetrics uses the machine epsilon of the estimate's dtype (1.1920929e-07 for float32).
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
+    return float(jnp.finfo(dtype).eps)
+
+
+def _as_float(xp, x):
+    x = xp.asarray(x)
+    return x if xp.issubdtype(x.dtype, xp.floating) else x.astype(xp.float32)
+
+
+def snr(estimate, reference):
+    """SNR in dB over the last axis, as torchmetrics ``signal_noise_ratio(zero_mean=False)``.
+
+    ``10·log10((Σ s² + ε) / (Σ (s − ŝ)² + ε))`` with ε the machine epsilon of the estimate's
+    dtype (float32: 1.1920929e-07); no mean removal, no rescaling.
+
+    Args:
+      estimate, reference: ``(..., samples)``, same shape.
+
+    Returns:
+      ``(...)`` in the inputs' float dtype.
+    """
+    xp = _xp(estimate, reference)
+    est, ref = _as_float(xp, estimate), _as_float(xp, reference)
+    if est.shape != ref.shape:
+        raise ValueError(f"snr: estimate {est.shape} and reference {ref.shape} differ in shape")
+    eps = _eps(est)
+    num = xp.sum(ref**2, axis=-1) + eps
+    den = xp.sum((ref - est) ** 2, axis=-1) + eps
+    return 10 * xp.log10(num / den)
+
+
+def si_snr(estimate, reference):
+    """Scale-invariant SNR (SI-SDR) in dB, as torchmetrics ``scale_invariant_signal_noise_ratio``.
+
+    Both signals are made zero-mean over the last axis; then with ``α = (⟨ŝ, s⟩ + ε) / (‖s‖² + ε)``
+    the value is ``10·log10((‖α s‖² + ε) / (‖α s − ŝ‖² + ε))``.
+
+    Args:
+      estimate, reference: ``(..., samples)``, same shape.
+
+    Returns:
+      ``(...)`` in the inputs' float dtype.
+    """
+    xp = _xp(estimate, reference)
+    est, ref = _as_float(xp, estimate), _as_float(xp, reference)
+    if est.shape != ref.shape:
+        raise ValueError(f"si_snr: estimate {est.shape} and reference {ref.shape} differ in shape")
+    eps = _eps(est)
+    ref = ref - xp.mean(ref, axis=-1, keepdims=True)
+    est = est - xp.mean(est, axis=-1, keepdims=True)
+    alpha = (xp.sum(est * ref, axis=-1, keepdims=True) + eps) / (
+        xp.sum(ref**2, axis=-1, keepdims=True) + eps
+    )
+    target = alpha * ref
+    num = xp.sum(target**2, axis=-1) + eps
+    den = xp.sum((target - est) ** 2, axis=-1) + eps
+    return 10 * xp.log10(num / den)
+
+
+def snr_loss(estimate, reference, active=None):
+    """Negative SNR averaged over all ``batch·slots`` slots, inactive slots contributing 0.
+
+    ``−(1/(B·S)) Σ_{b,s} m_{b,s} SNR(ŝ_{b,s}, s_{b,s})`` (spec §5.4, ResUNetK: the mean is over
+    all slots, not over active ones). With one slot and everything active this is the ResUNet
+    loss ``−mean_b SNR`` (§5.3).
+
+    Args:
+      estimate, reference: ``(batch, slots, samples)``.
+      active: bool ``(batch, slots)``; None means all active.
+
+    Returns:
+      scalar loss.
+    """
+    xp = _xp(estimate, reference, active)
+    values = snr(estimate, reference)
+    if active is not None:
+        active = xp.asarray(active)
+        if active.shape != values.shape:
+            raise ValueError(f"snr_loss: active {active.shape}, expected {values.shape}")
+        values = xp.where(active, values, xp.zeros((), values.dtype))
+    return -xp.mean(values)
+
+
+def bce(probabilities, targets):
+    """Binary cross-entropy on probabilities, mean over all elements (PyTorch semantics).
+
+    ``mean[−y·max(log p, −100) − (1 − y)·max(log(1 − p), −100)]``: the clamp makes p = 0 or 1
+    finite (a wrong certain prediction costs 100).
+
+    Args:
+      probabilities: ``(..., classes)`` in [0, 1].
+      targets: same shape, in [0, 1] (multi-hot in practice).
+    """
+    xp = _xp(probabilities, targets)
+    p = _as_float(xp, probabilities)
+    y = xp.asarray(targets).astype(p.dtype)
+    if p.shape != y.shape:
+        raise ValueError(f"bce: probabilities {p.shape} and targets {y.shape} differ in shape")
+    with np.errstate(divide="ignore"):  # log(0) = -inf before the clamp, as in PyTorch
+        log_p = xp.maximum(xp.log(p), _LOG_FLOOR)
+        log_1mp = xp.maximum(xp.log1p(-p), _LOG_FLOOR)
+    return xp.mean(-(y * log_p) - (1 - y) * log_1mp)
+
+
+# --------------------------------------------------------------------------------------------
+# Class-aware evaluation of one mixture (spec §6.2), generalised to repeated classes.
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassAwareResult:
+    """CA-SDRi (or CA-SI-SDRi) of one mixture.
+
+    Attributes:
+      value: mean over TP ∪ FP ∪ FN of the improvement (TP) or 0 (FP, FN), in dB; NaN when
+        the mixture has neither estimates nor references (such mixtures are excluded from
+        :func:`mean_value`).
+      tp, fp, fn: counts (a class present twice counts twice).
+      improvements: class index → improvements (dB) of its true-positive pairs.
+      fp_classes, fn_classes: class index of every false positive / false negative.
+    """
+
+    value: float
+    tp: int
+    fp: int
+    fn: int
+    improvements: dict[int, list[float]]
+    fp_classes: list[int]
+    fn_classes: list[int]
+
+
+_METRICS = {"snr": snr, "si_snr": si_snr}
+
+
+def _present(label_list: Iterable[Any], rows: np.ndarray, what: str):
+    """Class indices and rows of the non-empty slots (``-1`` and ``"silence"`` are skipped)."""
+    label_list = list(label_list)
+    if len(label_list) != rows.shape[0]:
+        raise ValueError(f"{what}: {len(label_list)} labels for {rows.shape[0]} signals")
+    keep = [
+        (L.class_index(lab), i)
+        for i, lab in enumerate(label_list)
+        if not (lab == L.SILENCE or (isinstance(lab, (int, np.integer)) and lab == L.EMPTY))
+    ]
+    return [c for c, _ in keep], rows[[i for _, i in keep]]
+
+
+def _signals(x: Any, samples: int, what: str) -> np.ndarray:
+    """``(n, samples)`` float32; accepts ``(n, 1, samples)`` (the baseline's layout) and ``[]``."""
+    a = np.asarray(x, np.float32)
+    if a.size == 0:
+        return a.reshape(0, samples)
+    if a.ndim == 3 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 2 or a.shape[1] != samples:
+        raise ValueError(f"{what} of shape {a.shape}: expected (n, {samples})")
+    return a
+
+
+def _best_pairing(gain: np.ndarray) -> tuple[list[tuple[int, int]], float]:
+    """Pairs (est, ref) of a gain matrix ``(n_est, n_ref)`` maximising the summed gain.
+
+    ``min(n_est, n_ref)`` pairs; exhaustive over permutations (≤ 3 sources: at most 6).
+    """
+    n_est, n_ref = gain.shape
+    best, best_pairs = -math.inf, []
+    if n_est <= n_ref:
+        candidates = (
+            [(i, j) for i, j in enumerate(p)] for p in itertools.permutations(range(n_ref), n_est)
+        )
+    else:
+        candidates = (
+            [(i, j) for j, i in enumerate(p)] for p in itertools.permutations(range(n_est), n_ref)
+        )
+    for pairs in candidates:
+        total = float(sum(gain[i, j] for i, j in pairs))
+        if total > best:
+            best, best_pairs = total, pairs
+    return sorted(best_pairs), best
+
+
+def class_aware_sdri(
+    est_labels: Sequence[int | str],
+    estimates: np.ndarray,
+    ref_labels: Sequence[int | str],
+    references: np.ndarray,
+    mixture_ref: np.ndarray,
+    metric: str = "snr",
+) -> ClassAwareResult:
+    """Class-aware SDR improvement of one mixture (spec §6.2; ``metric="si_snr"``: CA-SI-SDRi).
+
+    For each class c with ``e`` estimates and ``r`` references: ``min(e, r)`` true positives,
+    paired estimate↔reference by the permutation maximising the summed improvement
+    ``metric(ŝ, s) − metric(y₀, s)``; the other ``e − min`` are false positives and ``r − min``
+    false negatives, each contributing 0. The value is the sum of TP improvements divided by
+    ``TP + FP + FN``. With distinct labels this is exactly the DCASE 2025 ``ca_metric``.
+
+    Signals are cast to float32 and the metric is computed in float32 (as the baseline does on
+    its float32 tensors); the sums over pairs are float64.
+
+    Args:
+      est_labels: class of each estimate (indices or names; ``-1``/``"silence"`` rows skipped).
+      estimates: ``(n_est, samples)``.
+      ref_labels: class of each reference, same conventions.
+      references: ``(n_ref, samples)``.
+      mixture_ref: ``(samples,)`` mixture reference channel (channel 0).
+      metric: ``"snr"`` (CA-SDRi) or ``"si_snr"`` (CA-SI-SDRi).
+
+    Returns:
+      a :class:`ClassAwareResult`; ``value`` is NaN if there are no estimates and no references.
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"metric {metric!r}: expected one of {sorted(_METRICS)}")
+    fn_metric = _METRICS[metric]
+    mix = np.asarray(mixture_ref, np.float32)
+    if mix.ndim != 1:
+        raise ValueError(f"mixture_ref of shape {mix.shape}: expected (samples,)")
+    est = _signals(estimates, mix.shape[0], "estimates")
+    ref = _signals(references, mix.shape[0], "references")
+    est_c, est = _present(est_labels, est, "estimates")
+    ref_c, ref = _present(ref_labels, ref, "references")
+
+    improvements: dict[int, list[float]] = {}
+    fp_classes: list[int] = []
+    fn_classes: list[int] = []
+    total = 0.0
+    for c in sorted(set(est_c) | set(ref_c)):
+        ei = [i for i, k in enumerate(est_c) if k == c]
+        ri = [j for j, k in enumerate(ref_c) if k == c]
+        if ei and ri:
+            e, r = est[ei], ref[ri]
+            e_all, r_all = np.broadcast_arrays(e[:, None, :], r[None, :, :])
+            gain = (
+                fn_metric(e_all, r_all).astype(np.float64)
+                - fn_metric(np.broadcast_to(mix, r.shape), r).astype(np.float64)[None, :]
+            )
+            pairs, _ = _best_pairing(gain)
+            improvements[c] = [float(gain[i, j]) for i, j in pairs]
+            total += sum(improvements[c])
+        n_tp = min(len(ei), len(ri))
+        fp_classes += [c] * (len(ei) - n_tp)
+        fn_classes += [c] * (len(ri) - n_tp)
+    tp = sum(len(v) for v in improvements.values())
+    count = tp + len(fp_classes) + len(fn_classes)
+    return ClassAwareResult(
+        value=total / count if count else math.nan,
+        tp=tp,
+        fp=len(fp_classes),
+        fn=len(fn_classes),
+        improvements=improvements,
+        fp_classes=fp_classes,
+        fn_classes=fn_classes,
+    )
+
+
+def mean_value(results: Iterable[ClassAwareResult]) -> float:
+    """Unweighted mean of ``value`` over mixtures, skipping NaN (empty) mixtures."""
+    values = [r.value for r in results if not math.isnan(r.value)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _label_multiset(row: Iterable[Any]) -> list[int]:
+    return sorted(
+        L.class_index(lab)
+        for lab in row
+        if not (lab == L.SILENCE or (isinstance(lab, (int, np.integer)) and lab == L.EMPTY))
+    )
+
+
+def label_accuracy(
+    est_label_sets: Sequence[Iterable[int | str]], ref_label_sets: Sequence[Iterable[int | str]]
+) -> float:
+    """Percentage of mixtures whose estimated labels equal the reference labels exactly.
+
+    Labels are compared as multisets (order-free, repeats counted; ``-1``/``"silence"``
+    ignored), so with distinct labels this is the baseline's set equality. Rows may be label
+    lists or slot-array rows.
+    """
+    if len(est_label_sets) != len(ref_label_sets):
+        raise ValueError(
+            f"label_accuracy: {len(est_label_sets)} estimated vs {len(ref_label_sets)} reference "
+            "label sets"
+        )
+    if not len(ref_label_sets):
+        return math.nan
+    hits = sum(
+        _label_multiset(e) == _label_multiset(r)
+        for e, r in zip(est_label_sets, ref_label_sets, strict=True)
+    )
+    return 100.0 * hits / len(ref_label_sets)
+
+
+def per_class(results: Iterable[ClassAwareResult]) -> dict[str, dict[str, float]]:
+    """Per-class breakdown over mixtures.
+
+    Returns:
+      class name → ``{"tp", "fp", "fn"}`` counts, ``"tp_improvement"`` (mean improvement over
+      that class's true positives, dB, NaN if none) and ``"ca_sdri"`` (sum of its TP
+      improvements over ``tp + fp + fn``: the class's share of the class-aware metric). Only
+      classes that occur are listed, in class-index order.
+    """
+    gains: dict[int, list[float]] = {}
+    fps: dict[int, int] = {}
+    fns: dict[int, int] = {}
+    for r in results:
+        for c, g in r.improvements.items():
+            gains.setdefault(c, []).extend(g)
+        for c in r.fp_classes:
+            fps[c] = fps.get(c, 0) + 1
+        for c in r.fn_classes:
+            fns[c] = fns.get(c, 0) + 1
+    out: dict[str, dict[str, float]] = {}
+    for c in sorted(set(gains) | set(fps) | set(fns)):
+        g = gains.get(c, [])
+        tp, fp, fn = len(g), fps.get(c, 0), fns.get(c, 0)
+        out[L.CLASSES[c]] = {
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "tp_improvement": float(np.mean(g)) if g else math.nan,
+            "ca_sdri": float(np.sum(g)) / (tp + fp + fn),
+        }
+    return out
