@@ -126,8 +126,7 @@ def read_item(
 
 def empty_item(cfg: MixtureConfig, layout: Layout, mode: str = "separator") -> dict:
     """An all-inactive item (pads the last validation batch; renders to zeros)."""
-    r = recipes_lib._empty(cfg)
-    return read_item(Recipe(**r), _NO_SPLIT, cfg, layout, mode=mode)
+    return read_item(recipes_lib.empty_recipe(cfg), _NO_SPLIT, cfg, layout, mode=mode)
 
 
 _NO_SPLIT = Split(targets={}, interference={}, noise=(), rooms=())

@@ -143,6 +143,11 @@ def _empty(cfg: MixtureConfig) -> dict[str, np.ndarray]:
     )
 
 
+def empty_recipe(cfg: MixtureConfig = MixtureConfig()) -> Recipe:
+    """A recipe with every slot inactive and no noise (renders to silence)."""
+    return Recipe(**_empty(cfg))
+
+
 def make_recipe(
     split: Split, index: int, seed: int, cfg: MixtureConfig = MixtureConfig()
 ) -> Recipe:
