@@ -32,6 +32,7 @@ VERSION = 1  # bump when any generator changes: cached datasets of another versi
 MANIFEST = "embedded.json"
 SAMPLE_RATE = 32000
 SPLITS = ("train", "valid")
+_DATE = "2025-01-01 00:00:00"  # fixed SOFA dates: same seed → same bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +136,7 @@ def _write_rooms(root: Path, split: str, scale: Scale, seed: int, report) -> int
                 f"({room.mic[0]:.2f}, {room.mic[1]:.2f}, {room.mic[2]:.2f}); "
                 "SourcePosition relative to the mic")
         sofa.write_room(folder / f"room_{split}_{i:03d}.sofa", irs, positions, SAMPLE_RATE,
-                        room_name=desc, dtype="float32")
+                        room_name=desc, dtype="float32", date=_DATE)
         report(f"room_ir/{split}", i + 1, count)
     return count
 

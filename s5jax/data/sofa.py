@@ -149,6 +149,7 @@ def write_room(
     listener_position: tuple[float, float, float] = (0.0, 0.0, 0.0),
     room_name: str = "room",
     dtype: str = "float64",
+    date: str | None = None,
 ) -> Path:
     """Write a minimal SingleRoomSRIR-style SOFA file atomically (temp file + os.replace).
 
@@ -160,6 +161,8 @@ def write_room(
       listener_position: cartesian position of the microphone in metres.
       room_name: free text stored in the ``RoomDescription`` attribute.
       dtype: storage type of ``Data.IR`` ("float64" as SOFA tools write, or "float32").
+      date: ``DateCreated``/``DateModified`` text ("YYYY-MM-DD hh:mm:ss"); None = now (UTC).
+        A fixed date makes the file a pure function of its contents.
     """
     path = Path(path)
     irs = np.asarray(irs, dtype=np.float64)
@@ -175,7 +178,7 @@ def write_room(
         raise ValueError(f"{path}: dtype {dtype!r}, expected 'float64' or 'float32'")
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {path.parent} does not exist")
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    now = date or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -1,0 +1,173 @@
+"""SOFA reading/writing and the image-source FOA room impulse responses."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from s5jax.data import rooms, sofa
+from tests.fixtures_data import embedded_small  # noqa: F401
+
+SR = 32000
+
+
+def _room(tmp_path, m=5, r=4, n=300, **kw):
+    rng = np.random.default_rng(0)
+    irs = rng.standard_normal((m, r, n))
+    pos = rng.uniform(-3, 3, (m, 3))
+    path = sofa.write_room(tmp_path / "room.sofa", irs, pos, **kw)
+    return path, irs, pos
+
+
+def test_roundtrip_float64(tmp_path):
+    path, irs, pos = _room(tmp_path)
+    info = sofa.open_room(path)
+    assert (info.channels, info.ir_frames, info.sample_rate, info.measurements) == (4, 300, SR, 5)
+    np.testing.assert_array_equal(info.positions, pos)
+    for m in range(5):
+        h = sofa.read_ir(path, m)
+        assert h.dtype == np.float64 and h.shape == (4, 300)
+        np.testing.assert_array_equal(h, irs[m])
+
+
+def test_roundtrip_float32_storage(tmp_path):
+    path, irs, _ = _room(tmp_path, dtype="float32")
+    h = sofa.read_ir(path, 2)
+    assert h.dtype == np.float64
+    np.testing.assert_array_equal(h, irs[2].astype(np.float32).astype(np.float64))
+
+
+def test_file_structure_is_netcdf4_like(tmp_path):
+    path, _, _ = _room(tmp_path)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["Conventions"] == b"SOFA"
+        ir = f["Data.IR"]
+        assert ir.attrs["ChannelOrdering"] == b"acn" and ir.attrs["Normalization"] == b"sn3d"
+        # Dimension scales named as netCDF-4 writes dimensions without coordinate variables.
+        names = [ir.dims[a][0].name for a in range(3)]
+        assert names == ["/M", "/R", "/N"]
+        assert f["N"].attrs["CLASS"] == b"DIMENSION_SCALE"
+        assert f["SourcePosition"].dims[0][0].name == "/M"
+        # One chunk per measurement, so read_ir touches one chunk.
+        assert ir.chunks == (1, 4, 300)
+
+
+def test_read_ir_reads_one_measurement_only(tmp_path, monkeypatch):
+    path, irs, _ = _room(tmp_path, m=7)
+    shapes = []
+    original = h5py.Dataset.__getitem__
+
+    def spy(self, args, **kw):
+        out = original(self, args, **kw)
+        if self.name == "/Data.IR":
+            shapes.append(np.shape(out))
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    h = sofa.read_ir(path, 3)
+    np.testing.assert_array_equal(h, irs[3])
+    assert shapes == [(4, 300)]  # exactly one read of Data.IR, of one measurement
+
+
+def test_write_is_atomic_and_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"positions of shape \(2, 3\), expected \(3, 3\)"):
+        sofa.write_room(tmp_path / "x.sofa", np.zeros((3, 4, 10)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="expected non-empty"):
+        sofa.write_room(tmp_path / "x.sofa", np.zeros((4, 10)), np.zeros((4, 3)))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def _edit(path, fn):
+    with h5py.File(path, "r+") as f:
+        fn(f)
+
+
+def test_bad_files(tmp_path):
+    path, _, _ = _room(tmp_path, sample_rate=48000)
+    with pytest.raises(ValueError, match=r"room.sofa: Data.SamplingRate is \[48000.0\], expected"):
+        sofa.open_room(path)
+    with pytest.raises(ValueError, match="expected 32000 Hz"):
+        sofa.read_ir(path, 0)
+
+    path, _, _ = _room(tmp_path)
+    _edit(path, lambda f: (f.__delitem__("Data.IR"), f.create_dataset("Data.IR", (4, 300), "f8")))
+    with pytest.raises(ValueError, match=r"Data.IR has shape \(4, 300\), expected 3-D \(M, R, N\)"):
+        sofa.open_room(path)
+
+    path, _, _ = _room(tmp_path)
+    _edit(path, lambda f: (f.__delitem__("SourcePosition"),
+                           f.create_dataset("SourcePosition", data=np.zeros((5, 2)))))
+    with pytest.raises(ValueError, match=r"SourcePosition has shape \(5, 2\), expected \(5, 3\)"):
+        sofa.open_room(path)
+
+    path, _, _ = _room(tmp_path)
+    _edit(path, lambda f: f.__delitem__("Data.SamplingRate"))
+    with pytest.raises(ValueError, match="'Data.SamplingRate' missing"):
+        sofa.open_room(path)
+
+    path, _, _ = _room(tmp_path)
+    with pytest.raises(ValueError, match=r"index 5 outside \[0, 5\)"):
+        sofa.read_ir(path, 5)
+
+    text = tmp_path / "text.sofa"
+    text.write_text("not hdf5 at all")
+    with pytest.raises(ValueError, match="text.sofa: not a readable SOFA"):
+        sofa.open_room(text)
+
+    truncated = tmp_path / "trunc.sofa"
+    truncated.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="trunc.sofa"):
+        sofa.open_room(truncated)
+
+    with pytest.raises(ValueError, match="missing.sofa: no such SOFA file"):
+        sofa.open_room(tmp_path / "missing.sofa")
+
+
+# --- image-source FOA RIRs ----------------------------------------------------------------
+
+def _direct_path_checks(h, rel):
+    """Channel-0 peak positive at distance/c·sr (±1); Y, Z, X there ∝ direction cosines."""
+    dist = np.linalg.norm(rel)
+    expected = dist / rooms.SPEED_OF_SOUND * SR
+    p = int(np.argmax(h[0]))
+    assert h[0, p] > 0
+    assert abs(p - expected) <= 1.0
+    u = rel / dist
+    np.testing.assert_allclose(h[1:, p] / h[0, p], [u[1], u[2], u[0]], atol=2e-3)
+
+
+def test_image_source_direct_path():
+    room = rooms.Shoebox(size=(5.0, 4.0, 3.0), reflection=0.8, mic=(2.0, 1.5, 1.2))
+    for src in ([3.5, 2.5, 1.0], [0.7, 0.5, 2.5], [2.1, 3.6, 1.2]):
+        h = rooms.foa_rir(room, np.asarray(src), 8000)
+        assert h.shape == (4, 8000)
+        _direct_path_checks(h, np.asarray(src) - np.asarray(room.mic))
+        # Reverberant: energy well after the direct path.
+        p = int(np.argmax(h[0]))
+        assert np.sum(h[0, p + 200 :] ** 2) > 0.1 * np.sum(h[0, : p + 200] ** 2)
+
+
+def test_image_source_free_field_is_one_delayed_impulse():
+    # No reflections (β = 0): only the direct image, amplitude 1/r, sinc centred on the delay.
+    room = rooms.Shoebox(size=(5.0, 4.0, 3.0), reflection=0.0, mic=(2.0, 1.5, 1.2))
+    src = np.asarray([3.0, 2.0, 1.5])
+    h = rooms.foa_rir(room, src, 2000)
+    dist = np.linalg.norm(src - room.mic)
+    delay = dist / rooms.SPEED_OF_SOUND * SR
+    nz = np.flatnonzero(h[0])
+    assert nz.min() >= np.floor(delay) - 3 and nz.max() <= np.floor(delay) + 4
+    np.testing.assert_allclose(h[0].sum(), 1 / dist, rtol=0.02)  # windowed sinc sums to ≈ 1
+    # X/Y/Z carry the same impulse times the direction cosines.
+    u = (src - room.mic) / dist
+    np.testing.assert_allclose(h[1:], np.outer([u[1], u[2], u[0]], h[0]), atol=1e-12)
+
+
+def test_embedded_rooms_are_foa(embedded_small):  # noqa: F811
+    files = sorted((embedded_small / "room_ir").glob("*/*.sofa"))
+    assert len(files) == 4
+    for path in files:
+        info = sofa.open_room(path)
+        assert info.channels == 4 and info.ir_frames == 8000
+        for m in range(info.measurements):
+            _direct_path_checks(sofa.read_ir(path, m), info.positions[m])
