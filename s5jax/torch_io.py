@@ -24,6 +24,7 @@ storage become independent copies with the right values (numpy cannot alias torc
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 import io
 import os
 import pickle
@@ -117,15 +118,16 @@ class Placeholder:
         return f"<Placeholder {self.target} args={self.args!r}>"
 
 
-_PLACEHOLDER_CLASSES: dict[tuple[str, str], type[Placeholder]] = {}
-
-
-def _placeholder_class(module: str, name: str) -> type[Placeholder]:
-    key = (module, name)
-    if key not in _PLACEHOLDER_CLASSES:
+def _placeholder_class(
+    module: str, name: str, cache: dict[tuple[str, str], type[Placeholder]] | None = None
+) -> type[Placeholder]:
+    # One class per global and per load: a file can set attributes on the classes it creates,
+    # and that must not leak into later loads.
+    cache = {} if cache is None else cache
+    if (module, name) not in cache:
         safe = "".join(c if c.isalnum() else "_" for c in name) or "_"
-        _PLACEHOLDER_CLASSES[key] = type(safe, (Placeholder,), {"target": f"{module}.{name}"})
-    return _PLACEHOLDER_CLASSES[key]
+        cache[(module, name)] = type(safe, (Placeholder,), {"target": f"{module}.{name}"})
+    return cache[(module, name)]
 
 
 class _StorageType:
@@ -282,20 +284,24 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-def _safe_global(module: str, name: str) -> Any:
+def _safe_global(module: str, name: str, cache: dict) -> Any:
     if (module, name) in _SAFE_GLOBALS:
-        return _SAFE_GLOBALS[(module, name)]
+        value = _SAFE_GLOBALS[(module, name)]
+        # Functions are handed out as fresh partials: BUILD can set attributes on whatever a
+        # global resolves to, and a function's __defaults__ would persist across loads.
+        return value if isinstance(value, type) else functools.partial(value)
     if module in ("torch", "torch.storage", "torch.cuda") and name in _STORAGE_DTYPES:
         return _StorageType(name, _STORAGE_DTYPES[name])
     if module == "torch" and name in _TORCH_DTYPES:
         return _TORCH_DTYPES[name]
-    return _placeholder_class(module, name)
+    return _placeholder_class(module, name, cache)
 
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file: io.BufferedIOBase, storage: Callable[[tuple], _Storage] | None):
         super().__init__(file)
         self._storage = storage
+        self._classes: dict[tuple[str, str], type[Placeholder]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         module, name = str(module), str(name)
@@ -304,13 +310,13 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        return _safe_global(module, name)
+        return _safe_global(module, name, self._classes)
 
     def persistent_load(self, pid: Any) -> Any:
         if self._storage is None:
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         if isinstance(pid, tuple) and pid and pid[0] == "module":
-            return _placeholder_class("torch.serialization", "module")(*pid[1:])
+            return _placeholder_class("torch.serialization", "module", self._classes)(*pid[1:])
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         if not isinstance(pid[1], _StorageType):

@@ -321,3 +321,17 @@ def test_out_of_bounds_view_is_rejected(tmp_path):
             z.writestr(name, data)
     with pytest.raises(ValueError, match=r"bad\.pth: .*exceeds its storage of 4 elements"):
         torch_io.load(tmp_path / "bad.pth")
+
+
+def test_build_on_safe_globals_does_not_persist(tmp_path):
+    # GLOBAL _codecs.encode; BUILD (None, {"__defaults__": ("rot13",)}) → setattr on what
+    # find_class returned. That must not change the reader's own function for later loads.
+    src = (
+        b"\x80\x02c_codecs\nencode\nN}X\x0c\x00\x00\x00__defaults__X\x05\x00\x00\x00rot13"
+        b"\x85s\x86b."
+    )
+    with pytest.raises(ValueError, match=r"build\.pth: "):  # partial rejects the state
+        torch_io.load(_torch_zip(src, tmp_path / "build.pth"))
+    assert torch_io._latin1_encode.__defaults__ == ("utf-8",)
+    again = pickle.dumps({"b": b"\x01\xff"}, protocol=2)
+    assert torch_io.load(_torch_zip(again, tmp_path / "again.pth")) == {"b": b"\x01\xff"}
