@@ -28,7 +28,7 @@ import numpy as np
 from s5jax.audio import wav
 from s5jax.data import rooms, sofa, sounds
 
-VERSION = 1  # bump when any generator changes: cached datasets of another version are rebuilt
+VERSION = 2  # bump when any generator changes: cached datasets of another version are rebuilt
 MANIFEST = "embedded.json"
 SAMPLE_RATE = 32000
 SPLITS = ("train", "valid")

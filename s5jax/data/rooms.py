@@ -44,6 +44,8 @@ def foa_rir(
 ) -> np.ndarray:
     """FOA (ACN/SN3D) impulse response from ``source`` (3,) to the room's microphone.
 
+    Image sources more than 80 dB below the strongest one are left out.
+
     Returns:
       ``(4, frames)`` float64; channel 0 (W) has its largest value at the direct path,
       ``|source − mic| / c · sample_rate`` samples (±1, from the fractional-delay kernel).
@@ -57,9 +59,11 @@ def foa_rir(
     d = np.stack([dx.ravel(), dy.ravel(), dz.ravel()], axis=1)
     k = (kx + ky + kz).ravel()
     r = np.linalg.norm(d, axis=1)
-    keep = r <= reach
-    d, k, r = d[keep], k[keep], np.maximum(r[keep], 1e-3)
+    r = np.maximum(r, 1e-3)
     amp = room.reflection**k / r
+    # Images below −80 dB of the strongest are inaudible; skipping them makes long IRs cheap.
+    keep = (r <= reach) & (amp >= 1e-4 * amp.max())
+    d, r, amp = d[keep], r[keep], amp[keep]
     delay = r / SPEED_OF_SOUND * sample_rate
     base = np.floor(delay).astype(np.int64)
     frac = delay - base

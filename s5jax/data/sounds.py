@@ -8,6 +8,7 @@ a pure function of a numpy Generator and a duration; levels are set by the calle
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -27,14 +28,22 @@ def _t(n: int) -> np.ndarray:
     return np.arange(n) / _SR
 
 
-def _band(x: np.ndarray, lo: float | None, hi: float | None, order: int = 4) -> np.ndarray:
+def _snap(f: float | None) -> float | None:
+    """Round a corner frequency to a 1/48-octave grid, so filter designs can be cached."""
+    return None if not f else float(2.0 ** (np.round(np.log2(f) * 48) / 48))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sos(lo: float | None, hi: float | None, order: int) -> np.ndarray:
     if lo and hi:
-        sos = signal.butter(order, [lo, hi], btype="bandpass", fs=_SR, output="sos")
-    elif lo:
-        sos = signal.butter(order, lo, btype="highpass", fs=_SR, output="sos")
-    else:
-        sos = signal.butter(order, hi, btype="lowpass", fs=_SR, output="sos")
-    return signal.sosfilt(sos, x)
+        return signal.butter(order, [lo, hi], btype="bandpass", fs=_SR, output="sos")
+    if lo:
+        return signal.butter(order, lo, btype="highpass", fs=_SR, output="sos")
+    return signal.butter(order, hi, btype="lowpass", fs=_SR, output="sos")
+
+
+def _band(x: np.ndarray, lo: float | None, hi: float | None, order: int = 4) -> np.ndarray:
+    return signal.sosfilt(_sos(_snap(lo), _snap(hi), order), x)
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
