@@ -52,12 +52,17 @@ def save_model(directory: str | os.PathLike, model_config: ml_collections.Config
 
 
 def load_model(directory: str | os.PathLike) -> tuple[ml_collections.ConfigDict, Any]:
-    """Read ``(model_config, variables)`` from a model directory written by ``save_model``."""
+    """Read ``(model_config, variables)`` from a model directory written by ``save_model``, or
+    from a training work directory (its best checkpoint by the validation metric, else the
+    latest)."""
     path = Path(directory).absolute()
+    if is_workdir(path) and not (path / CONFIG_FILE).is_file():
+        return _load_from_workdir(path)
     cfg_file, var_dir = path / CONFIG_FILE, path / VARIABLES_DIR
     if not cfg_file.is_file() or not var_dir.is_dir():
         raise ValueError(
             f"{path}: not an s5jax model directory (expected {CONFIG_FILE} and {VARIABLES_DIR}/)"
+            f" nor a training work directory (expected {TRAIN_CONFIG_FILE} and {CHECKPOINTS_DIR}/)"
         )
     try:
         config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
@@ -65,3 +70,150 @@ def load_model(directory: str | os.PathLike) -> tuple[ml_collections.ConfigDict,
         raise ValueError(f"{cfg_file}: invalid JSON ({e})") from e
     variables = ocp.StandardCheckpointer().restore(var_dir)
     return config, variables
+
+
+# ---------------------------------------------------------------------------------------------
+# Training work directories: <workdir>/train_config.json + <workdir>/checkpoints/<step>/{state,data}
+
+TRAIN_CONFIG_FILE = "train_config.json"
+CHECKPOINTS_DIR = "checkpoints"
+STATE_ITEM, DATA_ITEM = "state", "data"
+
+
+def is_workdir(path: str | os.PathLike) -> bool:
+    """True if ``path`` looks like a training work directory."""
+    p = Path(path)
+    return (p / TRAIN_CONFIG_FILE).is_file() and (p / CHECKPOINTS_DIR).is_dir()
+
+
+def read_train_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict | None:
+    """The training config saved in ``workdir`` (``None`` if there is none)."""
+    f = Path(workdir) / TRAIN_CONFIG_FILE
+    if not f.is_file():
+        return None
+    try:
+        return ml_collections.ConfigDict(json.loads(f.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: invalid JSON ({e})") from e
+
+
+def write_train_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+    """Write ``config`` as ``train_config.json`` atomically."""
+    f = Path(workdir) / TRAIN_CONFIG_FILE
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f".{f.name}.tmp")
+    tmp.write_text(config.to_json(indent=2))
+    os.replace(tmp, f)
+
+
+class CheckpointManager:
+    """Orbax manager for a training work directory.
+
+    Each checkpoint holds the ``TrainState`` pytree (item ``state``) and, when given, the data
+    iterator's ``get_state()`` (item ``data``, JSON), written together and atomically by Orbax,
+    asynchronously. The loader's iterator position is the same on every host (host ``p`` reads
+    recipe ``i·P + p``), so the primary host's JSON serves all. Kept: the latest ``keep``
+    checkpoints plus the best one by ``metrics[best_metric]`` (``best_mode`` ``"min"`` or
+    ``"max"``); checkpoints saved without metrics only count as "latest".
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, keep: int = 3,
+                 best_metric: str = "valid/loss", best_mode: str = "min",
+                 read_only: bool = False, async_save: bool = True):
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode={best_mode!r}: expected 'min' or 'max'")
+        if keep < 1:
+            raise ValueError(f"keep={keep}: expected at least 1 checkpoint to keep")
+        self.directory = Path(workdir).absolute() / CHECKPOINTS_DIR
+        self.best_metric = best_metric
+
+        def metric(m):
+            return float(m[best_metric])
+
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+            ocp.checkpoint_managers.LatestN(n=keep),
+            ocp.checkpoint_managers.BestN(
+                get_metric_fn=metric, reverse=best_mode == "min", n=1,
+                keep_checkpoints_without_metrics=False,
+            ),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=None if read_only else policy,
+            best_fn=metric,
+            best_mode=best_mode,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=async_save,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """Best step by the metric, else the latest (``None`` if there is no checkpoint)."""
+        return self.manager.best_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, data_iterator: Any = None,
+             metrics: dict[str, float] | None = None, *, force: bool = True) -> bool:
+        """Start an (async) save of ``state`` (+ iterator) at ``step``; ``metrics`` for "best"."""
+        items = {STATE_ITEM: ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items[DATA_ITEM] = ocp.args.JsonSave(_json_state(data_iterator.get_state()))
+        clean = None
+        if metrics is not None and self.best_metric in metrics:
+            clean = {k: float(v) for k, v in metrics.items()}
+        return self.manager.save(step, args=ocp.args.Composite(**items), metrics=clean,
+                                 force=force)
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
+        """Restore ``state`` (shaped/sharded like ``abstract_state``); the iterator in place."""
+        items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items[DATA_ITEM] = ocp.args.JsonRestore()
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if data_iterator is not None:
+            data_iterator.set_state(out[DATA_ITEM])
+        return out[STATE_ITEM]
+
+    def restore_raw_state(self, step: int) -> Any:
+        """The saved ``state`` item as stored (no target structure needed)."""
+        out = self.manager.restore(
+            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore()})
+        )
+        return out[STATE_ITEM]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _json_state(state: Any) -> Any:
+    """Grain iterator states are JSON-able dicts; check early with a clear message."""
+    try:
+        json.dumps(state)
+    except TypeError as e:
+        raise ValueError(f"data iterator state is not JSON-serialisable ({e})") from e
+    return state
+
+
+def _load_from_workdir(path: Path) -> tuple[ml_collections.ConfigDict, Any]:
+    config = read_train_config(path)
+    mgr = CheckpointManager(
+        path, best_metric=config.train.get("best_metric", "valid/loss"),
+        best_mode=config.train.get("best_mode", "min"), read_only=True,
+    )
+    try:
+        step = mgr.best_step()
+        if step is None:
+            raise ValueError(f"{path}: training work directory without any checkpoint yet")
+        raw = mgr.restore_raw_state(step)
+    finally:
+        mgr.close()
+    variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+    return ml_collections.ConfigDict(config.model.to_dict()), variables

@@ -75,12 +75,14 @@ def adamw_torch(
         return learning_rate(count) if callable(learning_rate) else learning_rate
 
     def init_fn(params):
-        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
+        def zeros():  # separate buffers per moment (states get donated)
+            return jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
+
         return AdamWTorchState(
             count=jnp.zeros((), jnp.int32),
-            mu=zeros,
-            nu=jax.tree.map(jnp.copy, zeros),
-            nu_max=jax.tree.map(jnp.copy, zeros) if amsgrad else optax.EmptyState(),
+            mu=zeros(),
+            nu=zeros(),
+            nu_max=zeros() if amsgrad else optax.EmptyState(),
         )
 
     def update_fn(grads, state, params=None):

@@ -1,0 +1,54 @@
+"""Train a separator or the tagger: ``python -m s5jax.train --config configs/resunetk.py``.
+
+Flags:
+  --config      config file, optionally ``:preset[,preset…]``; ``--config.a.b=value`` overrides
+  --workdir     run directory (default ``runs/<config name>``, e.g. ``runs/resunetk-smoke``);
+                re-running the same command resumes from its latest checkpoint
+  --distributed call ``jax.distributed.initialize()`` first (multi-host; one process per host)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:presets].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config name>).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() (multi-host).")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config) -> Path:
+    """``runs/<config.name>``: the same command always maps to the same directory (resume)."""
+    return Path("runs") / str(config.get("name", "run"))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import jax
+
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
+    from s5jax.training.loop import NonFiniteError, train_and_evaluate
+
+    config = _CONFIG.value
+    workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config)
+    try:
+        result = train_and_evaluate(config, str(workdir))
+    except (ValueError, NonFiniteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1
+    if jax.process_index() == 0:
+        summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()))
+        print(f"done: {workdir.absolute()} ({summary})")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,105 @@
+"""Training logs: TensorBoard (tensorboardX) scalars, audio and spectrogram images, plus a JSONL
+file (``<workdir>/log.jsonl``, one ``{"step", "time", <scalars>}`` object per line).
+
+Only process 0 writes; the other processes get a writer that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+
+SAMPLE_RATE = 32000
+TB_DIR = "tb"
+JSONL_FILE = "log.jsonl"
+
+
+def spectrogram_image(wave: np.ndarray, n_fft: int = 512, hop: int = 160) -> np.ndarray:
+    """Log-magnitude spectrogram of a mono ``(samples,)`` wave as a ``uint8 (freq, time, 3)``
+    image (low frequencies at the bottom), scaled to an 80-dB range."""
+    x = np.asarray(wave, np.float32)
+    if x.size < n_fft:
+        x = np.pad(x, (0, n_fft - x.size))
+    frames = 1 + (x.size - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spec = np.abs(np.fft.rfft(x[idx] * np.hanning(n_fft), axis=-1)).T  # (freq, time)
+    db = 20 * np.log10(spec + 1e-8)
+    db = np.clip(db - db.max() + 80.0, 0.0, 80.0) / 80.0
+    img = (255 * db[::-1]).astype(np.uint8)
+    return np.repeat(img[..., None], 3, axis=-1)
+
+
+class Logger:
+    """Scalars to TensorBoard + JSONL; audio and images to TensorBoard."""
+
+    def __init__(self, workdir: str | os.PathLike, *, enabled: bool | None = None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.workdir = Path(workdir)
+        self._tb = None
+        self._jsonl = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._tb = SummaryWriter(str(self.workdir / TB_DIR))
+            self._jsonl = open(self.workdir / JSONL_FILE, "a", encoding="utf-8")  # noqa: SIM115
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: float(v) for k, v in values.items()}
+        for k, v in clean.items():
+            self._tb.add_scalar(k, v, step)
+        self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
+        self._jsonl.flush()
+
+    def audio(self, step: int, tag: str, wave: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+        """A mono ``(samples,)`` clip (peak-normalised if it would clip) + its spectrogram."""
+        if not self.enabled:
+            return
+        x = np.asarray(wave, np.float32)
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if peak > 1.0:
+            x = x / peak
+        self._tb.add_audio(tag, x, step, sample_rate=sr)
+        self._image(f"{tag}/spectrogram", spectrogram_image(x), step)
+
+    def _image(self, tag: str, rgb: np.ndarray, step: int) -> None:
+        # tensorboardX's add_image needs PIL; encode the PNG here instead.
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        from s5jax.report import encode_png
+
+        h, w, _ = rgb.shape
+        img = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=encode_png(rgb))
+        summary = Summary(value=[Summary.Value(tag=tag, image=img)])
+        self._tb._get_file_writer().add_summary(summary, step)
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        if self.enabled:
+            self._tb.add_text(tag, text, step)
+
+    def flush(self) -> None:
+        if self.enabled:
+            self._tb.flush()
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+            self.enabled = False
+
+
+def read_jsonl(workdir: str | os.PathLike) -> list[dict]:
+    """All records of ``<workdir>/log.jsonl`` (empty list if absent)."""
+    f = Path(workdir) / JSONL_FILE
+    if not f.is_file():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]

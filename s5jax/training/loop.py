@@ -1,0 +1,495 @@
+"""``train_and_evaluate(config, workdir)``: the whole training run.
+
+Order matters: everything that can be checked without compiling (config values, device count,
+dataset root, resume compatibility) is checked first, so a run that cannot work fails in
+seconds with one clear ``ValueError``. Then: build model, optimiser, data; restore the latest
+checkpoint of ``workdir`` if any (automatic resume, including the data iterator position); train
+with periodic logging, validation and checkpoints; export the best (else last) model as a model
+directory ``<workdir>/model`` readable by ``load_separator`` / ``load_tagger``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from s5jax import labels as labels_lib
+from s5jax import metrics as metrics_lib
+from s5jax.training import checkpoint as ckpt_lib
+from s5jax.training import optim, steps
+from s5jax.training.logging import Logger
+from s5jax.training.state import TrainState, create_state
+
+MODEL_DIR = "model"
+PRECISIONS = ("float32", "bfloat16")
+BEST_METRICS = {
+    steps.SEPARATOR: ("valid/loss", "valid/ca_sdri", "valid/snr"),
+    steps.TAGGER: ("valid/loss", "valid/accuracy", "valid/map"),
+}
+# Fields that must agree between a run and the checkpoints it resumes.
+_RESUME_KEYS = ("model", "trainable", "optim.amsgrad", "optim.clip_norm", "data.batch_size")
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite steps."""
+
+
+@dataclasses.dataclass
+class Plan:
+    """What validation found out; everything the build needs."""
+
+    task: str
+    root: Path
+    devices: int
+    resume: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (no compilation)
+
+
+def _get(cfg: ml_collections.ConfigDict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if node is not None else None
+    return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+
+
+def _normalise(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _normalise(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_normalise(v) for v in x]
+    return x
+
+
+def check_model_config(task: str, model: ml_collections.ConfigDict) -> None:
+    if task == steps.SEPARATOR:
+        from s5jax.models.separator import validate_config
+
+        validate_config(model)
+    else:
+        from s5jax.models.tagger import tagger_config
+
+        tagger_config(**model.to_dict())
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: Path) -> bool:
+    """True if ``workdir`` holds checkpoints of a compatible run; ``ValueError`` if incompatible."""
+    ckpt_dir = workdir / ckpt_lib.CHECKPOINTS_DIR
+    has_ckpts = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+    saved = ckpt_lib.read_train_config(workdir)
+    if saved is None:
+        if has_ckpts:
+            raise ValueError(
+                f"{workdir}: has {ckpt_lib.CHECKPOINTS_DIR}/ but no {ckpt_lib.TRAIN_CONFIG_FILE}; "
+                "not a work directory written by s5jax.train (use another --workdir)"
+            )
+        return False
+    diffs = [
+        f"{k}: checkpoint {_get(saved, k)!r} vs config {_get(config, k)!r}"
+        for k in _RESUME_KEYS
+        if _normalise(_get(saved, k)) != _normalise(_get(config, k))
+    ]
+    if diffs:
+        raise ValueError(
+            f"{workdir}: cannot resume, the saved run differs in: " + "; ".join(diffs)
+            + " (use another --workdir, or the saved config)"
+        )
+    return has_ckpts
+
+
+def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
+    """Check ``config`` against this machine, the dataset and ``workdir``; no compilation."""
+    task = steps.task_of(config.model)
+    check_model_config(task, config.model)
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"config.precision={config.precision!r}: expected one of {PRECISIONS}")
+    if config.model.get("dtype") != config.precision:
+        raise ValueError(
+            f"config.precision={config.precision!r} but config.model.dtype="
+            f"{config.model.get('dtype')!r}; set both (the bf16 preset does)"
+        )
+    n_dev, n_proc = jax.device_count(), jax.process_count()
+    d, t = config.data, config.train
+    for name, bs in (("data.batch_size", d.batch_size), ("data.valid_batch_size",
+                                                         d.valid_batch_size)):
+        if bs < 1 or bs % n_dev or bs % n_proc:
+            raise ValueError(
+                f"config.{name}={bs}: must be a positive multiple of the device count "
+                f"({n_dev}) and of the process count ({n_proc})"
+            )
+    for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep"):
+        if int(t[name]) < 1:
+            raise ValueError(f"config.train.{name}={t[name]}: expected ≥ 1")
+    if d.num_workers < 0:
+        raise ValueError(f"config.data.num_workers={d.num_workers}: expected ≥ 0")
+    if t.best_mode not in ("min", "max"):
+        raise ValueError(f"config.train.best_mode={t.best_mode!r}: expected 'min' or 'max'")
+    if t.best_metric not in BEST_METRICS[task]:
+        raise ValueError(
+            f"config.train.best_metric={t.best_metric!r}: expected one of {BEST_METRICS[task]}"
+        )
+    if task == steps.SEPARATOR and config.trainable != "all":
+        raise ValueError(f"config.trainable={config.trainable!r}: separators train 'all'")
+    if config.get("init") is not None and not Path(config.init).exists():
+        raise ValueError(f"config.init={config.init!r}: no such model directory")
+    if d.clip_seconds <= 0:
+        raise ValueError(f"config.data.clip_seconds={d.clip_seconds}: expected > 0")
+    root = _dataset_root(d)
+    resume = check_resume(config, workdir)
+    return Plan(task=task, root=root, devices=n_dev, resume=resume)
+
+
+def _dataset_root(d: ml_collections.ConfigDict) -> Path:
+    from s5jax.data import catalog, embedded
+
+    if d.root is None:
+        root = embedded.ensure_embedded(scale=d.embedded_scale, seed=0, progress=True)
+    else:
+        root = Path(d.root).expanduser()
+        if not root.is_dir():
+            raise ValueError(f"config.data.root={d.root!r}: no such dataset folder")
+    catalog.scan(root)  # one ValueError listing every problem
+    return root.absolute()
+
+
+# ---------------------------------------------------------------------------------------------
+# Build
+
+
+def build_model(task: str, model_config: ml_collections.ConfigDict):
+    if task == steps.SEPARATOR:
+        from s5jax.models.separator import build_separator
+
+        return build_separator(model_config)
+    from s5jax.models.tagger import build_tagger
+
+    return build_tagger(model_config)
+
+
+def init_variables(task: str, model, model_config, seed: int) -> dict:
+    """Fresh variables (shapes do not depend on the input length; 0.1 s is enough)."""
+    x = jnp.zeros((1, 4, 3200), jnp.float32)
+    key = jax.random.PRNGKey(seed)
+    if task == steps.SEPARATOR:
+        labels = jnp.zeros((1, int(model_config.slots)), jnp.int32)
+        variables = jax.jit(lambda k: model.init(k, x, labels, train=False))(key)
+    else:
+        variables = jax.jit(lambda k: model.init(k, x, train=False))(key)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def merge_init(fresh: dict, loaded: dict, source: str) -> dict:
+    """Overwrite ``fresh`` leaves with ``loaded`` ones of the same path (e.g. baseline weights
+    into a seed model, whose extra adapter/γ/DPRNN parameters keep their identity init)."""
+    from flax import traverse_util
+
+    out = {}
+    for col in ("params", "batch_stats"):
+        f = traverse_util.flatten_dict(fresh.get(col, {}))
+        lo = traverse_util.flatten_dict(loaded.get(col, {}))
+        unknown = sorted("/".join(k) for k in lo if k not in f)
+        if unknown:
+            raise ValueError(f"{source}: {len(unknown)} {col} entries unknown to this model, "
+                             f"e.g. {unknown[:3]}")
+        for k, v in lo.items():
+            if tuple(np.shape(v)) != tuple(f[k].shape):
+                raise ValueError(f"{source}: {col} {'/'.join(k)} has shape {np.shape(v)}, "
+                                 f"model expects {tuple(f[k].shape)}")
+            f[k] = jnp.asarray(v, f[k].dtype)
+        out[col] = traverse_util.unflatten_dict(f)
+    return out
+
+
+def param_labels_for(task: str, trainable: str, params: Any) -> Any:
+    if trainable == "all":
+        return None
+    from s5jax.models.tagger import trainable_mask
+
+    return trainable_mask(params, trainable)
+
+
+def _mixture_config(clip_seconds: float):
+    from s5jax.data.recipes import MixtureConfig
+
+    return MixtureConfig(duration=float(clip_seconds))
+
+
+def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's rows of a batch every process holds in full (validation)."""
+    pi, pc = jax.process_index(), jax.process_count()
+    if pc == 1:
+        return batch
+    n = next(iter(batch.values())).shape[0] // pc
+    return {k: v[pi * n:(pi + 1) * n] for k, v in batch.items()}
+
+
+def _gather(tree):
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation metrics
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over classes with at least one positive of the (non-interpolated) AP."""
+    aps = []
+    for c in range(scores.shape[1]):
+        y = targets[:, c] > 0.5
+        if not y.any():
+            continue
+        order = np.argsort(-scores[:, c], kind="stable")
+        hits = y[order]
+        prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float(np.sum(prec * hits) / hits.sum()))
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+class Evaluator:
+    """Runs the validation set through the eval step and reduces the metrics on the host."""
+
+    def __init__(self, task, model, model_config, mesh, valid, *, limit=None, audio_examples=0):
+        from s5jax.data import loader
+
+        self.task, self.model, self.mesh, self.valid = task, model, model_config, valid
+        self.mesh = mesh
+        self.slots = int(model_config.get("slots", 3)) if task == steps.SEPARATOR else None
+        self.limit, self.audio_examples = limit, audio_examples
+        mode = task
+        self.eval_step = steps.make_eval_step(
+            task, model, mesh, render=lambda b: loader.render_batch(b, valid.config, mode=mode)
+        )
+
+    def __call__(self, state: TrainState, logger: Logger | None = None,
+                 step: int = 0) -> dict[str, float]:
+        variables = state.variables
+        rows: dict[str, list] = {}
+        weights = []
+        bs = None
+        for i, host in enumerate(self.valid):
+            bs = bs or next(iter(host.values())).shape[0]
+            if self.limit is not None and i * bs >= self.limit:
+                break
+            dev = steps.put_batch(_local_rows(host), self.mesh)
+            out = _gather(self.eval_step(variables, dev))
+            w = np.asarray(host["weight"], np.float32)
+            if self.limit is not None:
+                w = w * (i * bs + np.arange(len(w)) < self.limit)
+            weights.append(w)
+            for k, v in out.items():
+                rows.setdefault(k, []).append(np.asarray(v))
+            if i == 0 and logger is not None and self.task == steps.SEPARATOR:
+                self._audio(logger, step, out, w)
+            if self.task == steps.SEPARATOR:
+                # Keep host memory small: waveforms are only needed per batch.
+                for k in ("estimate", "reference", "mixture"):
+                    rows.pop(k, None)
+                rows.setdefault("sdri", []).append(self._sdri(out))
+        w = np.concatenate(weights)
+        cat = {k: np.concatenate(v) for k, v in rows.items()}
+        keep = w > 0
+        if self.task == steps.SEPARATOR:
+            return self._separator_metrics(cat, keep)
+        return self._tagger_metrics(cat, keep)
+
+    def _sdri(self, out) -> np.ndarray:
+        """Per-mixture CA-SDRi with oracle labels (all true positives); NaN for empty ones."""
+        return np.asarray([
+            metrics_lib.class_aware_sdri(
+                lab, est, lab, ref, mix[0]
+            ).value
+            for lab, est, ref, mix in zip(out["labels"].tolist(), out["estimate"],
+                                          out["reference"], out["mixture"], strict=True)
+        ], np.float64)
+
+    def _separator_metrics(self, cat, keep) -> dict[str, float]:
+        active = cat["labels"][keep] != labels_lib.EMPTY
+        snr = cat["snr"][keep]
+        if self.slots == 1:
+            per = -np.sum(snr * active, -1) / np.maximum(active.sum(-1), 1)
+        else:
+            per = -np.sum(snr * active, -1) / active.shape[-1]
+        return {
+            "valid/loss": float(np.mean(per)),
+            "valid/snr": float(np.sum(snr * active) / max(active.sum(), 1)),
+            "valid/ca_sdri": float(np.nanmean(cat["sdri"][keep])) if keep.any() else float("nan"),
+        }
+
+    def _tagger_metrics(self, cat, keep) -> dict[str, float]:
+        from s5jax.models.tagger import predict
+
+        probs, labels = cat["probabilities"][keep], cat["labels"][keep]
+        pred = np.asarray(predict(jnp.asarray(probs)))
+        return {
+            "valid/loss": float(np.mean(cat["bce"][keep])),
+            "valid/accuracy": metrics_lib.label_accuracy(pred.tolist(), labels.tolist()),
+            "valid/map": average_precision(probs, np.asarray(labels_lib.multi_hot(labels))),
+        }
+
+    def _audio(self, logger: Logger, step: int, out, w) -> None:
+        n = 0
+        for b in range(len(w)):
+            if n >= self.audio_examples or w[b] == 0:
+                continue
+            logger.audio(step, f"valid/{n}/mixture", out["mixture"][b, 0])
+            for s, lab in enumerate(out["labels"][b].tolist()):
+                if lab == labels_lib.EMPTY:
+                    continue
+                name = labels_lib.CLASSES[lab]
+                logger.audio(step, f"valid/{n}/{s}_{name}/estimate", out["estimate"][b, s])
+                logger.audio(step, f"valid/{n}/{s}_{name}/reference", out["reference"][b, s])
+            n += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _host_mean(records: list[dict[str, Any]]) -> dict[str, float]:
+    host = jax.device_get(records)
+    out = {}
+    for k in host[0]:
+        vals = np.asarray([r[k] for r in host], np.float64)
+        if k in ("skipped", "bad_streak"):
+            out[k] = float(vals[-1])
+        else:
+            finite = vals[np.isfinite(vals)]
+            out[k] = float(finite.mean()) if finite.size else float("nan")
+    return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Train (or resume) the run described by ``config`` in ``workdir``; returns the last
+    validation metrics."""
+    from tqdm import tqdm
+
+    from s5jax.data import catalog as catalog_lib
+    from s5jax.data import loader
+
+    workdir = Path(workdir).absolute()
+    plan = validate(config, workdir)
+    task, t, d = plan.task, config.train, config.data
+    if jax.process_index() == 0:
+        ckpt_lib.write_train_config(workdir, config)
+
+    mesh = steps.make_mesh()
+    model = build_model(task, config.model)
+    variables = init_variables(task, model, config.model, int(t.seed))
+    if config.get("init") is not None:
+        _, loaded = ckpt_lib.load_model(config.init)
+        variables = merge_init(variables, loaded, str(config.init))
+    labels = param_labels_for(task, config.trainable, variables["params"])
+    n_train, n_total = optim.count_trainable(variables["params"], labels)
+    tx = optim.build_optimizer(config.optim, int(t.num_steps), labels)
+    lr_schedule = optim.make_schedule(config.optim, int(t.num_steps))
+    replicated = NamedSharding(mesh, P())
+    state = jax.device_put(create_state(variables, tx, int(t.seed)), replicated)
+
+    catalog = catalog_lib.scan(plan.root)
+    mix_cfg = _mixture_config(d.clip_seconds)
+    raw_it = loader.make_train_iterator(
+        catalog, batch_size=d.batch_size // jax.process_count(), seed=int(d.seed),
+        mode=task, num_workers=int(d.num_workers), config=mix_cfg,
+    )
+    valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
+
+    ckpts = ckpt_lib.CheckpointManager(workdir, keep=int(t.keep), best_metric=t.best_metric,
+                                       best_mode=t.best_mode)
+    start = 0
+    if plan.resume and ckpts.latest_step() is not None:
+        step0 = ckpts.latest_step()
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+        )
+        try:
+            state = ckpts.restore(step0, abstract, data_iterator=raw_it)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{ckpts.directory}/{step0}: checkpoint does not fit this config "
+                             f"({type(e).__name__}: {e})") from e
+        start = int(state.step)
+    train_it = loader.DevicePrefetch(raw_it, mesh, size=int(d.prefetch))
+
+    train_step = steps.make_train_step(
+        task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix_cfg, mode=task),
+        param_labels=labels, lr_schedule=lr_schedule,
+    )
+    evaluate = Evaluator(task, model, config.model, mesh, valid, limit=d.valid_limit,
+                         audio_examples=int(t.audio_examples))
+    logger = Logger(workdir)
+    if start == 0:
+        logger.text(0, "config", "<pre>" + config.to_json(indent=2) + "</pre>")
+        logger.scalars(0, {"params/trainable": n_train, "params/total": n_total})
+
+    last_valid: dict[str, float] = {}
+    records: list[dict] = []
+    num_steps = int(t.num_steps)
+    bar = tqdm(total=num_steps, initial=start, disable=not t.progress or jax.process_index() != 0,
+               desc=config.get("name", task), dynamic_ncols=True)
+    tic, tic_step = time.perf_counter(), start
+    try:
+        for step in range(start, num_steps):
+            batch = next(train_it)
+            state, m = train_step(state, batch)
+            records.append(m)
+            s = step + 1
+            bar.update(1)
+            if s % t.log_every == 0 or s == num_steps:
+                scalars = _host_mean(records)
+                records = []
+                elapsed = time.perf_counter() - tic
+                n = s - tic_step
+                scalars["step_time"] = elapsed / n
+                scalars["examples_per_second"] = n * d.batch_size / elapsed
+                logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
+                bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+                if scalars["bad_streak"] >= t.max_nonfinite:
+                    raise NonFiniteError(
+                        f"step {s}: {int(scalars['bad_streak'])} consecutive non-finite "
+                        f"losses/gradients (limit config.train.max_nonfinite="
+                        f"{t.max_nonfinite}); stopping. The last checkpoint in "
+                        f"{ckpts.directory} holds the last good state."
+                    )
+                tic, tic_step = time.perf_counter(), s
+            evaluated = None
+            if s % t.eval_every == 0 or s == num_steps:
+                evaluated = last_valid = evaluate(state, logger, s)
+                logger.scalars(s, evaluated)
+                tic = time.perf_counter()  # keep validation out of the step time
+            if s % t.checkpoint_every == 0 or s == num_steps:
+                ckpts.save(s, state, train_it, metrics=evaluated)
+        ckpts.wait()
+        if jax.process_index() == 0 and ckpts.latest_step() is not None:
+            export_model(workdir, config.model, ckpts, state)
+    finally:
+        bar.close()
+        train_it.close()
+        ckpts.wait()
+        ckpts.close()
+        logger.close()
+    return last_valid
+
+
+def export_model(workdir: Path, model_config, ckpts: ckpt_lib.CheckpointManager,
+                 state: TrainState) -> Path:
+    """``<workdir>/model``: the best checkpoint's (else the last state's) variables."""
+    best = ckpts.best_step()
+    if best is None or best == int(state.step):
+        variables = state.variables
+    else:
+        raw = ckpts.restore_raw_state(best)
+        variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+    return ckpt_lib.save_model(workdir / MODEL_DIR, model_config, variables, overwrite=True)

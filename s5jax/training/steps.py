@@ -1,0 +1,211 @@
+"""Jitted train and eval steps over a 1-D ``data`` mesh.
+
+The batch is sharded along ``data``, the state replicated; under ``jit`` the BatchNorm batch
+statistics are global means (SyncBN semantics) and gradients are reduced by the compiler.
+Losses (spec §5.2–5.4), all in float32:
+
+* ResUNetK: ``−(1/(3B)) Σ active·SNR`` over all 3B slots;
+* ResUNet: per example one active slot drawn uniformly with the step key is the query,
+  ``−mean_b SNR``;
+* tagger: BCE of the probabilities against the multi-hot labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from s5jax import labels as labels_lib
+from s5jax import metrics
+from s5jax.training import optim
+from s5jax.training.state import TrainState
+
+DATA = "data"
+SEPARATOR, TAGGER = "separator", "tagger"
+
+Render = Callable[[dict[str, Any]], dict[str, jax.Array]]
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+    """1-D mesh over all (or the given) devices, axis ``data``, Auto axis type.
+
+    Explicit axes would require sharding annotations inside ``nn.RNN`` (the DPRNN).
+    """
+    devices = list(devices or jax.devices())
+    return jax.make_mesh(
+        (len(devices),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
+
+
+def task_of(model_config) -> str:
+    """``"separator"`` or ``"tagger"`` from a model config's ``name``."""
+    name = model_config.get("name")
+    if name in ("resunet", "resunetk"):
+        return SEPARATOR
+    if name == "m2d_at":
+        return TAGGER
+    raise ValueError(f"config.model.name={name!r}: expected 'resunet', 'resunetk' or 'm2d_at'")
+
+
+def pick_query_slot(labels: jax.Array, key: jax.Array) -> jax.Array:
+    """Uniform index of one active slot per row of ``labels (B, S)`` → ``int32 (B,)``.
+
+    Rows without an active slot get index 0 (an empty slot: zero query, zero loss weight).
+    """
+    logits = jnp.where(labels_lib.active(labels), 0.0, -1e9)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def separator_forward(model, variables, data, key, *, train: bool):
+    """→ ``(estimate (B, S', L), reference (B, S', L), active (B, S'), new batch_stats)``.
+
+    ``S' = 3`` for ResUNetK; for ResUNet in training ``S' = 1`` (one drawn query per example),
+    in evaluation all slots (the model runs one pass per slot).
+    """
+    mixture, dry, labels = data["mixture"], data["dry"], data["labels"]
+    if model.slots == 1 and train:
+        idx = pick_query_slot(labels, key)[:, None]
+        labels = jnp.take_along_axis(labels, idx, axis=1)
+        dry = jnp.take_along_axis(dry, idx[..., None], axis=1)
+    kwargs = {"mutable": ["batch_stats"]} if train else {}
+    out = model.apply(variables, mixture, labels, train=train, **kwargs)
+    est, updates = out if train else (out, {})
+    return est.astype(jnp.float32), dry, labels_lib.active(labels), updates.get("batch_stats")
+
+
+def tagger_forward(model, variables, data, *, train: bool):
+    """→ ``(probabilities (B, 18), multi-hot targets (B, 18), new batch_stats)``."""
+    kwargs = {"mutable": ["batch_stats"]} if train else {}
+    out = model.apply(variables, data["mixture"], train=train, **kwargs)
+    probs, updates = out if train else (out, {})
+    return probs.astype(jnp.float32), labels_lib.multi_hot(data["labels"]), updates.get(
+        "batch_stats"
+    )
+
+
+def loss_fn(task, model, params, batch_stats, data, key, *, train: bool = True):
+    """Scalar float32 loss and the new ``batch_stats``."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    if task == SEPARATOR:
+        est, ref, act, new_stats = separator_forward(model, variables, data, key, train=train)
+        return metrics.snr_loss(est, ref, act), new_stats
+    probs, target, new_stats = tagger_forward(model, variables, data, train=train)
+    return metrics.bce(probs, target), new_stats
+
+
+def _masked_norm(tree, labels) -> jax.Array:
+    if labels is None:
+        return optim.global_norm(tree)
+    kept = jax.tree.map(lambda x, lab: x if lab == optim.TRAINABLE else None, tree, labels)
+    return optim.global_norm(kept)
+
+
+def _select(ok, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def make_train_step(
+    task: str,
+    model,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    render: Render | None = None,
+    param_labels: Any = None,
+    lr_schedule: Callable[[Any], Any] | None = None,
+    donate: bool = True,
+) -> Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]:
+    """One jitted training step ``(state, batch) → (state, metrics)``.
+
+    ``batch`` is either the loader's host-array dict, turned into ``mixture``/``dry``/``labels``
+    by ``render`` inside the step (synthesis on the accelerator), or already those three arrays
+    (``render=None``). A non-finite loss or gradient norm keeps the old params, optimiser state
+    and batch_stats and counts the step as skipped. ``metrics`` are device scalars.
+    """
+    replicated = NamedSharding(mesh, P())
+    sharded = NamedSharding(mesh, P(DATA))
+
+    def step(state: TrainState, batch):
+        data = render(batch) if render is not None else batch
+        key = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(
+            lambda p: loss_fn(task, model, p, state.batch_stats, data, key), has_aux=True
+        )
+        (loss, new_stats), grads = grad_fn(state.params)
+        grad_norm = _masked_norm(grads, param_labels)
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=_select(ok, new_params, state.params),
+            batch_stats=_select(ok, new_stats, state.batch_stats),
+            opt_state=_select(ok, new_opt, state.opt_state),
+            skipped=state.skipped + (~ok).astype(jnp.int32),
+            bad_streak=jnp.where(ok, 0, state.bad_streak + 1),
+        )
+        out = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "update_norm": _masked_norm(updates, param_labels),
+            "param_norm": optim.global_norm(new_state.params),
+            "skipped": new_state.skipped,
+            "bad_streak": new_state.bad_streak,
+        }
+        if lr_schedule is not None:
+            out["learning_rate"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
+        return new_state, out
+
+    return jax.jit(
+        step,
+        in_shardings=(replicated, sharded),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,) if donate else (),
+    )
+
+
+def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None):
+    """Jitted eval-mode forward ``(variables, batch) → outputs`` (sharded along ``data``).
+
+    Separators: ``{"estimate" (B, S, L), "reference" (B, S, L), "mixture" (B, C, L),
+    "labels" (B, S), "snr" (B, S)}`` with the oracle labels as queries (every slot).
+    Tagger: ``{"probabilities" (B, 18), "labels" (B, S), "bce" (B,)}``.
+    """
+    replicated = NamedSharding(mesh, P())
+    sharded = NamedSharding(mesh, P(DATA))
+
+    def step(variables, batch):
+        data = render(batch) if render is not None else batch
+        if task == SEPARATOR:
+            est, ref, _, _ = separator_forward(model, variables, data, None, train=False)
+            return {
+                "estimate": est,
+                "reference": ref,
+                "mixture": data["mixture"],
+                "labels": data["labels"],
+                "snr": metrics.snr(est, ref),
+            }
+        probs, target, _ = tagger_forward(model, variables, data, train=False)
+        per_example = jax.vmap(metrics.bce)(probs[:, None], target[:, None])
+        return {"probabilities": probs, "labels": data["labels"], "bce": per_example}
+
+    return jax.jit(step, in_shardings=(replicated, sharded), out_shardings=sharded)
+
+
+def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Host-local batch slice → global arrays sharded along ``data``.
+
+    Each process passes its own slice (``global batch / process_count`` rows); with one process
+    this is the whole batch.
+    """
+    sharding = NamedSharding(mesh, P(DATA))
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }
