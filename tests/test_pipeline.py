@@ -151,8 +151,8 @@ def tiny_separator():
 
     cfg = separator_config(name="resunet", channels=(4, 4, 8, 8, 8, 8))
     model = build_separator(cfg)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 8000)),
-                           jnp.zeros((1, 3), jnp.int32))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4, 8000)),
+                                    jnp.zeros((1, 3), jnp.int32))
     return model, variables
 
 

@@ -237,8 +237,11 @@ def load_separator_any(path: str | os.PathLike):
         from s5jax import torch_io
         from s5jax.convert import separator as conv
 
-        sd = torch_io.state_dict(torch_io.load(p), strip_prefix="model.")
-        model_config, variables = conv.convert_state_dict(sd)
+        try:
+            sd = torch_io.state_dict(torch_io.load(p), strip_prefix="model.")
+            model_config, variables = conv.convert_state_dict(sd)
+        except ValueError as e:
+            raise ValueError(str(e) if str(p) in str(e) else f"{p}: {e}") from None
         return sep.build_separator(model_config), variables, model_config
     if not p.exists():
         raise ValueError(f"{p}: no such separator checkpoint or model directory")
@@ -254,7 +257,10 @@ def load_tagger_any(path: str | os.PathLike):
         from s5jax import torch_io
         from s5jax.convert import tagger as conv
 
-        model_config, variables = conv.convert_state_dict(torch_io.load(p), where=str(p))
+        try:
+            model_config, variables = conv.convert_state_dict(torch_io.load(p), where=str(p))
+        except ValueError as e:
+            raise ValueError(str(e) if str(p) in str(e) else f"{p}: {e}") from None
         return tag.build_tagger(model_config), variables, model_config
     if not p.exists():
         raise ValueError(f"{p}: no such tagger checkpoint or model directory")

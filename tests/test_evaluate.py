@@ -1,0 +1,204 @@
+"""evaluate: metric parity with an independent CA-SDRi, report files, end to end on tiny models."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from s5jax import evaluate
+from s5jax.audio import wav
+from s5jax.labels import CLASSES
+
+SR = 32000
+EPS = float(np.finfo(np.float32).eps)
+
+
+# -- independent implementation of the DCASE 2025 metric (spec §6.2, baseline ca_metric) --
+
+def _snr(est, ref):
+    est, ref = est.astype(np.float64), ref.astype(np.float64)
+    return 10 * np.log10((np.sum(ref**2) + EPS) / (np.sum((ref - est) ** 2) + EPS))
+
+
+def _ca_sdri_2025(est, ref, mix0):
+    """est/ref: {label: waveform}; returns the mixture's CA-SDRi."""
+    tp = set(est) & set(ref)
+    fp, fn = set(est) - tp, set(ref) - tp
+    vals = [_snr(est[c], ref[c]) - _snr(mix0, ref[c]) for c in tp] + [0.0] * (len(fp) + len(fn))
+    return float(np.mean(vals))
+
+
+@pytest.fixture
+def scored_set(tmp_path):
+    """A labelled set with soundscapes mix_1 / mix_10 (prefix trap) / mix_2 and estimates."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    root = tmp_path / "data" / "test"
+    (root / "soundscape").mkdir(parents=True)
+    (root / "oracle_target").mkdir()
+    est_dir = tmp_path / "est"
+    est_dir.mkdir()
+    refs = {"mix_1": ["Speech", "Dishes"], "mix_10": ["Speech", "Blender"], "mix_2": ["Cough"],
+            "mix_3": ["Pour", "Typing", "Buzzer"]}
+    # Estimated labels: TP+FP+FN mixes; mix_2 has no estimate at all (all FN).
+    ests = {"mix_1": ["Speech", "Doorbell"], "mix_10": ["Speech", "Blender", "Typing"],
+            "mix_2": [], "mix_3": ["Buzzer", "Pour", "Typing"]}
+    truth = {}
+    for name, labs in refs.items():
+        src = {c: rng.standard_normal(n).astype(np.float32) * 0.1 for c in labs}
+        mix = sum(src.values()) + 0.05 * rng.standard_normal(n).astype(np.float32)
+        mix4 = np.stack([mix, 0.5 * mix, -0.2 * mix, rng.standard_normal(n) * 0.01]).astype(
+            np.float32)
+        wav.write(root / "soundscape" / f"{name}.wav", mix4)
+        for c, s in src.items():
+            wav.write(root / "oracle_target" / f"{name}_{c}.wav", s)
+        est = {}
+        for c in ests[name]:
+            e = (src[c] + rng.uniform(0.01, 0.2) * rng.standard_normal(n) if c in src
+                 else rng.standard_normal(n) * 0.1).astype(np.float32)
+            wav.write(est_dir / f"{name}_{c}.wav", e)
+            est[c] = wav.read(est_dir / f"{name}_{c}.wav")[0]
+        truth[name] = (est, src, mix4[0], labs)
+    return tmp_path / "data", est_dir, truth
+
+
+def test_metric_parity_with_independent_ca_sdri(scored_set, tmp_path):
+    data, est_dir, truth = scored_set
+    out = tmp_path / "out"
+    rc = evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out", str(out),
+                        "--no-progress"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    per_mix = {name: _ca_sdri_2025(e, r, m) for name, (e, r, m, _) in truth.items()}
+    assert per_mix["mix_2"] == 0.0
+    assert res["ca_sdri"] == pytest.approx(np.mean(list(per_mix.values())), abs=1e-4)
+    assert res["n_mixtures"] == 4 and res["n_references"] == 8
+    assert (res["tp"], res["fp"], res["fn"]) == (6, 2, 2)
+    assert res["label_accuracy"] == pytest.approx(25.0)  # only mix_3 matches exactly
+    assert res["oracle_sdri"] is None  # no separator ran
+    assert math.isfinite(res["ca_si_sdri"])
+    rows = {r["soundscape"]: r for r in csv.DictReader(open(out / "per_mixture.csv"))}
+    for name, v in per_mix.items():
+        assert float(rows[name]["ca_sdri"]) == pytest.approx(v, abs=1e-4)
+    # A prefix matcher would also give mix_1 the two mix_10 references.
+    assert rows["mix_1"]["ref_labels"] == "Dishes Speech"
+    pc = list(csv.DictReader(open(out / "per_class.csv")))
+    assert [r["class"] for r in pc] == list(CLASSES)
+    speech = pc[CLASSES.index("Speech")]
+    assert (speech["tp"], speech["fp"], speech["fn"], speech["n_references"]) == ("2", "0", "0",
+                                                                                "2")
+    exp = np.mean([_snr(truth[n][0]["Speech"], truth[n][1]["Speech"])
+                   - _snr(truth[n][2], truth[n][1]["Speech"]) for n in ("mix_1", "mix_10")])
+    assert float(speech["sdri_tp"]) == pytest.approx(exp, abs=1e-4)
+    png = (out / "per_class.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 200
+    md = (out / "report.md").read_text()
+    assert "CA-SDRi" in md and "per_class.png" in md and "Speech" in md
+    # The results file is not replaced without --overwrite.
+    assert evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out", str(out),
+                          "--no-progress"]) == 2
+
+
+def test_unknown_estimate_name_is_an_error(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    wav.write(est_dir / "mix_7_Speech.wav", np.zeros(4000, np.float32))
+    assert evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out",
+                          str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "mix_7_Speech.wav" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_cli_argument_errors(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert evaluate.main(["--out", out]) == 2
+    assert "--separator is required" in capsys.readouterr().err
+    assert evaluate.main(["--separator", "x", "--out", out]) == 2
+    assert "--tagger is required" in capsys.readouterr().err
+    assert evaluate.main(["--separator", "x", "--oracle-labels", "--data", str(tmp_path),
+                          "--out", out]) == 2
+    assert "test/soundscape" in capsys.readouterr().err
+
+
+def test_batches_group_equal_lengths():
+    assert evaluate._batches([5, 5, 5, 7, 7, 5], 2) == [[0, 1], [2], [3, 4], [5]]
+
+
+# -- end to end on the embedded dataset with tiny random models --
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    import jax
+    import jax.numpy as jnp
+
+    from s5jax.models import separator as sep
+    from s5jax.models import tagger as tag
+    from s5jax.training.checkpoint import save_model
+
+    d = tmp_path_factory.mktemp("models")
+    scfg = sep.separator_config(name="resunetk", channels=(4, 4, 8, 8, 8, 8))
+    smodel = sep.build_separator(scfg)
+    svars = jax.jit(smodel.init)(jax.random.key(0), jnp.zeros((1, 4, 8000)),
+                                 jnp.zeros((1, 3), jnp.int32))
+    tcfg = tag.tagger_config(embed_dim=32, depth=1, num_heads=2, adapters=False)
+    tmodel = tag.build_tagger(tcfg)
+    tvars = tag.init_variables(tmodel, seed=0, samples=8000)
+    # Push a few classes above threshold so that the tagger detects something plausible.
+    bias = np.full(18, -3.0, np.float32)
+    bias[[2, 15]] = 3.0
+    tvars = jax.tree.map(np.asarray, tvars)
+    tvars["params"]["head"]["bias"] = bias
+    return save_model(d / "tagger", tcfg, tvars), save_model(d / "separator", scfg, svars)
+
+
+@pytest.fixture(scope="module")
+def embedded_root():
+    from s5jax.data.embedded import ensure_embedded
+
+    return ensure_embedded()
+
+
+def test_end_to_end_embedded(tiny_models, embedded_root, tmp_path):
+    tagger, separator = tiny_models
+    out, sub = tmp_path / "out", tmp_path / "submission"
+    rc = evaluate.main(["--tagger", str(tagger), "--separator", str(separator), "--data",
+                        str(embedded_root), "--out", str(out), "--write-wavs", "--submission",
+                        str(sub), "--batch-size", "4", "--no-progress"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    for key in ("ca_sdri", "ca_si_sdri", "label_accuracy", "oracle_sdri", "oracle_si_sdri"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]), key
+    n = len(list((embedded_root / "test" / "soundscape").glob("*.wav")))
+    assert res["n_mixtures"] == n
+    assert res["tp"] + res["fn"] == res["n_references"]
+    assert res["tp"] + res["fp"] == 2 * n  # the tagger always says Blender + Speech
+    assert res["setup"]["labels"] == "tagger"
+    est = sorted(p.name for p in (out / "estimates").iterdir())
+    assert len(est) == 2 * n and all(p.endswith(("_Blender.wav", "_Speech.wav")) for p in est)
+    assert sorted(p.name for p in sub.iterdir()) == est
+    assert wav.read(sub / est[0]).dtype == np.float32
+    import soundfile as sf
+
+    assert sf.info(str(sub / est[0])).subtype == "PCM_16"
+    assert sf.info(str(out / "estimates" / est[0])).subtype == "FLOAT"
+    # Scoring the written float estimates reproduces the CA-SDRi of the run.
+    out2 = tmp_path / "out2"
+    assert evaluate.main(["--estimates", str(out / "estimates"), "--data", str(embedded_root),
+                          "--out", str(out2), "--no-progress"]) == 0
+    res2 = json.loads((out2 / "results.json").read_text())
+    assert res2["ca_sdri"] == pytest.approx(res["ca_sdri"], abs=1e-4)
+    assert res2["label_accuracy"] == res["label_accuracy"]
+
+
+def test_oracle_labels_mode(tiny_models, embedded_root, tmp_path):
+    _, separator = tiny_models
+    out = tmp_path / "out"
+    assert evaluate.main(["--separator", str(separator), "--oracle-labels", "--data",
+                          str(embedded_root), "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["label_accuracy"] == 100.0 and res["fp"] == 0 and res["fn"] == 0
+    # With oracle labels, CA-SDRi is the per-mixture mean of the SDRi over references.
+    rows = list(csv.DictReader(open(out / "per_mixture.csv")))
+    for r in rows:
+        assert float(r["ca_sdri"]) == pytest.approx(float(r["oracle_sdri"]), abs=1e-4)
