@@ -127,7 +127,7 @@ def test_batches_group_equal_lengths():
 
 # -- end to end on the embedded dataset with tiny random models --
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     import jax
     import jax.numpy as jnp
@@ -152,7 +152,7 @@ def tiny_models(tmp_path_factory):
     return save_model(d / "tagger", tcfg, tvars), save_model(d / "separator", scfg, svars)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def embedded_root():
     from s5jax.data.embedded import ensure_embedded
 
