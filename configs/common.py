@@ -47,6 +47,7 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
                 seed=0,
                 log_every=100,
                 eval_every=2_500,
+                eval_at_end=True,  # also validate after the last step
                 checkpoint_every=2_500,
                 keep=3,  # latest checkpoints kept, plus the best one
                 best_metric="valid/loss",

@@ -152,7 +152,8 @@ class CheckpointManager:
 
     def best_step(self) -> int | None:
         """Best step by the metric, else the latest (``None`` if there is no checkpoint)."""
-        return self.manager.best_step()
+        best = self.manager.best_step()
+        return best if best is not None else self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())

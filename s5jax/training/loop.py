@@ -465,7 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     )
                 tic, tic_step = time.perf_counter(), s
             evaluated = None
-            if s % t.eval_every == 0 or s == num_steps:
+            if s % t.eval_every == 0 or (s == num_steps and t.get("eval_at_end", True)):
                 evaluated = last_valid = evaluate(state, logger, s)
                 logger.scalars(s, evaluated)
                 tic = time.perf_counter()  # keep validation out of the step time

@@ -1,0 +1,99 @@
+"""Training checkpoints: latest-N + best retention, iterator state, load_model on a work dir."""
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from s5jax.training import checkpoint as ck
+
+
+class _Iter:
+    """Stand-in for the loader's iterator: only get_state/set_state matter here."""
+
+    def __init__(self, pos=0):
+        self.pos = pos
+
+    def get_state(self):
+        return {"pos": self.pos, "nested": {"workers": [self.pos, self.pos + 1]}}
+
+    def set_state(self, state):
+        self.pos = state["pos"]
+
+
+def _state(v: float):
+    return {"params": {"w": jnp.full((3,), v)}, "batch_stats": {"m": jnp.full((2,), -v)},
+            "opt_state": {"mu": jnp.zeros(3)}, "step": jnp.asarray(int(v), jnp.int32)}
+
+
+def _train_config():
+    return ml_collections.ConfigDict(dict(
+        model=dict(name="resunetk", channels=(1, 2)),
+        train=dict(best_metric="valid/loss", best_mode="min"),
+    ))
+
+
+def test_keeps_latest_and_best_and_restores_iterator(tmp_path):
+    ck.write_train_config(tmp_path, _train_config())
+    mgr = ck.CheckpointManager(tmp_path, keep=2, best_metric="valid/loss", best_mode="min")
+    losses = {1: 5.0, 2: 1.0, 3: 4.0, 4: None, 5: 3.0}
+    for step, loss in losses.items():
+        metrics = None if loss is None else {"valid/loss": loss, "valid/x": 0.0}
+        mgr.save(step, _state(step), _Iter(step * 10), metrics=metrics)
+    mgr.wait()
+    assert mgr.all_steps() == [2, 4, 5]  # latest two + best (step 2)
+    assert mgr.best_step() == 2
+    assert mgr.latest_step() == 5
+    it = _Iter()
+    abstract = _state(0.0)
+    restored = mgr.restore(4, abstract, data_iterator=it)
+    assert it.pos == 40
+    np.testing.assert_array_equal(restored["params"]["w"], np.full(3, 4.0))
+    mgr.close()
+
+    # A work directory loads as a model: the best checkpoint's params and batch_stats.
+    cfg, variables = ck.load_model(tmp_path)
+    assert cfg.name == "resunetk" and tuple(cfg.channels) == (1, 2)
+    np.testing.assert_array_equal(variables["params"]["w"], np.full(3, 2.0))
+    np.testing.assert_array_equal(variables["batch_stats"]["m"], np.full(2, -2.0))
+
+
+def test_best_mode_max_and_latest_fallback(tmp_path):
+    cfg = _train_config()
+    cfg.train.best_metric, cfg.train.best_mode = "valid/acc", "max"
+    ck.write_train_config(tmp_path, cfg)
+    mgr = ck.CheckpointManager(tmp_path, keep=1, best_metric="valid/acc", best_mode="max")
+    for step, acc in ((1, 0.2), (2, 0.9), (3, 0.5)):
+        mgr.save(step, _state(step), metrics={"valid/acc": acc})
+    mgr.wait()
+    assert mgr.all_steps() == [2, 3]
+    mgr.close()
+    np.testing.assert_array_equal(ck.load_model(tmp_path)[1]["params"]["w"], np.full(3, 2.0))
+
+    other = tmp_path / "no_metrics"
+    ck.write_train_config(other, _train_config())
+    mgr = ck.CheckpointManager(other, keep=1)
+    mgr.save(7, _state(7))
+    mgr.wait()
+    mgr.close()
+    np.testing.assert_array_equal(ck.load_model(other)[1]["params"]["w"], np.full(3, 7.0))
+
+
+def test_model_directory_round_trip_and_errors(tmp_path):
+    cfg = ml_collections.ConfigDict(dict(name="m2d_at", depth=2))
+    variables = {"params": {"a": np.arange(3, dtype=np.float32)}, "batch_stats": {}}
+    out = ck.save_model(tmp_path / "m", cfg, variables)
+    cfg2, var2 = ck.load_model(out)
+    assert cfg2.depth == 2
+    np.testing.assert_array_equal(var2["params"]["a"], variables["params"]["a"])
+    with pytest.raises(ValueError, match="already exists"):
+        ck.save_model(tmp_path / "m", cfg, variables)
+    with pytest.raises(ValueError, match="not an s5jax model directory"):
+        ck.load_model(tmp_path)
+    empty = tmp_path / "run"
+    ck.write_train_config(empty, _train_config())
+    (empty / ck.CHECKPOINTS_DIR).mkdir()
+    with pytest.raises(ValueError, match="without any checkpoint"):
+        ck.load_model(empty)
+    with pytest.raises(ValueError, match="best_mode"):
+        ck.CheckpointManager(tmp_path / "x", best_mode="up")

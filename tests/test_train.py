@@ -1,0 +1,206 @@
+"""Training: overfitting a fixed batch, non-finite skipping, exact resume, early config errors."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from s5jax.models.separator import build_separator, separator_config
+from s5jax.models.tagger import build_tagger, tagger_config
+from s5jax.training import loop, optim, steps
+from s5jax.training.logging import read_jsonl
+from s5jax.training.state import create_state
+
+ROOT = Path(__file__).resolve().parents[1]
+L = 8000  # 0.25 s: shapes stay tiny
+
+
+def load_config(name: str, arg: str = "") -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """Persistent compilation cache, so the repeated loop runs compile their step once."""
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    old = {k: getattr(jax.config, k) for k in keys}
+    jax.config.update(keys[0], str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update(keys[1], 0.0)
+    jax.config.update(keys[2], 0)
+    yield
+    for k, v in old.items():
+        jax.config.update(k, v)
+
+
+def _fixed_batch(seed: int = 0, batch: int = 2):
+    rng = np.random.default_rng(seed)
+    dry = rng.standard_normal((batch, 3, L)).astype(np.float32) * 0.1
+    labels = np.array([[3, 7, -1], [11, -1, -1]], np.int32)[:batch]
+    dry *= (labels != -1)[..., None]
+    noise = rng.standard_normal((batch, 4, L)).astype(np.float32) * 0.02
+    mixture = dry.sum(1, keepdims=True) + noise
+    return {"mixture": mixture, "dry": dry, "labels": labels}
+
+
+def _optim(lr):
+    return ml_collections.ConfigDict(dict(lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                                          amsgrad=True, clip_norm=0.5, schedule="constant",
+                                          warmup_steps=0))
+
+
+def _run_steps(task, model, variables, batch, n, lr, labels=None):
+    mesh = steps.make_mesh()
+    tx = optim.build_optimizer(_optim(lr), n, labels)
+    state = create_state(variables, tx, seed=0)
+    step = steps.make_train_step(task, model, tx, mesh, param_labels=labels, donate=False)
+    dev = steps.put_batch(batch, mesh)
+    losses = []
+    for _ in range(n):
+        state, m = step(state, dev)
+        losses.append(float(m["loss"]))
+    return state, losses, step, dev
+
+
+def test_separator_overfits_fixed_batch():
+    # One compiled separator only (the seed ResUNetK): compiling the trunk dominates the cost.
+    cfg = separator_config(name="resunetk", channels=(2, 4, 4, 8, 8, 8), film="gamma_beta",
+                           bottleneck="dprnn", dprnn_hidden=4)
+    model = build_separator(cfg)
+    variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
+    state, losses, _, _ = _run_steps(steps.SEPARATOR, model, variables, _fixed_batch(), 12, 3e-3)
+    assert np.all(np.isfinite(losses))
+    assert min(losses[-3:]) < losses[0] - 1.0, losses  # dB of SNR gained
+    assert int(state.skipped) == 0
+    # BatchNorm running statistics moved away from their init.
+    stats = jax.tree.leaves(state.batch_stats)
+    assert stats and any(float(jnp.max(jnp.abs(s - jnp.round(s)))) > 0 for s in stats)
+
+
+def test_tagger_overfits_fixed_batch_and_skips_non_finite():
+    cfg = tagger_config(embed_dim=16, depth=2, num_heads=2)
+    model = build_tagger(cfg)
+    variables = loop.init_variables(steps.TAGGER, model, cfg, 0)
+    labels = loop.param_labels_for(steps.TAGGER, "adapters", variables["params"])
+    batch = _fixed_batch()
+    state, losses, step, dev = _run_steps(steps.TAGGER, model, variables, batch, 12, 1e-2,
+                                          labels=labels)
+    assert losses[-1] < 0.9 * losses[0], losses
+    # Frozen encoder parameters did not move; adapters did.
+    flat0 = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+    flat1 = jax.tree.leaves(state.params)
+    moved = {jax.tree_util.keystr(p): not np.array_equal(a, b)
+             for (p, a), b in zip(flat0, flat1, strict=True)}
+    assert any(v for k, v in moved.items() if "adapter" in k)
+    assert not any(v for k, v in moved.items() if "qkv" in k or "patch" in k)
+
+    bad = dict(batch, mixture=np.full_like(batch["mixture"], np.nan))
+    mesh = steps.make_mesh()
+    new, m = step(state, steps.put_batch(bad, mesh))
+    assert int(m["skipped"]) == 1 and int(m["bad_streak"]) == 1
+    assert int(new.step) == int(state.step) + 1
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    new2, m2 = step(new, dev)
+    assert int(m2["bad_streak"]) == 0 and int(m2["skipped"]) == 1
+
+
+def test_resunet_query_slot_is_uniform_over_active_slots():
+    labels = jnp.asarray(np.array([[4, 9, 2], [5, -1, -1], [-1, -1, -1]] * 2000, np.int32))
+    idx = np.asarray(steps.pick_query_slot(labels, jax.random.PRNGKey(3)))
+    first = idx[0::3]
+    counts = np.bincount(first, minlength=3) / len(first)
+    np.testing.assert_allclose(counts, 1 / 3, atol=0.04)
+    assert np.all(idx[1::3] == 0) and np.all(idx[2::3] == 0)
+
+
+def _resume_config(num_steps: int) -> ml_collections.ConfigDict:
+    cfg = load_config("m2d_at", "smoke")
+    cfg.train.num_steps = num_steps
+    cfg.train.log_every = 1
+    cfg.train.eval_every = 1000
+    cfg.train.eval_at_end = False
+    cfg.train.checkpoint_every = 1000
+    cfg.train.progress = False
+    cfg.data.clip_seconds = 0.5
+    return cfg
+
+
+def _losses(workdir) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in read_jsonl(workdir) if "train/loss" in r}
+
+
+def test_resume_continues_exactly(tmp_path, compile_cache):
+    full, part = tmp_path / "full", tmp_path / "part"
+    loop.train_and_evaluate(_resume_config(4), str(full))
+    loop.train_and_evaluate(_resume_config(2), str(part))
+    assert sorted(_losses(part)) == [1, 2]
+    loop.train_and_evaluate(_resume_config(4), str(part))
+    a, b = _losses(full), _losses(part)
+    assert sorted(b) == [1, 2, 3, 4]  # continued from step 2, did not restart
+    np.testing.assert_array_equal([a[s] for s in range(1, 5)], [b[s] for s in range(1, 5)])
+    # Different data per step (the iterator advanced): losses are not all equal.
+    assert len({a[s] for s in a}) > 1
+    assert (full / "model" / "config.json").is_file()
+    cfg, variables = loop.ckpt_lib.load_model(full)
+    assert cfg.name == "m2d_at" and "params" in variables
+
+
+def _no_build(*args, **kwargs):
+    raise AssertionError("model built before the config was validated")
+
+
+def test_bad_configs_fail_before_compiling(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "build_model", _no_build)
+    cfg = load_config("resunetk", "smoke")
+    cfg.data.root = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="data.root.*no such dataset folder"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w1"))
+
+    cfg = load_config("resunetk", "smoke")
+    monkeypatch.setattr(jax, "device_count", lambda: 2)
+    cfg.data.batch_size = 3
+    with pytest.raises(ValueError, match="batch_size=3.*device count \\(2\\)"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w2"))
+    monkeypatch.undo()
+    monkeypatch.setattr(loop, "build_model", _no_build)
+
+    # A work directory of another model: refuse to resume.
+    work = tmp_path / "w3"
+    other = load_config("resunetk", "smoke")
+    other.model.channels = (8, 8, 8, 8, 8, 8)
+    loop.ckpt_lib.write_train_config(work, other)
+    (work / "checkpoints" / "10").mkdir(parents=True)
+    with pytest.raises(ValueError, match="cannot resume.*model"):
+        loop.train_and_evaluate(load_config("resunetk", "smoke"), str(work))
+
+    cfg = load_config("resunetk", "smoke")
+    cfg.precision = "bfloat16"
+    with pytest.raises(ValueError, match="model.dtype"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w4"))
+    cfg = load_config("m2d_at", "smoke")
+    cfg.trainable = "blocks:x"
+    cfg.train.best_metric = "valid/ca_sdri"
+    with pytest.raises(ValueError, match="best_metric"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w5"))
+
+
+def test_presets():
+    with pytest.raises(ValueError, match="unknown config preset 'nope'.*baseline"):
+        load_config("resunetk", "smoke,nope")
+    base = load_config("resunet", "baseline")
+    assert (base.model.film, base.model.bottleneck, base.data.batch_size) == ("beta", "none", 40)
+    assert base.name == "resunet-baseline" and base.model.slots == 1
+    seed = load_config("resunetk")
+    assert (seed.model.film, seed.model.bottleneck) == ("gamma_beta", "dprnn")
+    tag = load_config("m2d_at", "baseline_stage2,bf16")
+    assert (tag.trainable, tag.model.adapters, tag.precision) == ("blocks:2", False, "bfloat16")
+    assert json.loads(tag.to_json())["model"]["dtype"] == "bfloat16"
