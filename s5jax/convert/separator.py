@@ -24,6 +24,7 @@ import numpy as np
 from flax import traverse_util
 
 from s5jax.audio.stft import N_BINS, N_FFT, hann
+from s5jax.models.dprnn import DPRNN
 from s5jax.models.separator import build_separator, separator_config, validate_config
 
 KERNEL_ATOL = 1e-6
@@ -46,7 +47,7 @@ def stft_kernels() -> dict[str, np.ndarray]:
     }
 
 
-def _torch_key(collection: str, path: tuple[str, ...]) -> tuple[str, str] | None:
+def torch_key(collection: str, path: tuple[str, ...]) -> tuple[str, str] | None:
     """Official key and transform kind of one Flax leaf; ``None`` for seed-only parameters."""
     leaf, mods = path[-1], path[:-1]
     if "dprnn" in mods or (mods and mods[-1].startswith("gamma")):
@@ -126,11 +127,24 @@ def _shapes(cfg: ml_collections.ConfigDict) -> dict[tuple[str, ...], Any]:
     return traverse_util.flatten_dict(jax.tree.map(lambda x: x, dict(shapes)))
 
 
-def _fresh_init(cfg: ml_collections.ConfigDict) -> dict[tuple[str, ...], np.ndarray]:
-    model = build_separator(cfg)
-    s = int(cfg.slots)
-    v = model.init(jax.random.key(0), jnp.zeros((1, 4, 3200)), jnp.zeros((1, s), jnp.int32))
-    return traverse_util.flatten_dict(jax.tree.map(np.asarray, dict(v)))
+def _fresh_extras(cfg: ml_collections.ConfigDict, shapes: dict) -> dict[tuple[str, ...], Any]:
+    """Initial values of the seed-only parameters, without running the whole network.
+
+    FiLM γ layers start at zero; the DPRNN comes from its own init (its zero output conv makes it
+    the identity whatever the LSTM weights).
+    """
+    c = int(cfg.channels[5])
+    dprnn = DPRNN(int(cfg.dprnn_hidden), int(cfg.dprnn_repeats))
+    d = dprnn.init(jax.random.key(0), jnp.zeros((1, 2, 2, c), jnp.float32))
+    flat_d = traverse_util.flatten_dict(jax.tree.map(np.asarray, dict(d)))
+    out = {}
+    for leaf, sds in shapes.items():
+        if "dprnn" in leaf:
+            i = leaf.index("dprnn")
+            out[leaf] = flat_d[(leaf[0], *leaf[i + 1 :])]
+        else:
+            out[leaf] = np.zeros(sds.shape, np.float32)
+    return out
 
 
 def convert_state_dict(
@@ -165,7 +179,7 @@ def convert_state_dict(
         cfg = ml_collections.ConfigDict(target_config.to_dict())
 
     shapes = _shapes(cfg)
-    mapping = {leaf: _torch_key(leaf[0], leaf[1:]) for leaf in shapes}
+    mapping = {leaf: torch_key(leaf[0], leaf[1:]) for leaf in shapes}
     expected: dict[str, tuple[int, ...] | None] = {}
     for leaf, m in mapping.items():
         if m is not None:
@@ -200,8 +214,7 @@ def convert_state_dict(
                 f"(> {KERNEL_ATOL}); this checkpoint does not use the baseline's STFT"
             )
 
-    extra = [leaf for leaf, m in mapping.items() if m is None]
-    fresh = _fresh_init(cfg) if extra else {}
+    fresh = _fresh_extras(cfg, {leaf: shapes[leaf] for leaf, m in mapping.items() if m is None})
     flat = {}
     for leaf, m in mapping.items():
         if m is None:

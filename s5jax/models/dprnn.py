@@ -27,11 +27,12 @@ class BiLSTM(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nn.Bidirectional(
-            nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
-            nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
-            name="lstm",
-        )(x)
+        # parent=None: the cells/RNNs are adopted by the Bidirectional, giving the param tree
+        # lstm/{forward_rnn,backward_rnn}/cell/{ii,…,ho} rather than cells bound here.
+        def rnn():
+            return nn.RNN(nn.OptimizedLSTMCell(self.hidden, parent=None), parent=None)
+
+        return nn.Bidirectional(rnn(), rnn(), name="lstm")(x)
 
 
 class DualPathBlock(nn.Module):

@@ -195,3 +195,14 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             elif name.endswith("running_var"):
                 buf.copy_(0.5 + torch.rand(buf.shape, generator=g))
     return model
+
+
+def numpy_state_dict(model: nn.Module) -> dict:
+    """``state_dict`` as numpy arrays (what ``s5jax.torch_io.state_dict`` returns)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def save_lightning(model: nn.Module, path) -> None:
+    """``torch.save`` a Lightning-style checkpoint: ``{'state_dict': {'model.' + key: tensor}}``."""
+    sd = {"model." + k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save({"epoch": 0, "global_step": 0, "state_dict": sd}, path)
