@@ -1,0 +1,76 @@
+"""1 vs 2 devices: the same global batch gives the same loss, gradients and BatchNorm statistics
+(SyncBN semantics under jit). Runs in a subprocess with two forced host devices."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_default_matmul_precision", "highest")
+from jax.sharding import NamedSharding, PartitionSpec as P
+from s5jax.models.separator import build_separator, separator_config
+from s5jax.training import loop, steps
+
+assert jax.device_count() == 2, jax.devices()
+cfg = separator_config(name="resunetk", channels=(2, 4, 4, 8, 8, 8), film="gamma_beta",
+                       bottleneck="dprnn", dprnn_hidden=4)
+model = build_separator(cfg)
+variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
+rng = np.random.default_rng(0)
+L = 8000
+labels = np.array([[3, 7, -1], [11, -1, -1], [0, 1, 2], [5, -1, -1]], np.int32)
+dry = rng.standard_normal((4, 3, L)).astype(np.float32) * 0.1 * (labels != -1)[..., None]
+batch = {"mixture": dry.sum(1, keepdims=True) + 0.02 * rng.standard_normal((4, 4, L)).astype(np.float32),
+         "dry": dry, "labels": labels}
+
+def run(devices):
+    mesh = steps.make_mesh(devices)
+    rep, shd = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    def f(params, stats, data):
+        (loss, new_stats), grads = jax.value_and_grad(
+            lambda p: steps.loss_fn(steps.SEPARATOR, model, p, stats, data, jax.random.PRNGKey(0)),
+            has_aux=True)(params)
+        return loss, grads, new_stats
+    fn = jax.jit(f, in_shardings=(rep, rep, shd), out_shardings=rep)
+    data = steps.put_batch(batch, mesh)
+    assert len(data["mixture"].sharding.device_set) == len(devices)
+    out = fn(jax.device_put(variables["params"], rep), jax.device_put(variables["batch_stats"], rep), data)
+    return jax.device_get(out)
+
+one, two = run(jax.devices()[:1]), run(jax.devices())
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+res = {
+    "loss": rel(two[0], one[0]),
+    "grads": max(rel(a, b) for a, b in zip(jax.tree.leaves(two[1]), jax.tree.leaves(one[1]))),
+    "grad_global": rel(np.concatenate([np.ravel(x) for x in jax.tree.leaves(two[1])]),
+                       np.concatenate([np.ravel(x) for x in jax.tree.leaves(one[1])])),
+    "batch_stats": max(rel(a, b) for a, b in zip(jax.tree.leaves(two[2]), jax.tree.leaves(one[2]))),
+    "stats_moved": float(max(rel(a, b) for a, b in zip(jax.tree.leaves(one[2]),
+                                                    jax.tree.leaves(variables["batch_stats"])))),
+}
+print("RESULT " + json.dumps(res))
+"""
+
+
+def test_one_vs_two_devices_same_loss_grads_and_batch_stats():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    res = json.loads(line[len("RESULT "):])
+    print(res)
+    assert res["stats_moved"] > 1e-3  # train-mode BN really updated its statistics
+    assert res["loss"] <= 1e-5
+    assert res["grad_global"] <= 1e-5
+    assert res["batch_stats"] <= 1e-5
