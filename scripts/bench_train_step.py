@@ -1,0 +1,138 @@
+"""Training-step throughput: jitted s5jax ResUNetK step vs the PyTorch reference model.
+
+Both sides do one full step on the same batch: train-mode forward (BatchNorm batch statistics),
+masked −SNR loss over the 3·B slots, backward, global-norm clipping 0.5, AdamW-AMSGrad.
+Architecture: the official ResUNetK (β FiLM, no DPRNN; tests/reference/resunet.py is the
+baseline model), float32, full widths. Times are medians over repeats after a warm-up (JAX:
+after compilation). The PyTorch side needs torch (parity extra).
+
+    python scripts/bench_train_step.py [--batch 2] [--seconds 1] [--repeats 5] \
+        [--append docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.reference
+
+from s5jax import labels as labels_lib  # noqa: E402
+from s5jax.models.separator import build_separator, separator_config  # noqa: E402
+from s5jax.training import loop, optim, steps  # noqa: E402
+from s5jax.training.state import create_state  # noqa: E402
+
+OPTIM = dict(lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=True,
+             clip_norm=0.5, schedule="constant", warmup_steps=0)
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.full((batch, 3), -1, np.int32)
+    for b in range(batch):
+        n = 1 + b % 3
+        labels[b, :n] = rng.choice(18, n, replace=False)
+    dry = rng.standard_normal((batch, 3, length)).astype(np.float32) * 0.1
+    dry *= (labels != -1)[..., None]
+    mixture = dry.sum(1, keepdims=True) + 0.02 * rng.standard_normal((batch, 4, length))
+    return {"mixture": mixture.astype(np.float32), "dry": dry, "labels": labels}
+
+
+def bench_jax(data, repeats: int) -> float:
+    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
+    model = build_separator(cfg)
+    variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
+    tx = optim.build_optimizer(ml_collections.ConfigDict(OPTIM), 1000)
+    mesh = steps.make_mesh()
+    state = create_state(variables, tx, 0)
+    step = steps.make_train_step(steps.SEPARATOR, model, tx, mesh)
+    batch = steps.put_batch(data, mesh)
+    holder = [state]
+
+    def run():
+        holder[0], m = step(holder[0], batch)
+        jax.block_until_ready(m["loss"])
+
+    run()  # compile
+    run()
+    return median_time(run, repeats)
+
+
+def bench_torch(data, repeats: int) -> tuple[float, int]:
+    import torch
+
+    from tests.reference.resunet import ResUNet30
+
+    torch.manual_seed(0)
+    model = ResUNet30(slots=3).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                            amsgrad=True)
+    mixture = torch.from_numpy(data["mixture"])
+    dry = torch.from_numpy(data["dry"])
+    query = torch.from_numpy(np.asarray(labels_lib.query(jnp.asarray(data["labels"]))))
+    active = torch.from_numpy(data["labels"] != -1).float()
+    eps = torch.finfo(torch.float32).eps
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        est = model(mixture, query)
+        snr = 10 * torch.log10(((dry**2).sum(-1) + eps) / (((dry - est) ** 2).sum(-1) + eps))
+        loss = -(active * snr).sum() / active.numel()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        opt.step()
+
+    run()
+    return median_time(run, repeats), torch.get_num_threads()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--append", type=Path, default=None, help="benchmarks.md to append a row to")
+    args = ap.parse_args(argv)
+    length = int(args.seconds * 32000)
+    data = make_batch(args.batch, length)
+    t_jax = bench_jax(data, args.repeats)
+    t_torch, threads = bench_torch(data, args.repeats)
+    eps_jax, eps_torch = args.batch / t_jax, args.batch / t_torch
+    dev = jax.devices()[0]
+    machine = f"{platform.node()} ({dev.platform}:{dev.device_kind}, {platform.machine()})"
+    result = (f"jitted {1000 * t_jax:.0f} ms/step ({eps_jax:.2f} examples/s), B={args.batch}, "
+              f"{args.seconds:g} s, fp32, median of {args.repeats}; torch CPU reference "
+              f"{1000 * t_torch:.0f} ms/step ({eps_torch:.2f} examples/s, {threads} threads)")
+    print(result)
+    if args.append:
+        cmd = (f"python scripts/bench_train_step.py --batch {args.batch} --seconds {args.seconds:g}"
+               f" --repeats {args.repeats} --append {args.append}")
+        row = (f"| {datetime.date.today()} | train step (ResUNetK, official widths) | {machine} | "
+               f"`{cmd}` | {result} | {t_torch / t_jax:.2f}x |\n")
+        with open(args.append, "a", encoding="utf-8") as f:
+            f.write(row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
