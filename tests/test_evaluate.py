@@ -136,7 +136,11 @@ def tiny_models(tmp_path_factory):
     from s5jax.models import tagger as tag
     from s5jax.training.checkpoint import save_model
 
-    d = tmp_path_factory.mktemp("models")
+    # Fixed place in the session's temp root: test_separate imports this fixture (a separate
+    # registration there), and the second use then just reads the saved models.
+    d = tmp_path_factory.getbasetemp() / "tiny_models"
+    if (d / "tagger").is_dir() and (d / "separator").is_dir():
+        return d / "tagger", d / "separator"
     scfg = sep.separator_config(name="resunetk", channels=(4, 4, 8, 8, 8, 8))
     smodel = sep.build_separator(scfg)
     svars = jax.jit(smodel.init)(jax.random.key(0), jnp.zeros((1, 4, 8000)),
