@@ -105,7 +105,7 @@ def bar_chart(series: Sequence[Sequence[float]], colors: Sequence[tuple[int, int
     """Horizontal grouped bars: ``series[s][i]`` is the bar of series ``s`` for row ``i``.
 
     Rows are labelled with their index; a vertical line marks zero and dotted lines every
-    5 units (dB). Non-finite values draw no bar.
+    5 units (dB), labelled at the bottom. Non-finite values draw no bar.
     """
     vals = np.asarray(series, np.float64)
     n_series, n_rows = vals.shape
@@ -117,15 +117,19 @@ def bar_chart(series: Sequence[Sequence[float]], colors: Sequence[tuple[int, int
         hi = lo + 5
     left, right, top = 30, 10, 6
     row_h = n_series * bar_h + 6
-    height = top + n_rows * row_h + 6
+    height = top + n_rows * row_h + 20  # room for the dB tick labels at the bottom
     img = np.full((height, width, 3), 255, np.uint8)
     span = width - left - right
 
     def px(v: float) -> int:
         return left + int(round((v - lo) / (hi - lo) * span))
 
+    axis_end = height - 16
     for g in range(int(lo), int(hi) + 1, 5):
-        img[top:height - 4:3, px(g)] = (190, 190, 190)
+        img[top:axis_end:3, px(g)] = (190, 190, 190)
+        label = str(g)
+        x = min(max(px(g) - 4 * len(label) + 1, 0), width - 8 * len(label))
+        _text(img, x, axis_end + 3, label)
     for i in range(n_rows):
         y0 = top + i * row_h
         _text(img, 2, y0 + (row_h - 10) // 2, str(i))
@@ -135,7 +139,7 @@ def bar_chart(series: Sequence[Sequence[float]], colors: Sequence[tuple[int, int
                 continue
             a, b = sorted((px(0.0), px(v)))
             img[y0 + s * bar_h: y0 + (s + 1) * bar_h - 1, a:b + 1] = colors[s]
-    img[top - 2:height - 4, px(0.0)] = (0, 0, 0)
+    img[top - 2:axis_end, px(0.0)] = (0, 0, 0)
     return img
 
 
