@@ -32,7 +32,10 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax
+    from absl import logging
 
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     from s5jax.training.loop import NonFiniteError, train_and_evaluate

@@ -26,8 +26,8 @@ rng = np.random.default_rng(0)
 L = 8000
 labels = np.array([[3, 7, -1], [11, -1, -1], [0, 1, 2], [5, -1, -1]], np.int32)
 dry = rng.standard_normal((4, 3, L)).astype(np.float32) * 0.1 * (labels != -1)[..., None]
-batch = {"mixture": dry.sum(1, keepdims=True) + 0.02 * rng.standard_normal((4, 4, L)).astype(np.float32),
-         "dry": dry, "labels": labels}
+noise = 0.02 * rng.standard_normal((4, 4, L)).astype(np.float32)
+batch = {"mixture": dry.sum(1, keepdims=True) + noise, "dry": dry, "labels": labels}
 
 def run(devices):
     mesh = steps.make_mesh(devices)
@@ -40,7 +40,8 @@ def run(devices):
     fn = jax.jit(f, in_shardings=(rep, rep, shd), out_shardings=rep)
     data = steps.put_batch(batch, mesh)
     assert len(data["mixture"].sharding.device_set) == len(devices)
-    out = fn(jax.device_put(variables["params"], rep), jax.device_put(variables["batch_stats"], rep), data)
+    params = jax.device_put(variables["params"], rep)
+    out = fn(params, jax.device_put(variables["batch_stats"], rep), data)
     return jax.device_get(out)
 
 one, two = run(jax.devices()[:1]), run(jax.devices())
