@@ -47,7 +47,7 @@ def test_convert_file_round_trip(ref, tmp_path):
     assert cfg.slots == ref.slots and cfg.name == ("resunet" if ref.slots == 1 else "resunetk")
     assert tuple(cfg.channels) == TINY and cfg.film == "beta" and cfg.bottleneck == "none"
     lab = np.array([[7, -1, 2]], np.int32)
-    got = np.asarray(model.apply(variables, MIX, lab))
+    got = np.asarray(jax.jit(model.apply)(variables, MIX, lab))
     with torch.no_grad():
         if ref.slots == 3:
             want = ref(torch.from_numpy(MIX), torch.from_numpy(np.array(labels_lib.query(lab))))
@@ -149,8 +149,8 @@ def test_seed_target_on_baseline_weights_is_identity(ref):
     assert cfg2.film == "gamma_beta" and "dprnn" in seed_vars["params"]["base"]
     assert "gamma1" in seed_vars["params"]["film"]["decoder_block1"]
     lab = np.array([[7, -1, 2]], np.int32)
-    base = build_separator(cfg).apply(variables, MIX, lab)
-    seed = build_separator(cfg2).apply(seed_vars, MIX, lab)
+    base = jax.jit(build_separator(cfg).apply)(variables, MIX, lab)
+    seed = jax.jit(build_separator(cfg2).apply)(seed_vars, MIX, lab)
     assert rel(seed, base) <= 1e-6
     bad = cfg.copy_and_resolve_references()
     bad.channels = (8, 8, 8, 12, 12, 16)
