@@ -74,4 +74,7 @@ def test_one_vs_two_devices_same_loss_grads_and_batch_stats():
     assert res["stats_moved"] > 1e-3  # train-mode BN really updated its statistics
     assert res["loss"] <= 1e-5
     assert res["grad_global"] <= 1e-5
+    # Per tensor, float32 reduction-order noise through train-mode BN reaches ~2.5e-4 (measured)
+    # on the small early-layer FiLM gradients of this tiny net; a real sharding bug is O(1).
+    assert res["grads"] <= 1e-3
     assert res["batch_stats"] <= 1e-5

@@ -204,3 +204,28 @@ def test_presets():
     tag = load_config("m2d_at", "baseline_stage2,bf16")
     assert (tag.trainable, tag.model.adapters, tag.precision) == ("blocks:2", False, "bfloat16")
     assert json.loads(tag.to_json())["model"]["dtype"] == "bfloat16"
+
+
+def test_init_adopts_tagger_norm_stats_and_keeps_fresh_adapters(tmp_path):
+    """Fine-tuning from a converted model: its log-mel statistics come along (they belong to the
+    weights), and seed-only parameters (adapters) absent from it keep their identity init."""
+    cfg = load_config("m2d_at", "smoke")
+    assert cfg.model.adapters
+    base_cfg = ml_collections.ConfigDict(cfg.model.to_dict())
+    base_cfg.adapters = False
+    base_cfg.norm_stats = (-5.0, 3.0)
+    base_vars = loop.init_variables(steps.TAGGER, build_tagger(base_cfg), base_cfg, 1)
+    init_dir = loop.ckpt_lib.save_model(tmp_path / "converted", base_cfg, base_vars)
+    cfg.init = str(init_dir)
+
+    plan = loop.validate(cfg, tmp_path / "work")
+    assert tuple(cfg.model.norm_stats) == (-5.0, 3.0)
+    fresh = loop.init_variables(steps.TAGGER, build_tagger(cfg.model), cfg.model, 0)
+    merged = loop.merge_init(fresh, plan.init, str(init_dir))
+    flat = jax.tree_util.tree_flatten_with_path(merged["params"])[0]
+    loaded = dict(jax.tree_util.tree_flatten_with_path(base_vars["params"])[0])
+    adapters = [v for p, v in flat if "adapter" in jax.tree_util.keystr(p)]
+    assert adapters, "smoke tagger has adapters"
+    for path, value in flat:
+        if path in loaded:
+            np.testing.assert_array_equal(value, loaded[path])

@@ -52,6 +52,7 @@ class Plan:
     root: Path
     devices: int
     resume: bool
+    init: dict | None = None  # variables of config.init, loaded once
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,13 +143,29 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
         )
     if task == steps.SEPARATOR and config.trainable != "all":
         raise ValueError(f"config.trainable={config.trainable!r}: separators train 'all'")
-    if config.get("init") is not None and not Path(config.init).exists():
-        raise ValueError(f"config.init={config.init!r}: no such model directory")
+    init = load_init(config, task) if config.get("init") is not None else None
     if d.clip_seconds <= 0:
         raise ValueError(f"config.data.clip_seconds={d.clip_seconds}: expected > 0")
     root = _dataset_root(d)
     resume = check_resume(config, workdir)
-    return Plan(task=task, root=root, devices=n_dev, resume=resume)
+    return Plan(task=task, root=root, devices=n_dev, resume=resume, init=init)
+
+
+def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
+    """Variables of ``config.init``; adopts the fields that belong to those weights.
+
+    The tagger's log-mel normalisation statistics are a property of the pretrained encoder
+    (read from the official checkpoint on conversion), not a hyper-parameter: fine-tuning must
+    feed the encoder the inputs it was trained on, so they are taken from the init model. This
+    runs before the resume check, so a resumed run compares like with like.
+    """
+    if not Path(config.init).exists():
+        raise ValueError(f"config.init={config.init!r}: no such model directory")
+    init_config, variables = ckpt_lib.load_model(config.init)
+    if task == steps.TAGGER and "norm_stats" in init_config:
+        with config.unlocked():
+            config.model.norm_stats = tuple(float(v) for v in init_config.norm_stats)
+    return variables
 
 
 def _dataset_root(d: ml_collections.ConfigDict) -> Path:
@@ -389,9 +406,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mesh = steps.make_mesh()
     model = build_model(task, config.model)
     variables = init_variables(task, model, config.model, int(t.seed))
-    if config.get("init") is not None:
-        _, loaded = ckpt_lib.load_model(config.init)
-        variables = merge_init(variables, loaded, str(config.init))
+    if plan.init is not None:
+        variables = merge_init(variables, plan.init, str(config.init))
     labels = param_labels_for(task, config.trainable, variables["params"])
     n_train, n_total = optim.count_trainable(variables["params"], labels)
     tx = optim.build_optimizer(config.optim, int(t.num_steps), labels)
