@@ -50,7 +50,9 @@ def class_index(label: Label) -> int:
         raise ValueError(f"label {label!r}: expected a class name or an index in [0, 18)")
     if isinstance(label, (int, np.integer)):
         if not 0 <= int(label) < NUM_CLASSES:
-            raise ValueError(f"label index {int(label)} out of range: expected 0..{NUM_CLASSES - 1}")
+            raise ValueError(
+                f"label index {int(label)} out of range: expected 0..{NUM_CLASSES - 1}"
+            )
         return int(label)
     if isinstance(label, str):
         if label not in _INDEX:

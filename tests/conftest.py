@@ -1,5 +1,45 @@
-"""Shared test set-up: float32 parity needs full-precision matmuls on every backend."""
+"""Shared test set-up."""
+
+from pathlib import Path
 
 import jax
+import numpy as np
+import pytest
 
+# float32 parity needs full-precision matmuls on every backend.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def embedded_small(tmp_path_factory) -> Path:
+    """The small embedded dataset (seed 0), built once per test process under pytest's temp dir
+    (never in ~/.cache). Read-only: copy it before modifying."""
+    from s5jax.data import embedded
+
+    root = tmp_path_factory.mktemp("embedded") / "embedded-small-0"
+    return embedded.ensure_embedded(root, "small", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
+    """Model directories of a tiny random tagger (always says Blender + Speech) and ResUNetK."""
+    import jax.numpy as jnp
+
+    from s5jax.models import separator as sep
+    from s5jax.models import tagger as tag
+    from s5jax.training.checkpoint import save_model
+
+    d = tmp_path_factory.mktemp("tiny_models")
+    scfg = sep.separator_config(name="resunetk", channels=(4, 4, 8, 8, 8, 8))
+    smodel = sep.build_separator(scfg)
+    svars = jax.jit(smodel.init)(jax.random.key(0), jnp.zeros((1, 4, 8000)),
+                                 jnp.zeros((1, 3), jnp.int32))
+    tcfg = tag.tagger_config(embed_dim=32, depth=1, num_heads=2, adapters=False)
+    tmodel = tag.build_tagger(tcfg)
+    tvars = tag.init_variables(tmodel, seed=0, samples=8000)
+    # Push a few classes above threshold so that the tagger detects something plausible.
+    bias = np.full(18, -3.0, np.float32)
+    bias[[2, 15]] = 3.0
+    tvars = jax.tree.map(np.asarray, tvars)
+    tvars["params"]["head"]["bias"] = bias
+    return save_model(d / "tagger", tcfg, tvars), save_model(d / "separator", scfg, svars)

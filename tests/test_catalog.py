@@ -10,12 +10,11 @@ import pytest
 from s5jax.audio import wav
 from s5jax.data import catalog, embedded, sofa
 from s5jax.labels import CLASSES
-from tests.fixtures_data import embedded_small  # noqa: F401
 
 SMALL = embedded.SCALES["small"]
 
 
-def test_scan_embedded(embedded_small):  # noqa: F811
+def test_scan_embedded(embedded_small):
     cat = catalog.scan(embedded_small)
     assert cat.root == embedded_small
     assert list(cat.splits) == ["train", "valid"]
@@ -44,7 +43,7 @@ def test_scan_embedded(embedded_small):  # noqa: F811
 
 
 @pytest.fixture
-def copy(embedded_small, tmp_path):  # noqa: F811
+def copy(embedded_small, tmp_path):
     dst = tmp_path / "dev_set"
     shutil.copytree(embedded_small, dst, ignore=shutil.ignore_patterns("test", "metadata"))
     return dst

@@ -14,7 +14,6 @@ import soundfile as sf
 from s5jax.audio import wav
 from s5jax.data import embedded, sounds
 from s5jax.labels import CLASSES
-from tests.fixtures_data import embedded_small  # noqa: F401
 
 SMALL = embedded.SCALES["small"]
 
@@ -28,7 +27,7 @@ def _hashes(root: Path, parts=("sound_event", "interference", "noise", "room_ir"
     }
 
 
-def test_layout_complete(embedded_small):  # noqa: F811
+def test_layout_complete(embedded_small):
     r = embedded_small
     for split in ("train", "valid"):
         classes = sorted(p.name for p in (r / "sound_event" / split).iterdir())
@@ -56,7 +55,7 @@ def test_layout_complete(embedded_small):  # noqa: F811
     assert [p.name for p in r.parent.iterdir()] == [r.name]
 
 
-def test_clips_obey_add_data_filters(embedded_small):  # noqa: F811
+def test_clips_obey_add_data_filters(embedded_small):
     long_clips = 0
     for role in ("sound_event", "interference"):
         for path in sorted((embedded_small / role).glob("*/*/*.wav")):
@@ -86,7 +85,7 @@ def test_filters_reject_what_the_baseline_rejects():
     assert sounds.passes_filters(np.concatenate([ok, np.full(5 * 32000, 0.001), ok] * 3))
 
 
-def test_deterministic_per_seed(embedded_small, tmp_path):  # noqa: F811
+def test_deterministic_per_seed(embedded_small, tmp_path):
     same, other = tmp_path / "same", tmp_path / "other"
     same.mkdir()
     other.mkdir()
@@ -99,7 +98,7 @@ def test_deterministic_per_seed(embedded_small, tmp_path):  # noqa: F811
     assert all(different[k] != reference[k] for k in reference)
 
 
-def test_valid_is_held_out(embedded_small):  # noqa: F811
+def test_valid_is_held_out(embedded_small):
     train = {h for k, h in _hashes(embedded_small).items() if "/train/" in k}
     valid = {h for k, h in _hashes(embedded_small).items() if "/valid/" in k}
     assert train and valid and not train & valid
@@ -125,7 +124,7 @@ def _stats(root: Path, label: str):
     return np.asarray(centroids), np.asarray(crests)
 
 
-def test_classes_have_distinct_statistics(embedded_small):  # noqa: F811
+def test_classes_have_distinct_statistics(embedded_small):
     stats = {label: _stats(embedded_small, label) for label in CLASSES}
     # Spectral centroid: low-frequency classes sit entirely below high-frequency ones.
     for low, high in (("FootSteps", "Dishes"), ("MechanicalFans", "HairDryer"),
@@ -137,7 +136,7 @@ def test_classes_have_distinct_statistics(embedded_small):  # noqa: F811
     assert impulsive.min() > 2 * steady.max()
 
 
-def test_ensure_embedded_reuses_and_never_clobbers(embedded_small, tmp_path):  # noqa: F811
+def test_ensure_embedded_reuses_and_never_clobbers(embedded_small, tmp_path):
     marker = next((embedded_small / "noise" / "train").glob("*.wav"))
     before = marker.stat().st_mtime_ns
     assert embedded.ensure_embedded(embedded_small, "small", 0) == embedded_small
@@ -165,7 +164,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_root_and_cli(embedded_small, monkeypatch, tmp_path, capsys):  # noqa: F811
+def test_default_root_and_cli(embedded_small, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("S5JAX_DATA", str(tmp_path))
     assert embedded.default_root("full", 7) == tmp_path / "embedded-full-7"
     monkeypatch.delenv("S5JAX_DATA")

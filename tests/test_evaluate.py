@@ -127,53 +127,17 @@ def test_batches_group_equal_lengths():
 
 # -- end to end on the embedded dataset with tiny random models --
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    import jax
-    import jax.numpy as jnp
-
-    from s5jax.models import separator as sep
-    from s5jax.models import tagger as tag
-    from s5jax.training.checkpoint import save_model
-
-    # Fixed place in the session's temp root: test_separate imports this fixture (a separate
-    # registration there), and the second use then just reads the saved models.
-    d = tmp_path_factory.getbasetemp() / "tiny_models"
-    if (d / "tagger").is_dir() and (d / "separator").is_dir():
-        return d / "tagger", d / "separator"
-    scfg = sep.separator_config(name="resunetk", channels=(4, 4, 8, 8, 8, 8))
-    smodel = sep.build_separator(scfg)
-    svars = jax.jit(smodel.init)(jax.random.key(0), jnp.zeros((1, 4, 8000)),
-                                 jnp.zeros((1, 3), jnp.int32))
-    tcfg = tag.tagger_config(embed_dim=32, depth=1, num_heads=2, adapters=False)
-    tmodel = tag.build_tagger(tcfg)
-    tvars = tag.init_variables(tmodel, seed=0, samples=8000)
-    # Push a few classes above threshold so that the tagger detects something plausible.
-    bias = np.full(18, -3.0, np.float32)
-    bias[[2, 15]] = 3.0
-    tvars = jax.tree.map(np.asarray, tvars)
-    tvars["params"]["head"]["bias"] = bias
-    return save_model(d / "tagger", tcfg, tvars), save_model(d / "separator", scfg, svars)
-
-
-@pytest.fixture(scope="session")
-def embedded_root():
-    from s5jax.data.embedded import ensure_embedded
-
-    return ensure_embedded()
-
-
-def test_end_to_end_embedded(tiny_models, embedded_root, tmp_path):
+def test_end_to_end_embedded(tiny_models, embedded_small, tmp_path):
     tagger, separator = tiny_models
     out, sub = tmp_path / "out", tmp_path / "submission"
     rc = evaluate.main(["--tagger", str(tagger), "--separator", str(separator), "--data",
-                        str(embedded_root), "--out", str(out), "--write-wavs", "--submission",
+                        str(embedded_small), "--out", str(out), "--write-wavs", "--submission",
                         str(sub), "--batch-size", "4", "--no-progress"])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     for key in ("ca_sdri", "ca_si_sdri", "label_accuracy", "oracle_sdri", "oracle_si_sdri"):
         assert isinstance(res[key], float) and math.isfinite(res[key]), key
-    n = len(list((embedded_root / "test" / "soundscape").glob("*.wav")))
+    n = len(list((embedded_small / "test" / "soundscape").glob("*.wav")))
     assert res["n_mixtures"] == n
     assert res["tp"] + res["fn"] == res["n_references"]
     assert res["tp"] + res["fp"] == 2 * n  # the tagger always says Blender + Speech
@@ -188,18 +152,18 @@ def test_end_to_end_embedded(tiny_models, embedded_root, tmp_path):
     assert sf.info(str(out / "estimates" / est[0])).subtype == "FLOAT"
     # Scoring the written float estimates reproduces the CA-SDRi of the run.
     out2 = tmp_path / "out2"
-    assert evaluate.main(["--estimates", str(out / "estimates"), "--data", str(embedded_root),
+    assert evaluate.main(["--estimates", str(out / "estimates"), "--data", str(embedded_small),
                           "--out", str(out2), "--no-progress"]) == 0
     res2 = json.loads((out2 / "results.json").read_text())
     assert res2["ca_sdri"] == pytest.approx(res["ca_sdri"], abs=1e-4)
     assert res2["label_accuracy"] == res["label_accuracy"]
 
 
-def test_oracle_labels_mode(tiny_models, embedded_root, tmp_path):
+def test_oracle_labels_mode(tiny_models, embedded_small, tmp_path):
     _, separator = tiny_models
     out = tmp_path / "out"
     assert evaluate.main(["--separator", str(separator), "--oracle-labels", "--data",
-                          str(embedded_root), "--out", str(out), "--no-progress"]) == 0
+                          str(embedded_small), "--out", str(out), "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["label_accuracy"] == 100.0 and res["fp"] == 0 and res["fn"] == 0
     # With oracle labels, CA-SDRi is the per-mixture mean of the SDRi over references.

@@ -10,14 +10,14 @@ import pytest
 
 from s5jax import labels as labels_lib
 from s5jax.audio import wav
-from s5jax.data import catalog, embedded, loader, recipes, synth
+from s5jax.data import catalog, loader, recipes, synth
 
 CLIP = 1.0
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return embedded.ensure_embedded(tmp_path_factory.mktemp("emb") / "ds", "small", 0)
+def root(embedded_small):
+    return embedded_small
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import soundfile as sf
 
 from s5jax import separate
 from s5jax.audio import wav
-from tests.test_evaluate import tiny_models  # noqa: F401  (session fixture, shared)
 
 SR = 32000
 
@@ -24,7 +23,7 @@ def test_output_names_repeats():
         "a_Speech.wav", "a_Blender.wav", "a_Speech_2.wav", "a_Speech_3.wav"]
 
 
-def test_separate_writes_expected_files(tiny_models, tmp_path):  # noqa: F811
+def test_separate_writes_expected_files(tiny_models, tmp_path):
     tagger, separator = tiny_models
     _input(tmp_path / "scene.wav")
     out = tmp_path / "out"
@@ -48,7 +47,7 @@ def test_separate_writes_expected_files(tiny_models, tmp_path):  # noqa: F811
     np.testing.assert_array_equal(wav.read(out / "scene_Speech.wav"), before)
 
 
-def test_given_labels_and_submission(tiny_models, tmp_path):  # noqa: F811
+def test_given_labels_and_submission(tiny_models, tmp_path):
     _, separator = tiny_models
     _input(tmp_path / "a.wav")
     out = tmp_path / "sub"
@@ -65,7 +64,7 @@ def test_given_labels_and_submission(tiny_models, tmp_path):  # noqa: F811
     ("truncated", "truncated"),
     ("nonfinite", "non-finite"),
 ])
-def test_bad_inputs_write_nothing(tiny_models, tmp_path, capsys, kind, message):  # noqa: F811
+def test_bad_inputs_write_nothing(tiny_models, tmp_path, capsys, kind, message):
     tagger, separator = tiny_models
     good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
     _input(good)

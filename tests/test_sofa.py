@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from s5jax.data import rooms, sofa
-from tests.fixtures_data import embedded_small  # noqa: F401
 
 SR = 32000
 
@@ -163,7 +162,7 @@ def test_image_source_free_field_is_one_delayed_impulse():
     np.testing.assert_allclose(h[1:], np.outer([u[1], u[2], u[0]], h[0]), atol=1e-12)
 
 
-def test_embedded_rooms_are_foa(embedded_small):  # noqa: F811
+def test_embedded_rooms_are_foa(embedded_small):
     files = sorted((embedded_small / "room_ir").glob("*/*.sofa"))
     assert len(files) == 4
     for path in files:
