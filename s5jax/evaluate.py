@@ -33,10 +33,11 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from s5jax import metrics
+from s5jax.atomic import write_atomic
 from s5jax.audio import wav
 from s5jax.data.testset import SOUNDSCAPE_DIR, TestSet, parse_reference_name
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index, to_slots
-from s5jax.report import RESULTS_JSON, empty_per_class, write_atomic, write_report
+from s5jax.report import RESULTS_JSON, empty_per_class, write_report
 from s5jax.separate import check_submission, output_names
 
 SAMPLE_RATE = 32000

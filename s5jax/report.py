@@ -7,20 +7,19 @@ class, labelled with the class index (the legend is the table in ``report.md``).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from s5jax.atomic import write_atomic
 from s5jax.labels import CLASSES
 
 RESULTS_JSON = "results.json"
@@ -32,22 +31,6 @@ PER_CLASS_FIELDS = (
     "class", "index", "n_references", "tp", "fp", "fn", "precision", "recall", "f1",
     "sdri_tp", "si_sdri_tp", "ca_sdri", "oracle_sdri",
 )
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` via a temporary sibling file and ``os.replace``."""
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _json_safe(x):

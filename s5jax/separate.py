@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from s5jax.atomic import write_atomic
 from s5jax.audio import wav
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index
-from s5jax.report import write_atomic
 
 SAMPLE_RATE = 32000
 CHANNELS = 4

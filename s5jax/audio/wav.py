@@ -10,15 +10,15 @@ Arrays are channels-first: ``(channels, frames)`` float32, as in the rest of s5j
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from s5jax.atomic import atomic_path
 
 SAMPLE_RATE = 32000
 # Largest value representable in 16-bit PCM after soundfile's float → int16 scaling (×32768).
@@ -173,15 +173,9 @@ def write(
         a = np.clip(a, -1.0, _PCM16_MAX)
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        sf.write(tmp, a.T, sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, (sf.LibsndfileError, RuntimeError, OSError)):
-            raise ValueError(f"{path}: write failed ({e})") from None
-        raise
+        with atomic_path(path) as tmp:
+            sf.write(tmp, a.T, sample_rate, subtype=subtype, format="WAV")
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise ValueError(f"{path}: write failed ({e})") from None
     return path

@@ -13,11 +13,12 @@ import contextlib
 import dataclasses
 import datetime
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from s5jax.atomic import atomic_path
 
 SAMPLE_RATE = 32000
 
@@ -179,9 +180,7 @@ def write_room(
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {path.parent} does not exist")
     now = date or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         # Creation order is tracked because netCDF-C lists variables in that order.
         with h5py.File(tmp, "w", libver="earliest", track_order=True) as f:
             attrs = {
@@ -225,9 +224,4 @@ def write_room(
             _variable(f, "Data.SamplingRate", np.asarray([float(sample_rate)]), ("I",), dims,
                       Units="hertz")
             _variable(f, "Data.Delay", np.zeros((1, r)), ("I", "R"), dims)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return path

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from s5jax import labels as labels_lib
+from s5jax.atomic import write_atomic
 from s5jax.audio import wav
 from s5jax.data import catalog as catalog_lib
 from s5jax.data import loader, recipes, synth
@@ -36,9 +36,7 @@ _TEST_STREAM = 1_000_003  # test recipes use seed + this, so they differ from va
 
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def write_splits(root: Path, seed: int, scale: str) -> None:

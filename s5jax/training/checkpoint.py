@@ -20,6 +20,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from s5jax.atomic import write_atomic
+
 CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
 
@@ -101,9 +103,7 @@ def write_train_config(workdir: str | os.PathLike, config: ml_collections.Config
     """Write ``config`` as ``train_config.json`` atomically."""
     f = Path(workdir) / TRAIN_CONFIG_FILE
     f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f".{f.name}.tmp")
-    tmp.write_text(config.to_json(indent=2))
-    os.replace(tmp, f)
+    write_atomic(f, config.to_json(indent=2))
 
 
 class CheckpointManager:
