@@ -13,18 +13,8 @@ Presets (comma-separated, e.g. ``configs/m2d_at.py:baseline``):
   bf16             bfloat16 compute
 """
 
-import importlib.util
-import pathlib
-
 from s5jax.models.tagger import tagger_config
-
-
-def _common():
-    path = pathlib.Path(__file__).with_name("common.py")
-    spec = importlib.util.spec_from_file_location("s5jax_configs_common", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from s5jax.training import config_lib as common
 
 
 def _baseline(cfg):
@@ -65,7 +55,6 @@ def _smoke(cfg):
 
 
 def get_config(arg: str | None = None):
-    common = _common()
     cfg = common.experiment(
         "m2d_at",
         tagger_config(

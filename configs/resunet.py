@@ -8,22 +8,11 @@ Presets (comma-separated after the file name, e.g. `configs/resunet.py:baseline,
   bf16      bfloat16 compute (parameters, optimiser and loss stay float32)
 """
 
-import importlib.util
-import pathlib
-
 from s5jax.models.separator import separator_config
-
-
-def _common():
-    path = pathlib.Path(__file__).with_name("common.py")
-    spec = importlib.util.spec_from_file_location("s5jax_configs_common", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from s5jax.training import config_lib as common
 
 
 def get_config(arg: str | None = None):
-    common = _common()
     cfg = common.experiment(
         "resunet",
         separator_config(

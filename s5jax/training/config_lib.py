@@ -1,8 +1,9 @@
 """Shared pieces of the training configs: the table skeleton and comma-separated presets.
 
 A config file's ``get_config(arg)`` builds its table with :func:`experiment`, then applies the
-presets named in ``arg`` (``"baseline,bf16"``) with :func:`apply_presets`. Configs are loaded by
-path (``config_flags``), so the config files load this module by path too (see ``load_common``).
+presets named in ``arg`` (``"baseline,bf16"``) with :func:`apply_presets`. It lives in the package
+(not beside the config files) because ``config_flags`` loads config files by path, where a
+sibling module is not importable.
 """
 
 from __future__ import annotations
