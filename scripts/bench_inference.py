@@ -15,18 +15,15 @@ float32. Needs torch and nnAudio (the parity extra).
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.reference
+
+import benchlib  # noqa: E402
 
 from s5jax.convert import separator as conv_sep  # noqa: E402
 from s5jax.convert import tagger as conv_tag  # noqa: E402
@@ -35,15 +32,6 @@ from s5jax.models import tagger as T  # noqa: E402
 from s5jax.models.pipeline import S5Pipeline  # noqa: E402
 
 SR = 32000
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def torch_predict(torch, probs, threshold=0.5, max_sources=3):
@@ -58,14 +46,11 @@ def torch_predict(torch, probs, threshold=0.5, max_sources=3):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = benchlib.parser(__doc__, batch=1, repeats=3)
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--separator", choices=["resunetk", "resunet"], default="resunetk")
     p.add_argument("--small", action="store_true", help="tiny widths (smoke run)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    p.add_argument("--append", type=Path, default=None, help="benchmarks.md to append a row to")
     a = p.parse_args(argv)
 
     import torch
@@ -92,11 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     x = (0.1 * np.random.default_rng(0).standard_normal((a.batch, 4, n))).astype(np.float32)
     xd = jax.device_put(x)
 
-    def jitted():
-        jax.block_until_ready(pipe(xd)["waveforms"])
-
-    jitted()  # compile
-    t_jax = median_time(jitted, a.repeats) / a.batch
+    t_jax = benchlib.median_time(lambda: jax.block_until_ready(pipe(xd)["waveforms"]),
+                                 a.repeats, warmup=1) / a.batch  # the warm-up call compiles
 
     t_ref = None
     if not a.no_torch:
@@ -116,34 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         y_jax = np.asarray(pipe(xd)["waveforms"])
         rel = float(np.abs(y_jax - y_ref).max() / max(np.abs(y_ref).max(), 1e-30))
         print(f"waveforms: max|jax − torch| / max|torch| = {rel:.2e}")
-        t_ref = median_time(torch_pipeline, a.repeats) / a.batch
+        t_ref = benchlib.median_time(torch_pipeline, a.repeats) / a.batch
 
-    device = jax.devices()[0]
-    kind = f"{device.platform}:{getattr(device, 'device_kind', '')}"
     what = (f"pipeline (M2D-AT + {'ResUNetK' if slots == 3 else 'ResUNet'}"
             f"{', tiny widths' if a.small else ''}, {a.seconds:g} s)")
-    print(f"{what}  device {kind}  batch {a.batch}  torch threads {torch.get_num_threads()}")
-    print(f"jax jit   {t_jax * 1e3:9.1f} ms/clip  {1 / t_jax:7.3f} clips/s")
-    if t_ref is not None:
-        print(f"torch     {t_ref * 1e3:9.1f} ms/clip  {1 / t_ref:7.3f} clips/s")
-        print(f"speed-up  {t_ref / t_jax:.2f}x")
+    result, ratio = benchlib.clip_report(t_jax, t_ref, batch=a.batch, repeats=a.repeats,
+                                         threads=torch.get_num_threads(), digits=3, title=what)
     if a.append:
-        if not a.append.exists():
-            a.append.write_text(
-                "# Benchmarks\n\nRows appended by scripts/bench_*.py.\n\n"
-                "| date | benchmark | machine | command | result | ratio |\n"
-                "|---|---|---|---|---|---|\n"
-            )
-        cmd = "python scripts/bench_inference.py " + " ".join(argv or sys.argv[1:])
-        ref_txt = (f"; torch CPU reference {t_ref * 1e3:.0f} ms/clip ({1 / t_ref:.3f} clips/s, "
-                   f"{torch.get_num_threads()} threads)" if t_ref is not None else "")
-        ratio = f"{t_ref / t_jax:.2f}x" if t_ref is not None else "–"
-        row = (f"| {datetime.date.today()} | {what} | {platform.node() or '?'} "
-               f"({kind}, {platform.processor() or platform.machine()}) | `{cmd.strip()}` | "
-               f"jitted {t_jax * 1e3:.0f} ms/clip ({1 / t_jax:.3f} clips/s), B={a.batch}, "
-               f"median of {a.repeats}{ref_txt} | {ratio} |\n")
-        with a.append.open("a") as f:
-            f.write(row)
+        benchlib.append_row(a.append, benchmark=what,
+                            command=benchlib.command("bench_inference.py", argv),
+                            result=result, ratio=ratio)
     return 0
 
 

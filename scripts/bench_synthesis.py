@@ -9,18 +9,18 @@ measures rendering only). Timings are medians over repeats, after compilation.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from s5jax.data import synth
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # s5jax without an install
+
+import benchlib  # noqa: E402
+
+from s5jax.data import synth  # noqa: E402
 
 SR, L, R, N, S, E = 32000, 320_000, 4, 32_000, 3, 5
 
@@ -43,21 +43,9 @@ def make_item(rng: np.random.Generator) -> dict:
     )
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
+    p = benchlib.parser(__doc__, batch=8, repeats=5)
     p.add_argument("--nfft", default="auto", help="auto (5-smooth) or pow2")
-    p.add_argument("--append", type=Path, default=None, help="benchmarks.md to append a row to")
     a = p.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -69,36 +57,28 @@ def main(argv: list[str] | None = None) -> int:
     def jitted():
         jax.block_until_ready(synth.render(dev, length=L, nfft=nfft))
 
-    jitted()  # compile
-    t_jit = median_time(jitted, a.repeats) / a.batch
+    t_jit = benchlib.median_time(jitted, a.repeats, warmup=1) / a.batch  # warm-up compiles
     ref_items = [{k: np.asarray(v, np.float64) if v.dtype == np.float32 else v
                   for k, v in it.items()} for it in items[: min(3, a.batch)]]
     t_ref = statistics.median(
-        median_time(lambda it=it: synth.render_reference(it, length=L), max(1, a.repeats // 2))
+        benchlib.median_time(lambda it=it: synth.render_reference(it, length=L),
+                             max(1, a.repeats // 2))
         for it in ref_items
     )
-    device = jax.devices()[0]
-    kind = f"{device.platform}:{getattr(device, 'device_kind', '')}"
+    kind = benchlib.device_kind()
     nf = nfft or synth.fast_fft_length(L + N - 1)
     print(f"device {kind}  nfft {nf}  batch {a.batch}")
     print(f"jitted    {t_jit * 1e3:8.1f} ms/mixture  {1 / t_jit:7.2f} mixtures/s")
     print(f"reference {t_ref * 1e3:8.1f} ms/mixture  {1 / t_ref:7.2f} mixtures/s")
     print(f"speed-up  {t_ref / t_jit:.2f}x")
     if a.append:
-        if not a.append.exists():
-            a.append.write_text(
-                "# Benchmarks\n\nRows appended by scripts/bench_*.py.\n\n"
-                "| date | benchmark | machine | command | result | ratio |\n"
-                "|---|---|---|---|---|---|\n"
-            )
-        cmd = "python scripts/bench_synthesis.py " + " ".join(argv or sys.argv[1:])
-        row = (f"| {datetime.date.today()} | synthesis | {platform.node() or '?'} "
-               f"({kind}, {platform.processor() or platform.machine()}) | `{cmd.strip()}` | "
-               f"jitted {t_jit * 1e3:.1f} ms/mix ({1 / t_jit:.2f} mix/s), nfft {nf}, B={a.batch}; "
-               f"scipy f64 reference {t_ref * 1e3:.1f} ms/mix ({1 / t_ref:.2f} mix/s) | "
-               f"{t_ref / t_jit:.2f}x |\n")
-        with a.append.open("a") as f:
-            f.write(row)
+        benchlib.append_row(
+            a.append, benchmark="synthesis",
+            command=benchlib.command("bench_synthesis.py", argv),
+            result=(f"jitted {t_jit * 1e3:.1f} ms/mix ({1 / t_jit:.2f} mix/s), nfft {nf}, "
+                    f"B={a.batch}; scipy f64 reference {t_ref * 1e3:.1f} ms/mix "
+                    f"({1 / t_ref:.2f} mix/s)"),
+            ratio=f"{t_ref / t_jit:.2f}x")
     return 0
 
 

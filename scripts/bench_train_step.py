@@ -12,12 +12,7 @@ after compilation). The PyTorch side needs torch (parity extra).
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -27,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.reference
 
+import benchlib  # noqa: E402
+
 from s5jax import labels as labels_lib  # noqa: E402
 from s5jax.models.separator import build_separator, separator_config  # noqa: E402
 from s5jax.training import loop, optim, steps  # noqa: E402
@@ -34,15 +31,6 @@ from s5jax.training.state import create_state  # noqa: E402
 
 OPTIM = dict(lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=True,
              clip_norm=0.5, schedule="constant", warmup_steps=0)
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -72,9 +60,7 @@ def bench_jax(data, repeats: int) -> float:
         holder[0], m = step(holder[0], batch)
         jax.block_until_ready(m["loss"])
 
-    run()  # compile
-    run()
-    return median_time(run, repeats)
+    return benchlib.median_time(run, repeats, warmup=2)  # the first call compiles
 
 
 def bench_torch(data, repeats: int) -> tuple[float, int]:
@@ -102,24 +88,18 @@ def bench_torch(data, repeats: int) -> tuple[float, int]:
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         opt.step()
 
-    run()
-    return median_time(run, repeats), torch.get_num_threads()
+    return benchlib.median_time(run, repeats, warmup=1), torch.get_num_threads()
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=2)
+    ap = benchlib.parser(__doc__, batch=2, repeats=5)
     ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--append", type=Path, default=None, help="benchmarks.md to append a row to")
     args = ap.parse_args(argv)
     length = int(args.seconds * 32000)
     data = make_batch(args.batch, length)
     t_jax = bench_jax(data, args.repeats)
     t_torch, threads = bench_torch(data, args.repeats)
     eps_jax, eps_torch = args.batch / t_jax, args.batch / t_torch
-    dev = jax.devices()[0]
-    machine = f"{platform.node()} ({dev.platform}:{dev.device_kind}, {platform.machine()})"
     result = (f"jitted {1000 * t_jax:.0f} ms/step ({eps_jax:.2f} examples/s), B={args.batch}, "
               f"{args.seconds:g} s, fp32, median of {args.repeats}; torch CPU reference "
               f"{1000 * t_torch:.0f} ms/step ({eps_torch:.2f} examples/s, {threads} threads)")
@@ -127,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.append:
         cmd = (f"python scripts/bench_train_step.py --batch {args.batch} --seconds {args.seconds:g}"
                f" --repeats {args.repeats} --append {args.append}")
-        row = (f"| {datetime.date.today()} | train step (ResUNetK, official widths) | {machine} | "
-               f"`{cmd}` | {result} | {t_torch / t_jax:.2f}x |\n")
-        with open(args.append, "a", encoding="utf-8") as f:
-            f.write(row)
+        benchlib.append_row(args.append, benchmark="train step (ResUNetK, official widths)",
+                            command=cmd, result=result, ratio=f"{t_torch / t_jax:.2f}x")
     return 0
 
 

@@ -1,0 +1,108 @@
+"""Shared helpers of scripts/bench_*.py: timing, machine description, docs/benchmarks.md rows.
+
+The bench scripts run as ``python scripts/bench_x.py``, which puts this folder first on
+``sys.path`` whatever the working directory, so they ``import benchlib`` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+
+HEADER = (
+    "# Benchmarks\n\nRows appended by scripts/bench_*.py.\n\n"
+    "| date | benchmark | machine | command | result | ratio |\n"
+    "|---|---|---|---|---|---|\n"
+)
+
+
+def parser(doc: str, *, batch: int, repeats: int) -> argparse.ArgumentParser:
+    """Argument parser with the options every bench script has: --batch, --repeats, --append.
+
+    ``doc`` is the script's module docstring; its first line becomes the description.
+    """
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--append", type=Path, default=None, help="benchmarks.md to append a row to")
+    return p
+
+
+def median_time(fn: Callable[[], object], repeats: int, *, warmup: int = 0) -> float:
+    """Median wall time in seconds of ``repeats`` calls of ``fn()``.
+
+    ``warmup`` untimed calls come first (JAX compilation, allocator and thread-pool start-up).
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def device_kind() -> str:
+    """``platform:device_kind`` of the first JAX device, e.g. ``cpu:cpu`` or ``gpu:NVIDIA H100``."""
+    device = jax.devices()[0]
+    return f"{device.platform}:{getattr(device, 'device_kind', '')}"
+
+
+def machine() -> str:
+    """``host (platform:device_kind, cpu)``: the machine column of docs/benchmarks.md."""
+    return (f"{platform.node() or '?'} "
+            f"({device_kind()}, {platform.processor() or platform.machine()})")
+
+
+def command(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command line to record: ``python scripts/<script> <argv or sys.argv[1:]>``."""
+    args = sys.argv[1:] if not argv else argv
+    return f"python scripts/{script} {' '.join(args)}".strip()
+
+
+def append_row(path: Path | str, *, benchmark: str, command: str, result: str,
+               ratio: str) -> str:
+    """Append ``| date | benchmark | machine | `command` | result | ratio |`` to ``path``.
+
+    Creates the file with the table header first if it does not exist. Returns the row.
+    """
+    path = Path(path)
+    if not path.exists():
+        path.write_text(HEADER, encoding="utf-8")
+    row = (f"| {datetime.date.today()} | {benchmark} | {machine()} | `{command.strip()}` | "
+           f"{result} | {ratio} |\n")
+    with path.open("a", encoding="utf-8") as f:
+        f.write(row)
+    return row
+
+
+def clip_report(t_jax: float, t_ref: float | None, *, batch: int, repeats: int, threads: int,
+                digits: int, title: str = "") -> tuple[str, str]:
+    """Print per-clip times of the jitted JAX side and the optional torch CPU reference.
+
+    ``t_jax``, ``t_ref``: seconds per clip; ``digits``: decimals of the clips/s figures;
+    ``title`` starts the first printed line. Returns ``(result, ratio)`` for
+    :func:`append_row` (ratio ``–`` without a reference).
+    """
+    print(f"{title + '  ' if title else ''}device {device_kind()}  batch {batch}  "
+          f"torch threads {threads}")
+    ms = 6 + digits  # width of the ms column, so that the two printed lines stay aligned
+    print(f"jax jit   {t_jax * 1e3:{ms}.1f} ms/clip  {1 / t_jax:7.{digits}f} clips/s")
+    result = (f"jitted {t_jax * 1e3:.0f} ms/clip ({1 / t_jax:.{digits}f} clips/s), B={batch}, "
+              f"median of {repeats}")
+    if t_ref is None:
+        return result, "–"
+    print(f"torch     {t_ref * 1e3:{ms}.1f} ms/clip  {1 / t_ref:7.{digits}f} clips/s")
+    print(f"speed-up  {t_ref / t_jax:.2f}x")
+    result += (f"; torch CPU reference {t_ref * 1e3:.0f} ms/clip ({1 / t_ref:.{digits}f} clips/s, "
+               f"{threads} threads)")
+    return result, f"{t_ref / t_jax:.2f}x"
