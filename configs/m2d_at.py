@@ -39,18 +39,8 @@ def _baseline_stage2(cfg):
 
 def _smoke(cfg):
     cfg.model.update(dict(embed_dim=16, depth=2, num_heads=2, adapter_ratio=2))
-    cfg.data.embedded_scale = "small"
-    cfg.data.clip_seconds = 1.0
-    cfg.data.batch_size = 2
-    cfg.data.num_workers = 0
-    cfg.data.valid_batch_size = 2
-    cfg.data.valid_limit = 2
+    common.smoke_run(cfg)
     cfg.trainable = "all"  # a random encoder must learn too
-    cfg.train.num_steps = 20
-    cfg.train.log_every = 2
-    cfg.train.eval_every = 10
-    cfg.train.checkpoint_every = 10
-    cfg.train.keep = 2
     cfg.train.audio_examples = 0
 
 

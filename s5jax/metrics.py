@@ -39,6 +39,15 @@ def _as_float(xp, x):
     return x if xp.issubdtype(x.dtype, xp.floating) else x.astype(xp.float32)
 
 
+def _signal_pair(name: str, estimate, reference):
+    """``(xp, estimate, reference, eps)``: float arrays of one shape and torchmetrics' epsilon."""
+    xp = _xp(estimate, reference)
+    est, ref = _as_float(xp, estimate), _as_float(xp, reference)
+    if est.shape != ref.shape:
+        raise ValueError(f"{name}: estimate {est.shape} and reference {ref.shape} differ in shape")
+    return xp, est, ref, _eps(est)
+
+
 def snr(estimate, reference):
     """SNR in dB over the last axis, as torchmetrics ``signal_noise_ratio(zero_mean=False)``.
 
@@ -51,11 +60,7 @@ def snr(estimate, reference):
     Returns:
       ``(...)`` in the inputs' float dtype.
     """
-    xp = _xp(estimate, reference)
-    est, ref = _as_float(xp, estimate), _as_float(xp, reference)
-    if est.shape != ref.shape:
-        raise ValueError(f"snr: estimate {est.shape} and reference {ref.shape} differ in shape")
-    eps = _eps(est)
+    xp, est, ref, eps = _signal_pair("snr", estimate, reference)
     num = xp.sum(ref**2, axis=-1) + eps
     den = xp.sum((ref - est) ** 2, axis=-1) + eps
     return 10 * xp.log10(num / den)
@@ -73,11 +78,7 @@ def si_snr(estimate, reference):
     Returns:
       ``(...)`` in the inputs' float dtype.
     """
-    xp = _xp(estimate, reference)
-    est, ref = _as_float(xp, estimate), _as_float(xp, reference)
-    if est.shape != ref.shape:
-        raise ValueError(f"si_snr: estimate {est.shape} and reference {ref.shape} differ in shape")
-    eps = _eps(est)
+    xp, est, ref, eps = _signal_pair("si_snr", estimate, reference)
     ref = ref - xp.mean(ref, axis=-1, keepdims=True)
     est = est - xp.mean(est, axis=-1, keepdims=True)
     alpha = (xp.sum(est * ref, axis=-1, keepdims=True) + eps) / (

@@ -90,6 +90,22 @@ def apply_presets(
     return cfg
 
 
+def smoke_run(cfg: ml_collections.ConfigDict) -> None:
+    """Data and schedule of every ``smoke`` preset: 20 steps on 1-s clips of the small embedded
+    dataset, batch 2, in the main process; validation and checkpoints at steps 10 and 20."""
+    cfg.data.embedded_scale = "small"
+    cfg.data.clip_seconds = 1.0
+    cfg.data.batch_size = 2
+    cfg.data.num_workers = 0
+    cfg.data.valid_batch_size = 2
+    cfg.data.valid_limit = 2
+    cfg.train.num_steps = 20
+    cfg.train.log_every = 2
+    cfg.train.eval_every = 10
+    cfg.train.checkpoint_every = 10
+    cfg.train.keep = 2
+
+
 def separator_presets() -> dict[str, Preset]:
     """Presets shared by the ResUNet and ResUNetK configs."""
 
@@ -109,18 +125,8 @@ def separator_presets() -> dict[str, Preset]:
         # Tiny everything: runs end to end in about a minute on a 2-core CPU.
         cfg.model.channels = (4, 8, 8, 16, 16, 16)
         cfg.model.dprnn_hidden = 8
-        cfg.data.embedded_scale = "small"
-        cfg.data.clip_seconds = 1.0
-        cfg.data.batch_size = 2
-        cfg.data.num_workers = 0
-        cfg.data.valid_batch_size = 2
-        cfg.data.valid_limit = 2
+        smoke_run(cfg)
         cfg.optim.lr = 1e-3
-        cfg.train.num_steps = 20
-        cfg.train.log_every = 2
-        cfg.train.eval_every = 10
-        cfg.train.checkpoint_every = 10
-        cfg.train.keep = 2
         cfg.train.audio_examples = 1
 
     return {"baseline": baseline, "smoke": smoke}
