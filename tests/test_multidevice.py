@@ -48,9 +48,20 @@ one, two = run(jax.devices()[:1]), run(jax.devices())
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+# Per tensor: relative 1e-3, with an absolute floor at float32 noise of the global gradient
+# scale, because some gradients are zero in exact arithmetic (a bias feeding a train-mode BN)
+# and come out as ~1e-9 rounding noise whose relative error means nothing.
+scale = max(float(np.max(np.abs(b))) for b in jax.tree.leaves(one[1]))
+worst, worst_name = 0.0, ""
+for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(two[1])[0], jax.tree.leaves(one[1])):
+    err = float(np.max(np.abs(np.asarray(a, np.float64) - b)))
+    ratio = err / (1e-3 * float(np.max(np.abs(b))) + 1e-6 * scale)
+    if ratio > worst:
+        worst, worst_name = ratio, jax.tree_util.keystr(path)
 res = {
     "loss": rel(two[0], one[0]),
-    "grads": max(rel(a, b) for a, b in zip(jax.tree.leaves(two[1]), jax.tree.leaves(one[1]))),
+    "grads_per_tensor": worst,
+    "worst_tensor": worst_name,
     "grad_global": rel(np.concatenate([np.ravel(x) for x in jax.tree.leaves(two[1])]),
                        np.concatenate([np.ravel(x) for x in jax.tree.leaves(one[1])])),
     "batch_stats": max(rel(a, b) for a, b in zip(jax.tree.leaves(two[2]), jax.tree.leaves(one[2]))),
@@ -74,7 +85,7 @@ def test_one_vs_two_devices_same_loss_grads_and_batch_stats():
     assert res["stats_moved"] > 1e-3  # train-mode BN really updated its statistics
     assert res["loss"] <= 1e-5
     assert res["grad_global"] <= 1e-5
-    # Per tensor, float32 reduction-order noise through train-mode BN reaches ~2.5e-4 (measured)
-    # on the small early-layer FiLM gradients of this tiny net; a real sharding bug is O(1).
-    assert res["grads"] <= 1e-3
+    # Every tensor within 1e-3 relative (+ 1e-6 of the largest gradient, see SCRIPT); measured
+    # worst ≈ 0.1 of that bound (early-layer FiLM gradients); a sharding bug is O(1) relative.
+    assert res["grads_per_tensor"] <= 1.0, res["worst_tensor"]
     assert res["batch_stats"] <= 1e-5
