@@ -30,13 +30,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from s5jax import metrics
 from s5jax.atomic import write_atomic
 from s5jax.audio import wav
 from s5jax.data.testset import SOUNDSCAPE_DIR, TestSet, parse_reference_name
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index, to_slots
+from s5jax.mesh import batch_sharding, make_mesh
 from s5jax.report import RESULTS_JSON, empty_per_class, write_report
 from s5jax.separate import check_submission, output_names
 
@@ -52,12 +52,6 @@ def resolve_test_root(root: str | os.PathLike) -> Path:
         return root / "test"
     raise ValueError(f"{root}: neither {root}/{SOUNDSCAPE_DIR}/ nor {root}/test/{SOUNDSCAPE_DIR}/ "
                      "exists (expected a dataset root or a test folder)")
-
-
-def data_mesh() -> jax.sharding.Mesh:
-    """1-D mesh over all devices with axis ``data`` (batch-sharded, parameters replicated)."""
-    return jax.make_mesh((jax.device_count(),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def read_estimates(est_dir: Path, names: Sequence[str]) -> dict[str, list[tuple[str, Path]]]:
@@ -209,7 +203,7 @@ def evaluate(
     lengths = [wav.info(it.path).frames for it in ts]
     n_dev = jax.device_count()
     batch_size = max(n_dev, -(-batch_size // n_dev) * n_dev)  # a multiple of the device count
-    sharding = NamedSharding(data_mesh(), PartitionSpec("data"))
+    sharding = batch_sharding(make_mesh())
     for d in (wav_dir, submission_dir):
         if d is not None:
             Path(d).mkdir(parents=True, exist_ok=True)

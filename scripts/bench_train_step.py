@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.refere
 import benchlib  # noqa: E402
 
 from s5jax import labels as labels_lib  # noqa: E402
+from s5jax import mesh as mesh_lib  # noqa: E402
 from s5jax.models.separator import build_separator, separator_config  # noqa: E402
 from s5jax.training import loop, optim, steps  # noqa: E402
 from s5jax.training.state import create_state  # noqa: E402
@@ -50,10 +51,10 @@ def bench_jax(data, repeats: int) -> float:
     model = build_separator(cfg)
     variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
     tx = optim.build_optimizer(ml_collections.ConfigDict(OPTIM), 1000)
-    mesh = steps.make_mesh()
+    mesh = mesh_lib.make_mesh()
     state = create_state(variables, tx, 0)
     step = steps.make_train_step(steps.SEPARATOR, model, tx, mesh)
-    batch = steps.put_batch(data, mesh)
+    batch = mesh_lib.put_batch(data, mesh)
     holder = [state]
 
     def run():

@@ -14,6 +14,7 @@ import json
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_default_matmul_precision", "highest")
 from jax.sharding import NamedSharding, PartitionSpec as P
+from s5jax import mesh as mesh_lib
 from s5jax.models.separator import build_separator, separator_config
 from s5jax.training import loop, steps
 
@@ -30,7 +31,7 @@ noise = 0.02 * rng.standard_normal((4, 4, L)).astype(np.float32)
 batch = {"mixture": dry.sum(1, keepdims=True) + noise, "dry": dry, "labels": labels}
 
 def run(devices):
-    mesh = steps.make_mesh(devices)
+    mesh = mesh_lib.make_mesh(devices)
     rep, shd = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     def f(params, stats, data):
         (loss, new_stats), grads = jax.value_and_grad(
@@ -38,7 +39,7 @@ def run(devices):
             has_aux=True)(params)
         return loss, grads, new_stats
     fn = jax.jit(f, in_shardings=(rep, rep, shd), out_shardings=rep)
-    data = steps.put_batch(batch, mesh)
+    data = mesh_lib.put_batch(batch, mesh)
     assert len(data["mixture"].sharding.device_set) == len(devices)
     params = jax.device_put(variables["params"], rep)
     out = fn(params, jax.device_put(variables["batch_stats"], rep), data)

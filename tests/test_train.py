@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from s5jax import mesh as mesh_lib
 from s5jax.models.separator import build_separator, separator_config
 from s5jax.models.tagger import build_tagger, tagger_config
 from s5jax.training import loop, optim, steps
@@ -58,11 +59,11 @@ def _optim(lr):
 
 
 def _run_steps(task, model, variables, batch, n, lr, labels=None):
-    mesh = steps.make_mesh()
+    mesh = mesh_lib.make_mesh()
     tx = optim.build_optimizer(_optim(lr), n, labels)
     state = create_state(variables, tx, seed=0)
     step = steps.make_train_step(task, model, tx, mesh, param_labels=labels, donate=False)
-    dev = steps.put_batch(batch, mesh)
+    dev = mesh_lib.put_batch(batch, mesh)
     losses = []
     for _ in range(n):
         state, m = step(state, dev)
@@ -103,8 +104,8 @@ def test_tagger_overfits_fixed_batch_and_skips_non_finite():
     assert not any(v for k, v in moved.items() if "qkv" in k or "patch" in k)
 
     bad = dict(batch, mixture=np.full_like(batch["mixture"], np.nan))
-    mesh = steps.make_mesh()
-    new, m = step(state, steps.put_batch(bad, mesh))
+    mesh = mesh_lib.make_mesh()
+    new, m = step(state, mesh_lib.put_batch(bad, mesh))
     assert int(m["skipped"]) == 1 and int(m["bad_streak"]) == 1
     assert int(new.step) == int(state.step) + 1
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params), strict=True):

@@ -27,7 +27,7 @@ from typing import Any
 import grain
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from s5jax import labels as labels_lib
 from s5jax.audio import wav
@@ -35,6 +35,7 @@ from s5jax.data import recipes as recipes_lib
 from s5jax.data import sofa, synth
 from s5jax.data.catalog import Catalog, Split
 from s5jax.data.recipes import MixtureConfig, Recipe
+from s5jax.mesh import put_batch
 
 MODES = ("separator", "tagger")
 _MAX_INDEX = 2**62  # "infinite" training stream
@@ -287,9 +288,7 @@ def to_device(batch: dict[str, np.ndarray], mesh: Mesh | None = None) -> dict[st
     """
     if mesh is None:
         return jax.device_put(batch)
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in batch.items()}
+    return put_batch(batch, mesh)
 
 
 def render_batch(

@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from s5jax import labels as labels_lib
+from s5jax import mesh as mesh_lib
 from s5jax import metrics as metrics_lib
 from s5jax.training import checkpoint as ckpt_lib
 from s5jax.training import optim, steps
@@ -301,7 +302,7 @@ class Evaluator:
             bs = bs or next(iter(host.values())).shape[0]
             if self.limit is not None and i * bs >= self.limit:
                 break
-            dev = steps.put_batch(_local_rows(host), self.mesh)
+            dev = mesh_lib.put_batch(_local_rows(host), self.mesh)
             out = _gather(self.eval_step(variables, dev))
             w = np.asarray(host["weight"], np.float32)
             if self.limit is not None:
@@ -403,7 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if jax.process_index() == 0:
         ckpt_lib.write_train_config(workdir, config)
 
-    mesh = steps.make_mesh()
+    mesh = mesh_lib.make_mesh()
     model = build_model(task, config.model)
     variables = init_variables(task, model, config.model, int(t.seed))
     if plan.init is not None:

@@ -17,31 +17,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from s5jax import labels as labels_lib
 from s5jax import metrics
+from s5jax.mesh import batch_sharding
 from s5jax.training import optim
 from s5jax.training.state import TrainState
 
-DATA = "data"
 SEPARATOR, TAGGER = "separator", "tagger"
 
 Render = Callable[[dict[str, Any]], dict[str, jax.Array]]
-
-
-def make_mesh(devices: list | None = None) -> Mesh:
-    """1-D mesh over all (or the given) devices, axis ``data``, Auto axis type.
-
-    Explicit axes would require sharding annotations inside ``nn.RNN`` (the DPRNN).
-    """
-    devices = list(devices or jax.devices())
-    return jax.make_mesh(
-        (len(devices),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
-    )
 
 
 def task_of(model_config) -> str:
@@ -130,7 +118,7 @@ def make_train_step(
     and batch_stats and counts the step as skipped. ``metrics`` are device scalars.
     """
     replicated = NamedSharding(mesh, P())
-    sharded = NamedSharding(mesh, P(DATA))
+    sharded = batch_sharding(mesh)
 
     def step(state: TrainState, batch):
         data = render(batch) if render is not None else batch
@@ -179,7 +167,7 @@ def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None
     Tagger: ``{"probabilities" (B, 18), "labels" (B, S), "bce" (B,)}``.
     """
     replicated = NamedSharding(mesh, P())
-    sharded = NamedSharding(mesh, P(DATA))
+    sharded = batch_sharding(mesh)
 
     def step(variables, batch):
         data = render(batch) if render is not None else batch
@@ -197,15 +185,3 @@ def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None
         return {"probabilities": probs, "labels": data["labels"], "bce": per_example}
 
     return jax.jit(step, in_shardings=(replicated, sharded), out_shardings=sharded)
-
-
-def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Host-local batch slice → global arrays sharded along ``data``.
-
-    Each process passes its own slice (``global batch / process_count`` rows); with one process
-    this is the whole batch.
-    """
-    sharding = NamedSharding(mesh, P(DATA))
-    return {
-        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
-    }
