@@ -50,7 +50,7 @@ class Plan:
     """What validation found out; everything the build needs."""
 
     task: str
-    root: Path
+    catalog: Any  # s5jax.data.catalog.Catalog of the dataset root, scanned once
     devices: int
     resume: bool
     init: dict | None = None  # variables of config.init, loaded once
@@ -147,9 +147,9 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     init = load_init(config, task) if config.get("init") is not None else None
     if d.clip_seconds <= 0:
         raise ValueError(f"config.data.clip_seconds={d.clip_seconds}: expected > 0")
-    root = _dataset_root(d)
+    catalog = _scan_dataset(d)
     resume = check_resume(config, workdir)
-    return Plan(task=task, root=root, devices=n_dev, resume=resume, init=init)
+    return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init)
 
 
 def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
@@ -169,7 +169,8 @@ def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
     return variables
 
 
-def _dataset_root(d: ml_collections.ConfigDict) -> Path:
+def _scan_dataset(d: ml_collections.ConfigDict):
+    """The dataset's catalog (the embedded dataset, created on first use, when no root is set)."""
     from s5jax.data import catalog, embedded
 
     if d.root is None:
@@ -178,8 +179,7 @@ def _dataset_root(d: ml_collections.ConfigDict) -> Path:
         root = Path(d.root).expanduser()
         if not root.is_dir():
             raise ValueError(f"config.data.root={d.root!r}: no such dataset folder")
-    catalog.scan(root)  # one ValueError listing every problem
-    return root.absolute()
+    return catalog.scan(root.absolute())  # one ValueError listing every problem
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +395,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     validation metrics."""
     from tqdm import tqdm
 
-    from s5jax.data import catalog as catalog_lib
     from s5jax.data import loader
 
     workdir = Path(workdir).absolute()
@@ -416,7 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     replicated = NamedSharding(mesh, P())
     state = jax.device_put(create_state(variables, tx, int(t.seed)), replicated)
 
-    catalog = catalog_lib.scan(plan.root)
+    catalog = plan.catalog
     mix_cfg = _mixture_config(d.clip_seconds)
     raw_it = loader.make_train_iterator(
         catalog, batch_size=d.batch_size // jax.process_count(), seed=int(d.seed),
