@@ -254,21 +254,27 @@ def bilstm_from_torch(sd: dict[str, np.ndarray], prefix: str = "") -> dict:
     return {"lstm": out}
 
 
+def convert_path(in_path: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
+    """``(model_config, variables)`` of an official ``.ckpt``; errors name the file."""
+    from s5jax import torch_io
+
+    try:
+        obj = torch_io.load(in_path)
+        sd = torch_io.state_dict(obj, strip_prefix="model.")
+        return convert_state_dict({k: np.asarray(v) for k, v in sd.items()})
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if str(in_path) in msg else f"{in_path}: {msg}") from e
+
+
 def convert_file(
     in_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
 ) -> Path:
     """Convert an official ``.ckpt`` into an s5jax model directory; nothing written on error."""
-    from s5jax import torch_io
     from s5jax.training.checkpoint import save_model
 
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: output directory already exists (pass --overwrite)")
-    try:
-        obj = torch_io.load(in_path)
-        sd = torch_io.state_dict(obj, strip_prefix="model.")
-        cfg, variables = convert_state_dict({k: np.asarray(v) for k, v in sd.items()})
-    except ValueError as e:
-        msg = str(e)
-        raise ValueError(msg if str(in_path) in msg else f"{in_path}: {msg}") from e
+    cfg, variables = convert_path(in_path)
     return save_model(out, cfg, variables, overwrite=overwrite)

@@ -258,17 +258,34 @@ def convert_file(
 
     Nothing is written if reading or converting fails. ``kwargs`` go to ``convert_state_dict``.
     """
-    from s5jax import torch_io
     from s5jax.training.checkpoint import save_model
+
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: output directory already exists (pass overwrite=True)")
+    cfg, variables = convert_path(in_path, **kwargs)
+    return save_model(out, cfg, variables, overwrite=overwrite)
+
+
+def convert_path(
+    in_path: str | os.PathLike, **kwargs: Any
+) -> tuple[ml_collections.ConfigDict, dict]:
+    """``(model_config, variables)`` of an official tagger file; errors name the file.
+
+    ``kwargs`` go to ``convert_state_dict``.
+    """
+    from s5jax import torch_io
 
     in_path = Path(in_path)
     if not in_path.is_file():
         raise ValueError(f"{in_path}: no such file")
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: output directory already exists (pass overwrite=True)")
-    obj = torch_io.load(in_path)
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{in_path}: expected a checkpoint dictionary, got {type(obj).__name__}")
-    cfg, variables = convert_state_dict(obj, where=str(in_path), **kwargs)
-    return save_model(out, cfg, variables, overwrite=overwrite)
+    try:
+        obj = torch_io.load(in_path)
+        if not isinstance(obj, Mapping):
+            raise ValueError(
+                f"{in_path}: expected a checkpoint dictionary, got {type(obj).__name__}"
+            )
+        return convert_state_dict(obj, where=str(in_path), **kwargs)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if str(in_path) in msg else f"{in_path}: {msg}") from e

@@ -234,14 +234,9 @@ def load_separator_any(path: str | os.PathLike):
 
     p = Path(path)
     if _is_torch_file(p):
-        from s5jax import torch_io
         from s5jax.convert import separator as conv
 
-        try:
-            sd = torch_io.state_dict(torch_io.load(p), strip_prefix="model.")
-            model_config, variables = conv.convert_state_dict(sd)
-        except ValueError as e:
-            raise ValueError(str(e) if str(p) in str(e) else f"{p}: {e}") from None
+        model_config, variables = conv.convert_path(p)
         return sep.build_separator(model_config), variables, model_config
     if not p.exists():
         raise ValueError(f"{p}: no such separator checkpoint or model directory")
@@ -254,13 +249,9 @@ def load_tagger_any(path: str | os.PathLike):
 
     p = Path(path)
     if _is_torch_file(p):
-        from s5jax import torch_io
         from s5jax.convert import tagger as conv
 
-        try:
-            model_config, variables = conv.convert_state_dict(torch_io.load(p), where=str(p))
-        except ValueError as e:
-            raise ValueError(str(e) if str(p) in str(e) else f"{p}: {e}") from None
+        model_config, variables = conv.convert_path(p)
         return tag.build_tagger(model_config), variables, model_config
     if not p.exists():
         raise ValueError(f"{p}: no such tagger checkpoint or model directory")
