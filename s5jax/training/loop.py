@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
 from s5jax import metrics as metrics_lib
+from s5jax import modeldir
 from s5jax.training import checkpoint as ckpt_lib
 from s5jax.training import optim, steps
 from s5jax.training.logging import Logger
@@ -162,7 +163,7 @@ def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
     """
     if not Path(config.init).exists():
         raise ValueError(f"config.init={config.init!r}: no such model directory")
-    init_config, variables = ckpt_lib.load_model(config.init)
+    init_config, variables = ckpt_lib.load_any(config.init)
     if task == steps.TAGGER and "norm_stats" in init_config:
         with config.unlocked():
             config.model.norm_stats = tuple(float(v) for v in init_config.norm_stats)
@@ -508,4 +509,4 @@ def export_model(workdir: Path, model_config, ckpts: ckpt_lib.CheckpointManager,
     else:
         raw = ckpts.restore_raw_state(best)
         variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
-    return ckpt_lib.save_model(workdir / MODEL_DIR, model_config, variables, overwrite=True)
+    return modeldir.save_model(workdir / MODEL_DIR, model_config, variables, overwrite=True)
