@@ -19,14 +19,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
 
 from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
 from s5jax import metrics as metrics_lib
 from s5jax import modeldir
+from s5jax.data import catalog as catalog_lib
+from s5jax.data import embedded, loader
+from s5jax.data.recipes import MixtureConfig
+from s5jax.models.separator import build_separator, validate_config
+from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
 from s5jax.training import checkpoint as ckpt_lib
 from s5jax.training import optim, steps
 from s5jax.training.logging import Logger
@@ -78,12 +85,8 @@ def _normalise(x: Any) -> Any:
 
 def check_model_config(task: str, model: ml_collections.ConfigDict) -> None:
     if task == steps.SEPARATOR:
-        from s5jax.models.separator import validate_config
-
         validate_config(model)
     else:
-        from s5jax.models.tagger import tagger_config
-
         tagger_config(**model.to_dict())
 
 
@@ -172,15 +175,13 @@ def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
 
 def _scan_dataset(d: ml_collections.ConfigDict):
     """The dataset's catalog (the embedded dataset, created on first use, when no root is set)."""
-    from s5jax.data import catalog, embedded
-
     if d.root is None:
         root = embedded.ensure_embedded(scale=d.embedded_scale, seed=0, progress=True)
     else:
         root = Path(d.root).expanduser()
         if not root.is_dir():
             raise ValueError(f"config.data.root={d.root!r}: no such dataset folder")
-    return catalog.scan(root.absolute())  # one ValueError listing every problem
+    return catalog_lib.scan(root.absolute())  # one ValueError listing every problem
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,11 +190,7 @@ def _scan_dataset(d: ml_collections.ConfigDict):
 
 def build_model(task: str, model_config: ml_collections.ConfigDict):
     if task == steps.SEPARATOR:
-        from s5jax.models.separator import build_separator
-
         return build_separator(model_config)
-    from s5jax.models.tagger import build_tagger
-
     return build_tagger(model_config)
 
 
@@ -212,8 +209,6 @@ def init_variables(task: str, model, model_config, seed: int) -> dict:
 def merge_init(fresh: dict, loaded: dict, source: str) -> dict:
     """Overwrite ``fresh`` leaves with ``loaded`` ones of the same path (e.g. baseline weights
     into a seed model, whose extra adapter/γ/DPRNN parameters keep their identity init)."""
-    from flax import traverse_util
-
     out = {}
     for col in ("params", "batch_stats"):
         f = traverse_util.flatten_dict(fresh.get(col, {}))
@@ -234,14 +229,10 @@ def merge_init(fresh: dict, loaded: dict, source: str) -> dict:
 def param_labels_for(task: str, trainable: str, params: Any) -> Any:
     if trainable == "all":
         return None
-    from s5jax.models.tagger import trainable_mask
-
     return trainable_mask(params, trainable)
 
 
 def _mixture_config(clip_seconds: float):
-    from s5jax.data.recipes import MixtureConfig
-
     return MixtureConfig(duration=float(clip_seconds))
 
 
@@ -282,8 +273,6 @@ class Evaluator:
     """Runs the validation set through the eval step and reduces the metrics on the host."""
 
     def __init__(self, task, model, model_config, mesh, valid, *, limit=None, audio_examples=0):
-        from s5jax.data import loader
-
         self.task, self.model, self.mesh, self.valid = task, model, model_config, valid
         self.mesh = mesh
         self.slots = int(model_config.get("slots", 3)) if task == steps.SEPARATOR else None
@@ -349,8 +338,6 @@ class Evaluator:
         }
 
     def _tagger_metrics(self, cat, keep) -> dict[str, float]:
-        from s5jax.models.tagger import predict
-
         probs, labels = cat["probabilities"][keep], cat["labels"][keep]
         pred = np.asarray(predict(jnp.asarray(probs)))
         return {
@@ -394,10 +381,6 @@ def _host_mean(records: list[dict[str, Any]]) -> dict[str, float]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Train (or resume) the run described by ``config`` in ``workdir``; returns the last
     validation metrics."""
-    from tqdm import tqdm
-
-    from s5jax.data import loader
-
     workdir = Path(workdir).absolute()
     plan = validate(config, workdir)
     task, t, d = plan.task, config.train, config.data
