@@ -219,6 +219,7 @@ def test_predict_slots_table_and_jit():
     tie[0, 0, [6, 18]] = 1.0
     tie[0, 1, [18, 2]] = 1.0
     np.testing.assert_array_equal(np.asarray(T.predict(tie)), [[6, 2, 0]])
+    assert to_names(T.predict(tie)) == ref.predict_labels(torch.from_numpy(tie))
     assert to_names(T.predict(logits)) == ref.predict_labels(torch.from_numpy(logits))
     with pytest.raises(ValueError, match="19 classes"):
         T.predict(np.zeros((1, 3, 18), np.float32))
