@@ -111,8 +111,12 @@ def check_resume(config: ml_collections.ConfigDict, workdir: Path) -> bool:
     return has_ckpts
 
 
-def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
-    """Check ``config`` against this machine, the dataset and ``workdir``; no compilation."""
+def check_config(config: ml_collections.ConfigDict) -> str:
+    """Check the values of ``config`` against this machine; returns the task.
+
+    Reads no file (the dataset and ``config.init`` are checked by :func:`validate`) and compiles
+    nothing: this is all ``python -m s5jax.train --dry_run`` does.
+    """
     task = steps.task_of(config.model)
     check_model_config(task, config.model)
     if config.precision not in PRECISIONS:
@@ -144,9 +148,18 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
         )
     if task == steps.SEPARATOR and config.trainable != "all":
         raise ValueError(f"config.trainable={config.trainable!r}: separators train 'all'")
-    init = load_init(config, task) if config.get("init") is not None else None
     if d.clip_seconds <= 0:
         raise ValueError(f"config.data.clip_seconds={d.clip_seconds}: expected > 0")
+    if d.valid_limit is not None and d.valid_limit < 1:
+        raise ValueError(f"config.data.valid_limit={d.valid_limit}: expected ≥ 1 (or unset: all)")
+    return task
+
+
+def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
+    """Check ``config`` against this machine, the dataset and ``workdir``; no compilation."""
+    task = check_config(config)
+    n_dev, d = jax.device_count(), config.data
+    init = load_init(config, task) if config.get("init") is not None else None
     catalog = _scan_dataset(d)
     resume = check_resume(config, workdir)
     return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init)
