@@ -222,6 +222,19 @@ def test_noise_metadata_as_the_baseline(split):
         recipes.recipe_from_metadata(entry, stereo, CFG)
 
 
+def test_events_outside_their_file_or_the_mixture_are_refused(split):
+    r = next(r for i in range(100) if (r := recipes.make_recipe(split, i, 9)).active[3])
+    meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)
+    entry = recipes.ValidEntry("m", meta, tuple(ref))
+    ev = meta["int_events"][0]
+    ev["source_time"] = 99.0
+    with pytest.raises(ValueError, match=r"validation mixture m: source_time 99 s is outside"):
+        recipes.recipe_from_metadata(entry, split, CFG)
+    ev["source_time"], ev["event_time"] = 0.0, 10.0 - ev["event_duration"] / 2
+    with pytest.raises(ValueError, match=r"does not fit the 10-s mixture"):
+        recipes.recipe_from_metadata(entry, split, CFG)
+
+
 def test_bad_ref_event(split):
     r = recipes.make_recipe(split, 0, 9)
     meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)

@@ -347,11 +347,22 @@ def recipe_from_metadata(
 
     def put(slot: int, ev: Mapping, pool, is_target: bool) -> None:
         name, f = _find_clip(pool, ev["source_file"], where)
+        clip = pool[name][f]
+        st, du, on = float(ev["source_time"]), float(ev["event_duration"]), float(ev["event_time"])
+        # The renderer places whole events (the event gain is the power of the whole wet image),
+        # so an event must start inside its file and end inside the mixture, as every event the
+        # official generator writes does.
+        if not 0 <= int(st * clip.sample_rate) < clip.frames:
+            raise ValueError(f"{where}: source_time {st:g} s is outside {clip.path} "
+                             f"({clip.seconds:.6g} s)")
+        if du <= 0 or on < 0 or int(on * cfg.sr) + int(du * cfg.sr) > cfg.frames:
+            raise ValueError(f"{where}: event of {clip.path} at {on:g} s lasting {du:g} s does "
+                             f"not fit the {cfg.duration:g}-s mixture")
         out["cls"][slot] = labels_lib.class_index(name) if is_target else i_names.index(name)
         out["file"][slot] = f
-        out["source_time"][slot] = float(ev["source_time"])
-        out["duration"][slot] = float(ev["event_duration"])
-        out["onset"][slot] = float(ev["event_time"])
+        out["source_time"][slot] = st
+        out["duration"][slot] = du
+        out["onset"][slot] = on
         out["position"][slot] = _nearest(room, ev["event_position"])
         out["snr"][slot] = float(ev["snr"])
         out["active"][slot] = True
