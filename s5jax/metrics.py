@@ -1,16 +1,21 @@
-"""Separation and tagging metrics and losses (spec §5.2–5.5, §6.2).
+"""Separation and tagging metrics and losses (spec §5.2–5.5, §6.2; DCASE 2026: dcase2026.md).
 
 ``snr``, ``si_snr``, ``snr_loss`` and ``bce`` accept numpy or JAX arrays: with JAX inputs they
 use ``jax.numpy`` (jit-able, batched over leading axes, differentiable); with numpy inputs they
-stay in numpy and keep the input dtype. ``class_aware_sdri``, ``label_accuracy`` and
-``per_class`` are numpy-only evaluation helpers for one mixture / a list of mixtures.
+stay in numpy and keep the input dtype. The DCASE 2026 losses ``class_aware_pit_loss``
+(separator) and ``slot_pit_cross_entropy`` (tagger) are JAX, jit-able and vectorised over the
+slot permutations. ``class_aware_sdri`` (CA-SDRi 2025 = CAPI-SDRi 2026), ``label_accuracy``,
+``source_accuracy`` and ``per_class`` are numpy-only evaluation helpers for one mixture / a list
+of mixtures; they serve both years.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -136,6 +141,96 @@ def bce(probabilities, targets):
 
 
 # --------------------------------------------------------------------------------------------
+# Permutation-invariant losses of the DCASE 2026 baseline (jit-able, batched, differentiable).
+
+# Value of a forbidden estimate↔reference pairing (the official fills its metric matrix with
+# +1e9); any permutation using one loses to the identity, which is always allowed.
+PIT_EXCLUDED = 1e9
+
+
+@functools.cache
+def _permutations(n: int) -> np.ndarray:
+    """``int32 (n!, n)``: ``itertools.permutations(range(n))`` in its order."""
+    return np.asarray(list(itertools.permutations(range(n))), np.int32).reshape(-1, n)
+
+
+def _min_over_permutations(cost: jnp.ndarray) -> jnp.ndarray:
+    """``cost (B, S_ref, S_est)`` → ``(B,)``: ``min_p mean_s cost[:, s, p[s]]`` over all S! p."""
+    s = cost.shape[-1]
+    perms = _permutations(s)  # (P, S)
+    per_perm = cost[:, np.arange(s)[None, :], perms]  # (B, P, S): reference s ↔ estimate p[s]
+    return jnp.min(jnp.mean(per_perm, axis=-1), axis=-1)
+
+
+def class_aware_pit_loss(estimates, references, labels) -> jnp.ndarray:
+    """Class-aware PIT negative SNR per mixture (DCASE 2026 separator loss), jit-able.
+
+    As the official ``class_aware_permutation_invariant_training`` with ``−SNR``: a cost matrix
+    ``[i, j]`` (reference slot i, estimate slot j) holds ``−SNR(ŝ_j, s_i)`` (torchmetrics SNR,
+    no mean removal) where slots i and j carry the same non-silence label, 0 on the diagonal
+    of a silence slot, and ``PIT_EXCLUDED`` elsewhere; the loss is the minimum over the S!
+    permutations of the mean over all S slots (silence slots count in the divisor with 0). The
+    identity permutation is always allowed, so the minimum is finite. The official training
+    loss is the batch mean of this.
+
+    Args:
+      estimates: ``(B, S, L)`` separated waveforms, slot j answering the query ``labels[:, j]``.
+      references: ``(B, S, L)`` dry targets (zeros in silence slots).
+      labels: ``int32 (B, S)`` class per slot, ``-1`` for silence (repeats allowed).
+
+    Returns:
+      ``(B,)`` float32 loss per mixture.
+    """
+    est = jnp.asarray(estimates, jnp.float32)
+    ref = jnp.asarray(references, jnp.float32)
+    labels = jnp.asarray(labels)
+    if est.ndim != 3 or est.shape != ref.shape or labels.shape != est.shape[:2]:
+        raise ValueError(
+            f"class_aware_pit_loss: estimates {est.shape}, references {ref.shape}, labels "
+            f"{labels.shape}: expected (B, S, L), (B, S, L), (B, S)"
+        )
+    s = est.shape[1]
+    e, r = jnp.broadcast_arrays(est[:, None, :, :], ref[:, :, None, :])  # (B, S_ref, S_est, L)
+    neg_snr = -snr(e, r)  # (B, S_ref, S_est)
+    silent = labels < 0
+    allowed = (labels[:, :, None] == labels[:, None, :]) & ~silent[:, :, None] & ~silent[:, None, :]
+    cost = jnp.where(allowed, neg_snr, jnp.float32(PIT_EXCLUDED))
+    cost = jnp.where(jnp.eye(s, dtype=bool) & silent[:, :, None], jnp.float32(0.0), cost)
+    return _min_over_permutations(cost)
+
+
+def slot_pit_cross_entropy(logits, labels) -> jnp.ndarray:
+    """Slot-permutation-invariant cross-entropy per mixture (DCASE 2026 tagger loss), jit-able.
+
+    As the official ``label_loss`` (torchmetrics ``permutation_invariant_training``,
+    speaker-wise, ``eval_func="min"``, metric ``F.cross_entropy(reduction="none")`` on one-hot
+    targets): ``cost[i, j] = −log softmax(logits_j)[y_i]``, the minimum over the S!
+    permutations of the mean over slots. A silence slot's target is the last class
+    (``silence_label_mode="onehot"``: class 18 of 19).
+
+    Args:
+      logits: ``(B, S, C)`` slot outputs (``C`` = 18 classes + silence).
+      labels: ``int32 (B, S)`` class per slot, ``-1`` for silence.
+
+    Returns:
+      ``(B,)`` float32 loss per mixture (the official training loss is its batch mean).
+    """
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    if logits.ndim != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"slot_pit_cross_entropy: logits {logits.shape}, labels {labels.shape}: expected "
+            "(B, S, C) and (B, S)"
+        )
+    c = logits.shape[-1]
+    target = jnp.where(labels < 0, c - 1, labels)
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    # A gather, not a one-hot matmul: exact at any matmul precision (TF32 on GPUs).
+    cost = -jax.vmap(lambda lp, y: lp[:, y].T)(log_p, target)  # (B, S_ref, S_est)
+    return _min_over_permutations(cost)
+
+
+# --------------------------------------------------------------------------------------------
 # Class-aware evaluation of one mixture (spec §6.2), generalised to repeated classes.
 
 
@@ -189,26 +284,29 @@ def _signals(x: Any, samples: int, what: str) -> np.ndarray:
     return a
 
 
-def _best_pairing(gain: np.ndarray) -> tuple[list[tuple[int, int]], float]:
-    """Pairs (est, ref) of a gain matrix ``(n_est, n_ref)`` maximising the summed gain.
+def _best_pairing(score: np.ndarray) -> tuple[list[tuple[int, int]], float]:
+    """Pairs (est, ref) of a score matrix ``(n_est, n_ref)`` with the highest mean score.
 
-    ``min(n_est, n_ref)`` pairs; exhaustive over permutations (≤ 3 sources: at most 6).
+    ``k = min(n_est, n_ref)`` pairs, searched as the official CAPI-SDRi does: references
+    ``itertools.combinations(range(n_ref), k)`` (outer) × estimates
+    ``itertools.permutations(range(n_est), k)`` (inner), reference ``r[m]`` paired with
+    estimate ``e[m]``; the float32 mean over the k pairs is compared and the first maximum wins
+    (``torch.argmax``), which decides ties such as two all-zero estimates. At most 6 candidates
+    for 3 sources.
+
+    Returns:
+      ``(pairs sorted by estimate, summed score of the pairs)``.
     """
-    n_est, n_ref = gain.shape
+    n_est, n_ref = score.shape
+    k = min(n_est, n_ref)
+    s32 = np.asarray(score, np.float32)
     best, best_pairs = -math.inf, []
-    if n_est <= n_ref:
-        candidates = (
-            [(i, j) for i, j in enumerate(p)] for p in itertools.permutations(range(n_ref), n_est)
-        )
-    else:
-        candidates = (
-            [(i, j) for j, i in enumerate(p)] for p in itertools.permutations(range(n_est), n_ref)
-        )
-    for pairs in candidates:
-        total = float(sum(gain[i, j] for i, j in pairs))
-        if total > best:
-            best, best_pairs = total, pairs
-    return sorted(best_pairs), best
+    for rp in itertools.combinations(range(n_ref), k):
+        for ep in itertools.permutations(range(n_est), k):
+            mean = float(np.mean(s32[list(ep), list(rp)], dtype=np.float32))
+            if mean > best or not best_pairs:
+                best, best_pairs = mean, list(zip(ep, rp, strict=True))
+    return sorted(best_pairs), float(sum(float(score[i, j]) for i, j in best_pairs))
 
 
 def class_aware_sdri(
@@ -222,10 +320,15 @@ def class_aware_sdri(
     """Class-aware SDR improvement of one mixture (spec §6.2; ``metric="si_snr"``: CA-SI-SDRi).
 
     For each class c with ``e`` estimates and ``r`` references: ``min(e, r)`` true positives,
-    paired estimate↔reference by the permutation maximising the summed improvement
-    ``metric(ŝ, s) − metric(y₀, s)``; the other ``e − min`` are false positives and ``r − min``
-    false negatives, each contributing 0. The value is the sum of TP improvements divided by
-    ``TP + FP + FN``. With distinct labels this is exactly the DCASE 2025 ``ca_metric``.
+    paired estimate↔reference as the official DCASE 2026 CAPI-SDRi (``S5ClassAwareMetric``)
+    does: the pairing with the highest mean ``metric(ŝ, s)`` (the SDR itself, not the
+    improvement; ties to the first candidate in the official search order, see
+    ``_best_pairing``), each pair then reporting its improvement ``metric(ŝ, s) − metric(y₀, s)``;
+    the other ``e − min`` are false positives and ``r − min`` false negatives, each contributing
+    0. The value is the sum of TP improvements divided by ``TP + FP + FN``. With distinct labels
+    this is exactly the DCASE 2025 ``ca_metric``; with repeats it is the 2026 CAPI-SDRi. A
+    mixture without any (non-silence) estimate or reference is not scored (NaN; the official
+    returns None), and :func:`mean_value` skips it.
 
     Signals are cast to float32 and the metric is computed in float32 (as the baseline does on
     its float32 tensors); the sums over pairs are float64.
@@ -262,12 +365,10 @@ def class_aware_sdri(
         if ei and ri:
             e, r = est[ei], ref[ri]
             e_all, r_all = np.broadcast_arrays(e[:, None, :], r[None, :, :])
-            gain = (
-                fn_metric(e_all, r_all).astype(np.float64)
-                - fn_metric(np.broadcast_to(mix, r.shape), r).astype(np.float64)[None, :]
-            )
-            pairs, _ = _best_pairing(gain)
-            improvements[c] = [float(gain[i, j]) for i, j in pairs]
+            score = fn_metric(e_all, r_all)  # (n_est, n_ref) float32: pairs by SDR, not SDRi
+            mix_score = fn_metric(np.broadcast_to(mix, r.shape), r)  # (n_ref,)
+            pairs, _ = _best_pairing(score)
+            improvements[c] = [float(score[i, j]) - float(mix_score[j]) for i, j in pairs]
             total += sum(improvements[c])
         n_tp = min(len(ei), len(ri))
         fp_classes += [c] * (len(ei) - n_tp)
@@ -302,11 +403,12 @@ def _label_multiset(row: Iterable[Any]) -> list[int]:
 def label_accuracy(
     est_label_sets: Sequence[Iterable[int | str]], ref_label_sets: Sequence[Iterable[int | str]]
 ) -> float:
-    """Percentage of mixtures whose estimated labels equal the reference labels exactly.
+    """Mixture accuracy: percentage of mixtures whose estimated labels equal the references.
 
     Labels are compared as multisets (order-free, repeats counted; ``-1``/``"silence"``
-    ignored), so with distinct labels this is the baseline's set equality. Rows may be label
-    lists or slot-array rows.
+    ignored): the DCASE 2026 ``LabelMetric`` ``accuracy_mix`` (``Counter`` equality). With
+    distinct labels (every DCASE 2025 tagger and reference) this is the 2025 baseline's set
+    equality. Rows may be label lists or slot-array rows. NaN for no mixtures.
     """
     if len(est_label_sets) != len(ref_label_sets):
         raise ValueError(
@@ -320,6 +422,30 @@ def label_accuracy(
         for e, r in zip(est_label_sets, ref_label_sets, strict=True)
     )
     return 100.0 * hits / len(ref_label_sets)
+
+
+def source_accuracy(
+    est_label_sets: Sequence[Iterable[int | str]], ref_label_sets: Sequence[Iterable[int | str]]
+) -> float:
+    """Source accuracy ``100·TP / (TP + FP + FN)``, counts pooled over all mixtures.
+
+    Per mixture (DCASE 2026 ``LabelMetric`` ``accuracy_src``): TP = size of the multiset
+    intersection of estimated and reference labels (a class estimated twice and present once is
+    one TP and one FP), FP = estimates − TP, FN = references − TP; ``-1``/``"silence"``
+    ignored. NaN when there is nothing to count (no labels anywhere).
+    """
+    if len(est_label_sets) != len(ref_label_sets):
+        raise ValueError(
+            f"source_accuracy: {len(est_label_sets)} estimated vs {len(ref_label_sets)} "
+            "reference label sets"
+        )
+    tp = fp = fn = 0
+    for e, r in zip(est_label_sets, ref_label_sets, strict=True):
+        est, ref = Counter(_label_multiset(e)), Counter(_label_multiset(r))
+        hit = sum((est & ref).values())
+        tp, fp, fn = tp + hit, fp + est.total() - hit, fn + ref.total() - hit
+    count = tp + fp + fn
+    return 100.0 * tp / count if count else math.nan
 
 
 def per_class(results: Iterable[ClassAwareResult]) -> dict[str, dict[str, float]]:

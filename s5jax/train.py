@@ -5,6 +5,8 @@ Flags:
   --workdir     run directory (default ``runs/<config name>``, e.g. ``runs/resunetk-smoke``);
                 re-running the same command resumes from its latest checkpoint
   --distributed call ``jax.distributed.initialize()`` first (multi-host; one process per host)
+  --dry_run     check the config's values, print it resolved (JSON) and exit: no dataset scan,
+                no compilation, nothing written
 """
 
 from __future__ import annotations
@@ -16,19 +18,34 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from s5jax.training.loop import NonFiniteError, train_and_evaluate
+from s5jax.training.loop import NonFiniteError, check_config, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:presets].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config name>).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Check the config, print it resolved (JSON), exit without training.")
 flags.mark_flags_as_required(["config"])
 
 
 def default_workdir(config) -> Path:
     """``runs/<config.name>``: the same command always maps to the same directory (resume)."""
     return Path("runs") / str(config.get("name", "run"))
+
+
+def dry_run(config, workdir: Path) -> int:
+    """``--dry_run``: the config's value checks only; the resolved config on stdout."""
+    try:
+        task = check_config(config)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(config.to_json(indent=2))
+    print(f"dry run: {task} config is valid; would train in {workdir.absolute()} "
+          "(dataset and config.init are checked when the run starts)", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -40,6 +57,8 @@ def main(argv: list[str]) -> int:
         jax.distributed.initialize()
     config = _CONFIG.value
     workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config)
+    if _DRY_RUN.value:
+        return dry_run(config, workdir)
     try:
         result = train_and_evaluate(config, str(workdir))
     except (ValueError, NonFiniteError) as e:

@@ -109,8 +109,9 @@ def test_rooms_positions_noise(split, draws):
     for r in draws[:2000]:
         off = float(r.noise_offset)
         dur = split.noise[int(r.noise)].frames / SR
-        assert off == np.floor(off)  # whole seconds
-        assert (off == 0) if dur <= 10 else (0 <= off <= dur - 10)
+        # Whole seconds, or "stretch the whole file" (the baseline's source_time null).
+        assert (off == recipes.STRETCH) if dur <= 10 else (off == np.floor(off) and
+                                                           0 <= off <= dur - 10)
 
 
 def test_allow_repeats(split):
@@ -176,6 +177,62 @@ def test_metadata_round_trip(split):
             assert getattr(back, f) == getattr(r, f)
         np.testing.assert_array_equal(back.cls[3:], r.cls[3:])
         np.testing.assert_array_equal(back.snr[3:], r.snr[3:])
+
+
+def test_durations_of_other_rates_are_seconds():
+    """A clip at 48 kHz is timed by its own duration (frames / its rate), as librosa's
+    get_duration gives the baseline, not by its frame count at 32 kHz."""
+    long48 = Clip(Path("/x/Speech/s48.wav"), "Speech", 48000 * 12, 2, sample_rate=48000)
+    short48 = Clip(Path("/x/Speech/t48.wav"), "Speech", 48000 * 3, 2, sample_rate=48000)
+    assert (long48.seconds, short48.seconds) == (12.0, 3.0)
+    base = fake_split()
+    targets = {c: (long48, short48) if c == "Speech" else () for c in labels_lib.CLASSES}
+    split = Split(targets, {}, base.noise, base.rooms)
+    seen = set()
+    for i in range(200):
+        r = recipes.make_recipe(split, i, 0)
+        f = int(r.file[0])
+        seen.add(f)
+        if f == 0:
+            assert r.duration[0] == 10.0 and 0 <= r.source_time[0] <= 2.0
+        else:
+            assert r.duration[0] == 3.0 and r.source_time[0] == 0.0
+    assert seen == {0, 1}
+
+
+def test_noise_metadata_as_the_baseline(split):
+    """Short noise is written "source_time": null and read back as STRETCH; a numeric
+    source_time on a noise file too short for it, and noise of another channel count than the
+    room, are refused (the baseline's renderer fails on both), naming the file."""
+    r = next(r for i in range(100) if int((r := recipes.make_recipe(split, i, 9)).noise) == 2)
+    meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)
+    assert meta["bg_events"][0]["source_time"] is None  # n2 lasts 4 s < 10 s
+    entry = recipes.ValidEntry("m", meta, tuple(ref))
+    assert float(recipes.recipe_from_metadata(entry, split, CFG).noise_offset) == recipes.STRETCH
+    meta["bg_events"][0]["source_time"] = 0.0
+    with pytest.raises(ValueError, match=r"validation mixture m: noise file /x/noise/n2.wav "
+                                         r"lasts 4 s, shorter than source_time 0 s \+ the 10-s"):
+        recipes.recipe_from_metadata(entry, split, CFG)
+    meta["bg_events"][0]["source_file"] = "n0.wav"
+    meta["bg_events"][0]["source_time"] = 5.0  # 15.5 s file: 5 + 10 fits
+    assert float(recipes.recipe_from_metadata(entry, split, CFG).noise_offset) == 5.0
+    stereo = Split(split.targets, split.interference,
+                   (Clip(Path("/x/noise/n0.wav"), "", 16 * SR, 2),), split.rooms)
+    with pytest.raises(ValueError, match="n0.wav has 2 channels, expected the room's 4"):
+        recipes.recipe_from_metadata(entry, stereo, CFG)
+
+
+def test_events_outside_their_file_or_the_mixture_are_refused(split):
+    r = next(r for i in range(100) if (r := recipes.make_recipe(split, i, 9)).active[3])
+    meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)
+    entry = recipes.ValidEntry("m", meta, tuple(ref))
+    ev = meta["int_events"][0]
+    ev["source_time"] = 99.0
+    with pytest.raises(ValueError, match=r"validation mixture m: source_time 99 s is outside"):
+        recipes.recipe_from_metadata(entry, split, CFG)
+    ev["source_time"], ev["event_time"] = 0.0, 10.0 - ev["event_duration"] / 2
+    with pytest.raises(ValueError, match=r"does not fit the 10-s mixture"):
+        recipes.recipe_from_metadata(entry, split, CFG)
 
 
 def test_bad_ref_event(split):

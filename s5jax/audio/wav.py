@@ -1,9 +1,12 @@
-"""Checked WAV reading and atomic writing (soundfile).
+"""Checked WAV reading, resampling and atomic writing (soundfile, soxr).
 
 Every problem with a file — unreadable, corrupt, truncated, wrong sample rate or channel count,
 non-finite samples, a window outside the file — is one ``ValueError`` that names the file and
 what was expected. Writes go to a temporary file next to the target and are renamed into place,
 so a failed or interrupted write never leaves a half-written file behind.
+
+``read`` wants the file at the given rate; ``load`` takes any rate and resamples the window it
+reads, exactly as the baseline's ``librosa.load(sr=32000, offset=, duration=, mono=)`` does.
 
 Arrays are channels-first: ``(channels, frames)`` float32, as in the rest of s5jax.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from s5jax.atomic import atomic_path
 
@@ -133,6 +137,68 @@ def read(
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: non-finite samples (NaN or inf); expected finite audio")
     return np.ascontiguousarray(data.T)
+
+
+def resample(x: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
+    """Resample ``(channels, frames)`` along the last axis, as librosa.resample's default.
+
+    soxr at its "HQ" quality (librosa's ``res_type="soxr_hq"``), each channel independently, then
+    zero-padded or cut to ``ceil(frames · to_rate / from_rate)`` samples (librosa's ``fix=True``).
+    Returns ``x`` itself when the rates are equal; float32 in, float32 out.
+    """
+    if from_rate == to_rate:
+        return x
+    if not (from_rate > 0 and to_rate > 0):
+        raise ValueError(f"resample {from_rate} Hz → {to_rate} Hz: expected positive rates")
+    x = np.asarray(x)
+    n = int(np.ceil(x.shape[-1] * float(to_rate) / from_rate))
+    y = soxr.resample(np.ascontiguousarray(x.T), from_rate, to_rate, quality="HQ").T
+    if y.shape[-1] < n:
+        y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])])
+    return np.ascontiguousarray(y[..., :n], dtype=x.dtype)
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    offset: float = 0.0,
+    duration: float | None = None,
+    mono: bool = False,
+    channels: int | None = None,
+) -> np.ndarray:
+    """Read a window of a file at any rate and resample it to ``sample_rate``.
+
+    The semantics of ``librosa.load(path, sr=sample_rate, offset=, duration=, mono=)``, which
+    the baseline uses for every clip and background: frames ``[⌊offset·r⌋, ⌊offset·r⌋ +
+    ⌊duration·r⌋)`` at the file's own rate ``r``, cut at the end of the file; averaged over
+    channels if ``mono``; then resampled (:func:`resample`) if ``r ≠ sample_rate``. Only that
+    window is read and resampled.
+
+    Args:
+      path: an audio file soundfile can read.
+      sample_rate: the rate of the returned samples.
+      offset: start, in seconds of the file.
+      duration: length in seconds; None reads to the end.
+      mono: average the channels (librosa.to_mono).
+      channels: required channel count of the file, or None to accept any.
+
+    Returns:
+      ``(channels, frames)`` float32 (``(1, frames)`` if ``mono``).
+    """
+    path = Path(path)
+    i = _open_info(path)
+    if channels is not None and i.channels != channels:
+        raise ValueError(f"{path}: {i.channels} channels, expected {channels}")
+    start = int(offset * i.sample_rate)
+    frames = i.frames - start if duration is None else int(duration * i.sample_rate)
+    if start < 0 or frames < 0 or start >= i.frames:
+        raise ValueError(f"{path}: window of {duration} s at {offset} s is outside the file's "
+                         f"{i.frames / i.sample_rate:.6g} s")
+    x = read(path, sample_rate=i.sample_rate, start=start, frames=min(frames, i.frames - start))
+    if mono and x.shape[0] > 1:
+        x = x.mean(axis=0, keepdims=True)
+    return resample(x, i.sample_rate, sample_rate)
 
 
 def write(

@@ -12,8 +12,20 @@ Two inputs are understood:
   head BatchNorm statistics. The 527-way AudioSet head is discarded and a fresh 18-way head is
   initialised from ``seed``.
 
+* the DCASE 2026 AudioTagging checkpoints (``m2dat_1c.ckpt``, ``m2dat_4c.ckpt``): the slot head
+  ``HeadAvgLinear`` (``model.head.{m2d_out_norm, linear.{0,1}, tracks.N.{0,1,3}}``) on
+  ``model.backbone.*`` (``M2dAt``, 1 channel) or on ``model.m2d.backbone.*`` (``M2dAtSpatial``,
+  features of channels ``0..C−1`` concatenated). → ``head="slots"``; ``in_channels``, flat vs
+  stacked and the slot widths are read from the shapes. The encoder's own 527-class
+  ``head_norm`` statistics (``[m2d.]head_norm.*``), which the 2026 forward never uses, are
+  dropped; the BatchNorm the head does use is ``head.m2d_out_norm``.
+
+An M2D ``.pth`` converted with ``head="slots"`` (and ``in_channels``) gets a fresh slot head and
+fresh head statistics, as the official 2026 ``M2dAt`` starts (the EVAR statistics go to the
+unused encoder BatchNorm there).
+
 The result is a baseline model (``adapters=False``) unless ``adapters=True`` is passed, which adds
-fresh zero-output adapters (identical probabilities).
+fresh zero-output adapters (identical outputs).
 """
 
 from __future__ import annotations
@@ -58,7 +70,7 @@ def _unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
         obj = obj["model"]
     # Only tensors matter; torch_io turns any other pickled object into an inert placeholder.
     sd = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray) or hasattr(v, "detach")}
-    lightning = any(k.startswith("model.backbone.") for k in sd)
+    lightning = any(k.startswith(("model.backbone.", "model.m2d.backbone.")) for k in sd)
     if lightning:
         bad = sorted(k for k in sd if not k.startswith("model."))
         if bad:
@@ -147,6 +159,74 @@ def _check_to_spec(sd: dict[str, np.ndarray], where: str) -> None:
                              f"by {err:.3g} (> {BUFFER_TOL})")
 
 
+SLOT_NORM = ("head.m2d_out_norm.running_mean", "head.m2d_out_norm.running_var")
+
+
+def _slot_head(rest: dict[str, np.ndarray], where: str):
+    """2026 ``HeadAvgLinear`` keys (``head.*``) → ``(params, (mean, var), width, slot_dims)``.
+
+    Checks every ``head.*`` key and the shapes chaining the layers together.
+    """
+    n_slots = len({m.group(1) for k in rest if (m := re.match(r"head\.tracks\.(\d+)\.", k))})
+    expected = {*SLOT_NORM, "head.m2d_out_norm.num_batches_tracked"}
+    expected |= {f"head.linear.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")}
+    expected |= {f"head.tracks.{s}.{i}.{p}" for s in range(n_slots) for i in (0, 1, 3)
+                 for p in ("weight", "bias")}
+    got = {k for k in rest if k.startswith("head.")}
+    missing = sorted(expected - got - {"head.m2d_out_norm.num_batches_tracked"})
+    unexpected = sorted(got - expected)
+    if missing or unexpected:
+        raise ValueError(f"{where}: slot head: missing keys {missing[:10]}, unexpected keys "
+                         f"{unexpected[:10]} (expected HeadAvgLinear with per-slot "
+                         "Linear-LayerNorm-ReLU-Linear tracks)")
+    if n_slots != tagger_lib.MAX_SOURCES:
+        raise ValueError(f"{where}: slot head has {n_slots} tracks, expected "
+                         f"{tagger_lib.MAX_SOURCES}")
+    w0 = rest["head.linear.0.weight"]
+    width, hidden = rest["head.tracks.0.0.weight"].shape[1], rest["head.tracks.0.0.weight"].shape[0]
+    shapes = {"head.linear.0.weight": (n_slots * width, w0.shape[1]),
+              "head.linear.0.bias": (n_slots * width,), "head.linear.1.weight": (n_slots * width,),
+              "head.linear.1.bias": (n_slots * width,), SLOT_NORM[0]: (w0.shape[1],),
+              SLOT_NORM[1]: (w0.shape[1],)}
+    for s in range(n_slots):
+        t = f"head.tracks.{s}."
+        shapes |= {t + "0.weight": (hidden, width), t + "0.bias": (hidden,),
+                   t + "1.weight": (hidden,), t + "1.bias": (hidden,),
+                   t + "3.weight": (tagger_lib.SLOT_CLASSES, hidden),
+                   t + "3.bias": (tagger_lib.SLOT_CLASSES,)}
+    for k, shape in shapes.items():
+        if rest[k].shape != shape:
+            raise ValueError(f"{where}: {k} has shape {rest[k].shape}, expected {shape}")
+
+    def track(i, p):
+        return np.stack([rest[f"head.tracks.{s}.{i}.{p}"] for s in range(n_slots)])
+
+    f32 = np.float32
+    params = {
+        "linear": {"kernel": w0.T, "bias": rest["head.linear.0.bias"]},
+        "linear_norm": {"scale": rest["head.linear.1.weight"], "bias": rest["head.linear.1.bias"]},
+        "tracks": {
+            "fc1": {"kernel": track(0, "weight").transpose(0, 2, 1), "bias": track(0, "bias")},
+            "norm": {"scale": track(1, "weight"), "bias": track(1, "bias")},
+            "fc2": {"kernel": track(3, "weight").transpose(0, 2, 1), "bias": track(3, "bias")},
+        },
+    }
+    params = jax.tree.map(lambda a: np.asarray(a, f32), params)
+    return params, (rest[SLOT_NORM[0]], rest[SLOT_NORM[1]]), w0.shape[1], (width, hidden)
+
+
+def _features_and_channels(width: int | None, d: int, n_f: int, max_channels: int, where: str):
+    """Head input width → ``(features, in_channels)``: ``C·D`` is flat, ``C·n_f·D`` stacked."""
+    if width is None:
+        return "stacked", 1  # the baseline's choice when the EVAR head is absent
+    for features, unit in (("flat", d), ("stacked", n_f * d)):
+        if width % unit == 0 and 1 <= width // unit <= max_channels:
+            return features, width // unit
+    allowed = "D" if max_channels == 1 else f"C·D (C ≤ {max_channels})"
+    raise ValueError(f"{where}: head input width {width} is neither {allowed} nor "
+                     f"{n_f}·{allowed} (D={d})")
+
+
 def convert_state_dict(
     sd: Mapping[str, Any],
     *,
@@ -163,10 +243,13 @@ def convert_state_dict(
         ``state_dict`` (Lightning) or ``model`` (M2D).
       num_heads: attention heads (not recoverable from the weights); default ``D // 64``.
       adapters: add fresh (identity) adapters to every block.
-      seed: PRNG seed for the parts that are initialised here (fresh 18-way head for an M2D
-        ``.pth``, adapters).
+      seed: PRNG seed for the parts that are initialised here (fresh 18-way or slot head for
+        an M2D ``.pth``, adapters).
       where: file name used in error messages.
-      config_overrides: further ``tagger_config`` fields (e.g. ``adapter_ratio``).
+      config_overrides: further ``tagger_config`` fields (e.g. ``adapter_ratio``; for an M2D
+        ``.pth`` also ``head="slots"``, ``in_channels``, ``slot_dims``). ``head`` and
+        ``in_channels`` of a Lightning checkpoint are read from its weights; a different
+        requested value is an error.
 
     Returns:
       ``(model_config, {"params": ..., "batch_stats": {"head_norm": {"mean", "var"}}})``.
@@ -174,19 +257,43 @@ def convert_state_dict(
     flat, lightning = _unwrap(sd)
     head_stats = None
     head = None
+    slot_dims = None
+    spatial = False
+    requested_head = config_overrides.pop("head", None)
+    head_kind = requested_head or "sigmoid18"
     if lightning:
-        enc = {k[len("backbone.") :]: v for k, v in flat.items() if k.startswith("backbone.")}
-        rest = {k: v for k, v in flat.items() if not k.startswith("backbone.")}
-        known = {"head_norm.running_mean", "head_norm.running_var", "head_norm.num_batches_tracked",
-                 "head.weight", "head.bias"} | {f"to_spec.{k}" for k in TO_SPEC_KEYS}
-        missing = sorted(known - set(rest) - {"head_norm.num_batches_tracked"})
-        unexpected = sorted(set(rest) - known)
-        if missing or unexpected:
-            raise ValueError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
-        _check_to_spec(rest, where)
-        head_stats = (rest["head_norm.running_mean"], rest["head_norm.running_var"])
-        head = {"kernel": rest["head.weight"].T, "bias": rest["head.bias"]}
-        width = rest["head.weight"].shape[1]
+        spatial = any(k.startswith("m2d.backbone.") for k in flat)  # M2dAtSpatial
+        pre = "m2d." if spatial else ""
+        enc = {k[len(pre + "backbone.") :]: v for k, v in flat.items()
+               if k.startswith(pre + "backbone.")}
+        rest = {k: v for k, v in flat.items() if not k.startswith(pre + "backbone.")}
+        spec_keys = {f"{pre}to_spec.{k}" for k in TO_SPEC_KEYS}
+        norm_keys = {f"{pre}head_norm.{k}" for k in
+                     ("running_mean", "running_var", "num_batches_tracked")}
+        optional = {f"{pre}head_norm.num_batches_tracked"}
+        if "head.linear.0.weight" in rest or spatial:
+            known = spec_keys | norm_keys
+            extra = {k: v for k, v in rest.items() if not k.startswith("head.")}
+            missing = sorted(known - set(extra) - optional)
+            unexpected = sorted(set(extra) - known)
+            if missing or unexpected:
+                raise ValueError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
+            head, head_stats, width, slot_dims = _slot_head(rest, where)
+        else:
+            known = norm_keys | {"head.weight", "head.bias"} | spec_keys
+            missing = sorted(known - set(rest) - optional)
+            unexpected = sorted(set(rest) - known)
+            if missing or unexpected:
+                raise ValueError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
+            head_stats = (rest["head_norm.running_mean"], rest["head_norm.running_var"])
+            head = {"kernel": rest["head.weight"].T, "bias": rest["head.bias"]}
+            width = rest["head.weight"].shape[1]
+        found = "slots" if slot_dims is not None else "sigmoid18"
+        if requested_head not in (None, found):
+            raise ValueError(f"{where}: the weights are for head={found!r}, not "
+                             f"{requested_head!r}")
+        head_kind = found
+        _check_to_spec({k[len(pre):]: v for k, v in rest.items() if k in spec_keys}, where)
     else:
         # M2D .pth: strip the EVAR prefix, keep the encoder keys, use the EVAR head extras.
         enc = {}
@@ -196,7 +303,9 @@ def convert_state_dict(
                 ("patch_embed.", "blocks.", "norm.")
             ):
                 enc[k2] = v
-        if "module.head.norm.running_mean" in flat:
+        # The official 2026 M2dAt puts the EVAR statistics into its unused encoder BatchNorm;
+        # the slot head's own BatchNorm starts fresh.
+        if "module.head.norm.running_mean" in flat and head_kind == "sigmoid18":
             head_stats = (flat["module.head.norm.running_mean"],
                           flat["module.head.norm.running_var"])
         width = flat[HEAD_WIDTH_KEY].shape[-1] if HEAD_WIDTH_KEY in flat else None
@@ -209,12 +318,17 @@ def convert_state_dict(
     if enc["pos_embed"].shape != (1, 1 + n_f * n_t, d):
         raise ValueError(f"{where}: pos_embed has shape {enc['pos_embed'].shape}, expected "
                          f"{(1, 1 + n_f * n_t, d)} for {n_mels} mels × {frames} frames")
-    if width == d:
-        features = "flat"
-    elif width is None or width == n_f * d:
-        features = "stacked"  # the baseline's choice when the EVAR head is absent or 5·D wide
-    else:
-        raise ValueError(f"{where}: head input width {width} is neither D={d} nor {n_f}·D")
+    requested = config_overrides.pop("in_channels", None)
+    if lightning:
+        features, in_channels = _features_and_channels(width, d, n_f, 4 if spatial else 1, where)
+        if requested not in (None, in_channels):
+            raise ValueError(f"{where}: the weights are for in_channels={in_channels}, not "
+                             f"{requested}")
+    else:  # the M2D .pth head is single-channel; in_channels is the caller's choice
+        features, _ = _features_and_channels(width, d, n_f, 1, where)
+        in_channels = 1 if requested is None else requested
+    if slot_dims is not None:
+        config_overrides["slot_dims"] = slot_dims
     stats = enc.get("norm_stats")
     norm_stats = (tuple(float(np.float32(v)) for v in stats.reshape(-1)) if stats is not None
                   else mel.DEFAULT_NORM_STATS)
@@ -222,7 +336,7 @@ def convert_state_dict(
         raise ValueError(f"{where}: norm_stats has {len(norm_stats)} values, expected 2")
     cfg = tagger_lib.tagger_config(
         **sizes, n_mels=n_mels, frames=frames, features=features, adapters=adapters,
-        norm_stats=norm_stats, **config_overrides,
+        norm_stats=norm_stats, head=head_kind, in_channels=in_channels, **config_overrides,
     )
     feat = tagger_lib.feature_dim(cfg)
 
@@ -237,7 +351,9 @@ def convert_state_dict(
                              f"model expects {getattr(enc_fresh.get(k), 'shape', None)}")
     # Converted values everywhere; the model's fresh values only for adapters.
     params["encoder"] = traverse_util.unflatten_dict({**enc_fresh, **enc_conv})
-    if head is not None:
+    if slot_dims is not None:
+        params["head"] = head  # shapes checked in _slot_head, width = feat by construction
+    elif head is not None:
         if head["kernel"].shape != (feat, tagger_lib.NUM_CLASSES):
             raise ValueError(f"{where}: head.weight has shape {head['kernel'].T.shape}, expected "
                              f"{(tagger_lib.NUM_CLASSES, feat)}")

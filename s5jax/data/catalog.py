@@ -4,12 +4,25 @@ The root is a DCASE2025Task4Dataset ``data/dev_set`` folder (spec §2.1) or the 
 ``scan`` reads only WAV headers and SOFA positions, and collects every problem it finds into a
 single ``ValueError`` (one line per problem, each naming its path), so a broken dataset is
 reported completely before any training starts rather than one file at a time mid-run.
+
+It accepts what the baseline's loader accepts, and says so in ``Catalog.summary()``:
+
+* a WAV at another sample rate is resampled to 32 kHz when read (the baseline's
+  ``librosa.load(sr=32000)``); a multichannel target or interference clip is averaged to mono
+  (``librosa.load(mono=True)``); a room at another rate is resampled (SpatialScaper);
+* hidden files and folders (``._x.wav`` AppleDouble junk, dot-files) are ignored, as the
+  baseline's ``glob('*.wav')`` and SpatialScaper's label listing ignore them;
+* a noise file whose channel count differs from the rooms' stays in the pool and a mixture that
+  draws it gets no background, which is what the baseline's ``add_background`` does;
+* a *sparse* split (``valid`` by default: the baseline reads it only through its metadata) may
+  lack class folders, noise or interference folders; what the metadata names is resolved later.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +39,41 @@ FOA_CHANNELS = 4  # expected noise channel count when no room could be read
 class Clip:
     path: Path
     label: str  # class folder name; '' for noise
-    frames: int
-    channels: int
+    frames: int  # in the file, at its own rate
+    channels: int  # in the file (target/interference clips are averaged to mono when read)
+    sample_rate: int = SAMPLE_RATE  # the file's rate (read through wav.load → 32 kHz)
+
+    @property
+    def seconds(self) -> float:
+        """Length in seconds (librosa.get_duration), from which recipes draw their windows."""
+        return self.frames / self.sample_rate
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: positions is an array
 class Room:
     path: Path
     positions: np.ndarray  # (M, 3) metres, read-only
-    ir_frames: int
+    ir_frames: int  # at 32 kHz (after resampling, if the file has another rate)
     channels: int
+    sample_rate: float = SAMPLE_RATE  # the file's Data.SamplingRate
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
     targets: dict[str, tuple[Clip, ...]]  # the 18 labels, in s5jax.labels order
     interference: dict[str, tuple[Clip, ...]]  # interference class folders, sorted
-    noise: tuple[Clip, ...]
+    noise: tuple[Clip, ...]  # all of them, including any whose channel count ≠ the rooms'
     rooms: tuple[Room, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Notes:
+    """What the scan adapted, skipped or ignored (paths absolute)."""
+
+    resampled: tuple[tuple[Path, float], ...] = ()  # (file, its rate): WAVs and rooms
+    downmixed: tuple[tuple[Path, int], ...] = ()  # (clip, its channel count)
+    skipped: tuple[str, ...] = ()  # "<path>: why", one line each
+    hidden: tuple[Path, ...] = ()  # dot-files and dot-folders, never read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,119 +82,172 @@ class Catalog:
     splits: dict[str, Split]
     valid_metadata: Path | None  # metadata/valid.json if present
     test_dir: Path | None  # test/ if it has soundscape/
+    notes: Notes = Notes()
+
+    def summary(self) -> str:
+        """What was found, adapted, skipped and ignored; a few lines for the user."""
+        return summary(self)
 
 
-def _wavs(folder: Path) -> list[Path]:
-    # Only files directly in the folder, as the baseline's non-recursive glob.
-    return sorted(p for p in folder.glob("*.wav") if p.is_file())
+class _Scan:
+    """Problems (refusals) and notes collected while scanning."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.resampled: list[tuple[Path, float]] = []
+        self.downmixed: list[tuple[Path, int]] = []
+        self.skipped: list[str] = []
+        self.hidden: list[Path] = []
+
+    def notes(self) -> Notes:
+        return Notes(tuple(self.resampled), tuple(self.downmixed), tuple(self.skipped),
+                     tuple(self.hidden))
 
 
-def _clip(path: Path, label: str, channels: int | None, problems: list[str]) -> Clip | None:
+def _visible(entries, scan: _Scan) -> list[Path]:
+    """Entries whose name does not start with "."; the others are noted as hidden."""
+    out = []
+    for p in entries:
+        (scan.hidden if p.name.startswith(".") else out).append(p)
+    return out
+
+
+def _files(folder: Path, pattern: str, scan: _Scan) -> list[Path]:
+    # Only files directly in the folder, as the baseline's non-recursive glob, which also skips
+    # dot-files (pathlib's glob would not).
+    return sorted(_visible((p for p in folder.glob(pattern) if p.is_file()), scan))
+
+
+def _clip(path: Path, label: str, scan: _Scan) -> Clip | None:
     try:
         i = wav.info(path)
     except ValueError as e:
-        problems.append(str(e))
+        scan.problems.append(str(e))
         return None
-    bad = []
-    if i.sample_rate != SAMPLE_RATE:
-        bad.append(f"sample rate {i.sample_rate} Hz, expected {SAMPLE_RATE} Hz")
-    if channels is not None and i.channels != channels:
-        bad.append(f"{i.channels} channels, expected {channels}")
     if i.frames == 0:
-        bad.append("no audio frames, expected at least one")
-    if bad:
-        problems.append(f"{path}: " + "; ".join(bad))
+        scan.problems.append(f"{path}: no audio frames, expected at least one")
         return None
-    return Clip(path=path, label=label, frames=i.frames, channels=i.channels)
+    if i.sample_rate != SAMPLE_RATE:
+        scan.resampled.append((path, i.sample_rate))
+    if label and i.channels > 1:
+        scan.downmixed.append((path, i.channels))
+    return Clip(path=path, label=label, frames=i.frames, channels=i.channels,
+                sample_rate=i.sample_rate)
 
 
-def _class_folders(base: Path, problems: list[str]) -> dict[str, Path]:
+def _class_folders(base: Path, sparse: bool, scan: _Scan) -> dict[str, Path]:
     if not base.is_dir():
-        problems.append(f"{base}: missing folder, expected one sub-folder per class")
+        if not sparse:
+            scan.problems.append(f"{base}: missing folder, expected one sub-folder per class")
         return {}
-    return {p.name: p for p in sorted(base.iterdir()) if p.is_dir()}
+    return {p.name: p for p in _visible(sorted(p for p in base.iterdir() if p.is_dir()), scan)}
 
 
-def _clips_by_class(folders: dict[str, Path], channels: int, problems: list[str]):
+def _clips_by_class(folders: dict[str, Path], sparse: bool, scan: _Scan):
     out = {}
     for label, folder in folders.items():
-        files = _wavs(folder)
-        if not files:
-            problems.append(f"{folder}: empty class folder, expected *.wav files")
-        clips = [_clip(p, label, channels, problems) for p in files]
+        files = _files(folder, "*.wav", scan)
+        if not files and not sparse:
+            scan.problems.append(f"{folder}: empty class folder, expected *.wav files")
+        clips = [_clip(p, label, scan) for p in files]
         out[label] = tuple(c for c in clips if c is not None)
     return out
 
 
-def _scan_split(root: Path, split: str, problems: list[str]) -> Split:
+def _rooms(room_dir: Path, sparse: bool, scan: _Scan) -> list[Room]:
+    if not room_dir.is_dir():
+        if not sparse:
+            scan.problems.append(f"{room_dir}: missing folder, expected *.sofa room files")
+        return []
+    files = _files(room_dir, "*.sofa", scan)
+    if not files and not sparse:
+        scan.problems.append(f"{room_dir}: no *.sofa files, expected at least one room")
+    rooms = []
+    for p in files:
+        try:
+            info = sofa.open_room(p)
+        except ValueError as e:
+            scan.problems.append(str(e))
+            continue
+        if info.sample_rate != SAMPLE_RATE:
+            scan.resampled.append((p, info.sample_rate))
+        positions = info.positions.copy()
+        positions.setflags(write=False)
+        rooms.append(Room(path=p, positions=positions, ir_frames=info.frames_at(SAMPLE_RATE),
+                          channels=info.channels, sample_rate=info.sample_rate))
+    return rooms
+
+
+def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan) -> Split:
     # Rooms first: their channel count R is what the noise files must have.
     room_dir = root / "room_ir" / split
-    rooms: list[Room] = []
-    if not room_dir.is_dir():
-        problems.append(f"{room_dir}: missing folder, expected *.sofa room files")
-    else:
-        files = sorted(p for p in room_dir.glob("*.sofa") if p.is_file())
-        if not files:
-            problems.append(f"{room_dir}: no *.sofa files, expected at least one room")
-        for p in files:
-            try:
-                info = sofa.open_room(p)
-            except ValueError as e:
-                problems.append(str(e))
-                continue
-            positions = info.positions.copy()
-            positions.setflags(write=False)
-            rooms.append(Room(path=p, positions=positions, ir_frames=info.ir_frames,
-                              channels=info.channels))
+    rooms = _rooms(room_dir, sparse, scan)
     room_channels = sorted({r.channels for r in rooms})
     if len(room_channels) > 1:
-        problems.append(f"{room_dir}: rooms have {room_channels} channels, expected one count")
+        scan.problems.append(f"{room_dir}: rooms have {room_channels} channels, expected one "
+                             "count")
     channels = room_channels[0] if room_channels else FOA_CHANNELS
 
-    target_folders = _class_folders(root / "sound_event" / split, problems)
-    if target_folders:
-        base = root / "sound_event" / split
-        for label in sorted(set(target_folders) - set(CLASSES)):
-            problems.append(f"{base / label}: unknown class folder, expected only the 18 "
-                            f"labels {', '.join(CLASSES)}")
+    base = root / "sound_event" / split
+    target_folders = _class_folders(base, sparse, scan)
+    for label in sorted(set(target_folders) - set(CLASSES)):
+        if sparse:
+            scan.skipped.append(f"{base / label}: not one of the 18 classes; ignored")
+        else:
+            scan.problems.append(f"{base / label}: unknown class folder, expected only the 18 "
+                                 f"labels {', '.join(CLASSES)}")
+    if target_folders and not sparse:
         for label in CLASSES:
             if label not in target_folders:
-                problems.append(f"{base / label}: missing class folder")
-    found = _clips_by_class({k: v for k, v in target_folders.items() if k in CLASSES}, 1,
-                            problems)
+                scan.problems.append(f"{base / label}: missing class folder")
+    found = _clips_by_class({k: v for k, v in target_folders.items() if k in CLASSES}, sparse,
+                            scan)
     targets = {label: found.get(label, ()) for label in CLASSES}
 
     int_base = root / "interference" / split
-    int_folders = _class_folders(int_base, problems)
-    if int_base.is_dir() and not int_folders:
-        problems.append(f"{int_base}: no class folders, expected at least one")
-    interference = _clips_by_class(int_folders, 1, problems)
+    int_folders = _class_folders(int_base, sparse, scan)
+    if int_base.is_dir() and not int_folders and not sparse:
+        scan.problems.append(f"{int_base}: no class folders, expected at least one")
+    interference = _clips_by_class(int_folders, sparse, scan)
 
     noise_dir = root / "noise" / split
     noise: list[Clip] = []
     if not noise_dir.is_dir():
-        problems.append(f"{noise_dir}: missing folder, expected {channels}-channel *.wav files")
+        if not sparse:
+            scan.problems.append(f"{noise_dir}: missing folder, expected {channels}-channel "
+                                 "*.wav files")
     else:
-        files = _wavs(noise_dir)
-        if not files:
-            problems.append(f"{noise_dir}: no *.wav files, expected at least one noise file")
-        noise = [c for c in (_clip(p, "", channels, problems) for p in files) if c]
+        files = _files(noise_dir, "*.wav", scan)
+        if not files and not sparse:
+            scan.problems.append(f"{noise_dir}: no *.wav files, expected at least one noise "
+                                 "file")
+        noise = [c for c in (_clip(p, "", scan) for p in files) if c]
+        for c in noise:
+            if c.channels != channels:
+                scan.skipped.append(
+                    f"{c.path}: {c.channels} channels, the rooms have {channels}: a mixture "
+                    "that draws it gets no background (as in the baseline)")
 
     return Split(targets=targets, interference=interference, noise=tuple(noise),
                  rooms=tuple(rooms))
 
 
-def scan(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid")) -> Catalog:
-    """Check and list a dataset root; one ``ValueError`` listing every problem found."""
+def scan(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid"),
+         sparse: tuple[str, ...] = ("valid",)) -> Catalog:
+    """Check and list a dataset root; one ``ValueError`` listing every problem found.
+
+    Splits named in ``sparse`` may lack folders and classes (validation mixtures name their
+    files in metadata; :func:`s5jax.data.recipes.resolve_valid` checks those).
+    """
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: no such dataset folder, expected a DCASE2025Task4Dataset "
                          "dev_set layout (sound_event/, interference/, noise/, room_ir/)")
-    problems: list[str] = []
-    found = {split: _scan_split(root, split, problems) for split in sorted(splits)}
-    if problems:
-        raise ValueError(f"{root}: {len(problems)} problem(s) in the dataset:\n  "
-                         + "\n  ".join(problems))
+    state = _Scan()
+    found = {split: _scan_split(root, split, split in sparse, state) for split in sorted(splits)}
+    if state.problems:
+        raise ValueError(f"{root}: {len(state.problems)} problem(s) in the dataset:\n  "
+                         + "\n  ".join(state.problems))
     meta = root / "metadata" / "valid.json"
     test = root / "test"
     return Catalog(
@@ -172,4 +255,47 @@ def scan(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid")) 
         splits=found,
         valid_metadata=meta if meta.is_file() else None,
         test_dir=test if (test / "soundscape").is_dir() else None,
+        notes=state.notes(),
     )
+
+
+def _rel(root: Path, p: Path) -> str:
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(p)
+
+
+def _counts(pairs, unit: str) -> str:
+    c = Counter(v for _, v in pairs)
+    return ", ".join(f"{k:g} {unit}: {n}" for k, n in sorted(c.items()))
+
+
+def summary(cat: Catalog) -> str:
+    """A few lines: per split what was found; then what was adapted, skipped and ignored."""
+    parts = []
+    for name, sp in cat.splits.items():
+        t = sum(len(v) for v in sp.targets.values())
+        tc = sum(1 for v in sp.targets.values() if v)
+        i = sum(len(v) for v in sp.interference.values())
+        ic = sum(1 for v in sp.interference.values() if v)
+        parts.append(f"{name} {t} target clips ({tc} classes), {i} interference clips "
+                     f"({ic} kinds), {len(sp.noise)} noise files, {len(sp.rooms)} rooms")
+    lines = [f"dataset {cat.root}: " + "; ".join(parts)]
+    n = cat.notes
+    adapted = {p for p, _ in n.resampled} | {p for p, _ in n.downmixed}
+    if adapted:
+        what = []
+        if n.resampled:
+            what.append(f"{len(n.resampled)} resampled to {SAMPLE_RATE} Hz when read "
+                        f"(from {_counts(n.resampled, 'Hz')})")
+        if n.downmixed:
+            what.append(f"{len(n.downmixed)} averaged to mono "
+                        f"(from {_counts(n.downmixed, 'channels')})")
+        lines.append(f"adapted {len(adapted)} files: " + "; ".join(what))
+    for s in n.skipped:
+        lines.append(f"skipped: {s.replace(str(cat.root) + os.sep, '')}")
+    if n.hidden:
+        lines.append(f"ignored {len(n.hidden)} hidden files/folders (dot-files such as "
+                     f"AppleDouble ._*.wav), e.g. {_rel(cat.root, n.hidden[0])}")
+    return "\n".join(lines)

@@ -29,7 +29,7 @@ from s5jax.audio import wav
 from s5jax.data import rooms, sofa, sounds
 from s5jax.data.splits import write_splits
 
-VERSION = 2  # bump when any generator changes: cached datasets of another version are rebuilt
+VERSION = 3  # bump when any generator changes: cached datasets of another version are rebuilt
 MANIFEST = "embedded.json"
 SAMPLE_RATE = 32000
 SPLITS = ("train", "valid")
@@ -42,7 +42,10 @@ class Scale:
     clip_seconds: tuple[float, float]  # duration range of ordinary clips
     long_every: int  # every n-th clip (counted over all classes) lasts 10.5–12 s
     interference: dict[str, int]  # interference clips per kind, per split
-    noise_seconds: dict[str, tuple[float, ...]]  # one noise file per entry, its duration
+    # One noise file per entry, its duration: at least the longest mixture of the split (10-s
+    # training clips; small's 4-s validation/test mixtures), as in the real dataset. Those of
+    # exactly a mixture's length are written "source_time": null, like the baseline does.
+    noise_seconds: dict[str, tuple[float, ...]]
     rooms: dict[str, int]
     positions: int  # source positions per room
     ir_seconds: float
@@ -54,7 +57,7 @@ SCALES: dict[str, Scale] = {
         clip_seconds=(0.5, 2.0),
         long_every=18,
         interference={"train": 2, "valid": 1},
-        noise_seconds={"train": (10.5, 3.0), "valid": (4.0, 3.0)},
+        noise_seconds={"train": (10.5, 10.0), "valid": (5.0, 4.0)},
         rooms={"train": 2, "valid": 2},
         positions=4,
         ir_seconds=0.25,
@@ -64,7 +67,8 @@ SCALES: dict[str, Scale] = {
         clip_seconds=(0.5, 9.0),
         long_every=4,
         interference={"train": 8, "valid": 3},
-        noise_seconds={"train": (15.0, 12.0, 11.0, 10.5, 6.0, 4.0), "valid": (12.0, 10.5, 5.0)},
+        noise_seconds={"train": (15.0, 12.0, 11.0, 10.5, 10.0, 10.0),
+                       "valid": (12.0, 10.5, 10.0)},
         rooms={"train": 6, "valid": 3},
         positions=8,
         ir_seconds=0.5,

@@ -8,6 +8,11 @@ source windows the recipe uses are read (``wav.read`` with ``start``/``frames``)
 per event (``sofa.read_ir``). Arrays are padded to shapes fixed by the catalog (mixture length,
 max RIR length over the split's rooms), so the jitted renderer compiles once.
 
+Files at another sample rate are read with ``wav.load``: only the window a mixture uses is read
+and resampled, which is exactly what the baseline's ``librosa.load(offset=, duration=, sr=)``
+does (so the samples match it), costs ~10–20 ms per 10-s window and needs no cache shared
+between Grain workers. Rooms at another rate are resampled one measurement at a time.
+
 Validation (``make_valid_batches``): mixtures described by ``metadata/valid.json``, slots in
 ``ref_event`` order, deterministic; the last batch is padded with empty items (``weight`` 0).
 
@@ -95,35 +100,50 @@ def read_item(
             continue
         room = split.rooms[int(recipe.room)]
         clip = _clip(split, recipe, e, s_n)
-        start = int(recipe.source_time[e] * cfg.sr)  # librosa.load's int() truncation
-        frames = min(int(recipe.duration[e] * cfg.sr), clip.frames - start)
+        # The baseline: librosa.load(offset=source_time, duration=, mono=True, sr=32000), then
+        # x[: int(duration · sr)].
+        duration = float(recipe.duration[e])
+        x = wav.load(clip.path, sample_rate=cfg.sr, offset=float(recipe.source_time[e]),
+                     duration=duration, mono=True)[0, : int(duration * cfg.sr)]
+        frames = x.shape[0]
         onset = int(recipe.onset[e] * cfg.sr)
         if frames <= 0 or onset + frames > lay.length:
             raise ValueError(
-                f"{clip.path}: event window (start {start}, {frames} frames, onset {onset}) does "
-                f"not fit a {lay.length}-sample mixture"
+                f"{clip.path}: event window ({recipe.source_time[e]:g} s + {frames} samples at "
+                f"onset {onset}) does not fit a {lay.length}-sample mixture"
             )
-        x = wav.read(clip.path, sample_rate=cfg.sr, start=start, frames=frames)
-        item["source"][e, :frames] = x.mean(axis=0) if x.shape[0] > 1 else x[0]
+        item["source"][e, :frames] = x
         item["source_len"][e] = frames
         item["onset"][e] = onset
-        h = sofa.read_ir(room.path, int(recipe.position[e]))
+        h = sofa.read_ir(room.path, int(recipe.position[e]), sample_rate=cfg.sr)
         if h.shape[0] != lay.channels or h.shape[1] > lay.ir_frames:
             raise ValueError(f"{room.path}: IR shape {h.shape}, expected ({lay.channels}, ≤N)")
         item["ir"][e, :, : h.shape[1]] = h
         item["ir_len"][e] = h.shape[1]
     if int(recipe.noise) >= 0:
-        clip = split.noise[int(recipe.noise)]
-        start = int(float(recipe.noise_offset) * cfg.sr)
-        frames = min(lay.length, clip.frames - start)
-        n = wav.read(clip.path, sample_rate=cfg.sr, channels=lay.channels, start=start,
-                     frames=frames)
-        # Short background: tiled (the baseline time-stretches with np.repeat, spec §7.5).
-        reps = -(-lay.length // frames)
-        item["noise"][:] = np.tile(n, (1, reps))[:, : lay.length]
+        item["noise"][:] = read_noise(split.noise[int(recipe.noise)],
+                                      float(recipe.noise_offset), cfg, lay)
     if mode == "tagger":
         item["multi_hot"] = np.asarray(labels_lib.multi_hot(item["labels"][None]))[0]
     return item
+
+
+def read_noise(clip, offset: float, cfg: MixtureConfig, layout: Layout) -> np.ndarray:
+    """The background window ``(R, L)`` float32, as the baseline's ``get_background_noise``.
+
+    ``offset`` in seconds: ``librosa.load(offset=, duration=clip length)``. ``STRETCH``
+    ("source_time": null, files no longer than the clip): the whole file, each sample repeated
+    ``⌈L / len⌉`` times and cut to ``L`` — a time-stretch, not a loop (spec §7.5).
+    """
+    length = layout.length
+    if offset == recipes_lib.STRETCH:
+        n = wav.load(clip.path, sample_rate=cfg.sr, channels=layout.channels)
+        return np.repeat(n, -(-length // n.shape[1]), axis=-1)[:, :length]
+    n = wav.load(clip.path, sample_rate=cfg.sr, offset=offset, duration=cfg.duration,
+                 channels=layout.channels)[:, :length]
+    # Shorter only by resampling round-off (a file too short for its offset is refused when
+    # validation metadata is resolved, and training recipes never ask for one).
+    return np.pad(n, ((0, 0), (0, length - n.shape[1])))
 
 
 def empty_item(cfg: MixtureConfig, layout: Layout, mode: str = "separator") -> dict:
@@ -210,17 +230,16 @@ def make_train_iterator(
 
 
 class _ValidItem:
-    def __init__(self, entries, split, cfg, layout, mode):
-        self.entries, self.split, self.cfg, self.layout, self.mode = (
-            entries, split, cfg, layout, mode)
+    def __init__(self, recipes, split, cfg, layout, mode):
+        self.recipes, self.split, self.cfg, self.layout, self.mode = (
+            recipes, split, cfg, layout, mode)
 
     def __call__(self, i: int) -> dict:
-        if i >= len(self.entries):
+        if i >= len(self.recipes):
             item = empty_item(self.cfg, self.layout, self.mode)
             item["weight"] = np.float32(0)
             return item
-        recipe = recipes_lib.recipe_from_metadata(self.entries[i], self.split, self.cfg)
-        item = read_item(recipe, self.split, self.cfg, self.layout, mode=self.mode)
+        item = read_item(self.recipes[i], self.split, self.cfg, self.layout, mode=self.mode)
         item["weight"] = np.float32(1)
         return item
 
@@ -247,31 +266,25 @@ def make_valid_batches(
 ) -> ValidBatches:
     """Deterministic validation batches from ``catalog.valid_metadata`` (spec §2.7).
 
-    Every mixture must share ``sr`` and ``duration``. Items carry ``weight`` (1 real, 0 padding).
+    Every mixture must share ``sr`` and ``duration``. All metadata is resolved here, so every
+    problem is reported at once (one ``ValueError``) before anything runs. Items carry
+    ``weight`` (1 real, 0 padding).
     """
     _check_mode(mode)
     if catalog.valid_metadata is None:
         raise ValueError(f"{catalog.root}: no metadata/valid.json; cannot build validation batches")
-    entries = recipes_lib.read_valid_metadata(catalog.valid_metadata)
-    if not entries:
-        raise ValueError(f"{catalog.valid_metadata}: empty validation list")
-    cfgs = {recipes_lib.config_from_metadata(e.metadata) for e in entries}
-    if len(cfgs) != 1:
-        raise ValueError(f"{catalog.valid_metadata}: mixtures differ in sr/duration/ref_db/window")
-    cfg = dataclasses.replace(cfgs.pop(), num_targets=num_targets)
-    dirs = {e.metadata["config"].get("foreground_dir", "valid") for e in entries}
-    names = {str(d).rstrip("/").split("/")[-1] for d in dirs}
-    split_name = names.pop() if len(names) == 1 else "valid"
+    split_name = recipes_lib.metadata_split(catalog.valid_metadata)
     if split_name not in catalog.splits:
         split_name = "valid"
     if split_name not in catalog.splits:
         raise ValueError(f"{catalog.root}: validation metadata needs split {split_name!r} scanned")
     sp = catalog.splits[split_name]
+    cfg, entries, recipes = recipes_lib.resolve_valid(catalog.valid_metadata, sp, num_targets)
     layout = split_layout(sp, cfg)
     _ensure_absl_flags()
     n = len(entries)
     padded = -(-n // batch_size) * batch_size
-    ds = grain.MapDataset.range(0, padded).map(_ValidItem(entries, sp, cfg, layout, mode))
+    ds = grain.MapDataset.range(0, padded).map(_ValidItem(recipes, sp, cfg, layout, mode))
     ds = ds.batch(batch_size, drop_remainder=True)
     return ValidBatches(ds, cfg, tuple(e.name for e in entries), padded // batch_size)
 

@@ -11,13 +11,16 @@ be restarted or sharded without replaying draws. The draw follows baseline_spec.
   room's measurements; ``snr ~ U(5, 20)``;
 * ``n_interferers ~ U{1,2}``, class uniform *with* replacement, same timing rules,
   ``snr ~ U(0, 15)``;
-* noise file uniform; offset ``⌊U(0, dur − clip)⌋`` whole seconds if longer than the clip.
+* noise file uniform; offset ``⌊U(0, dur − clip)⌋`` whole seconds if longer than the clip, else
+  :data:`STRETCH` (the baseline's ``"source_time": null``): the loader stretches the whole file
+  to the clip by repeating every sample ``⌈L / len⌉`` times (``np.repeat``, spec §7.5), as the
+  baseline's renderer does; a noise file whose channel count differs from the room's gives a
+  mixture without background (the baseline's ``add_background`` skips it the same way).
 
-Deviations from the baseline, on purpose: classes are drawn from a sorted list (the baseline's
-``random.choice(list(set))`` depends on the process hash seed, §7.11); a noise file shorter than
-the clip is *tiled* by the loader (the baseline time-stretches it with ``np.repeat``, §7.5); a noise
-file whose channel count differs from the room's is skipped (as the baseline does) by marking the
-noise inactive.
+Durations are the files' own (``Clip.seconds``, librosa.get_duration), whatever their rate.
+
+Deviation from the baseline, on purpose: classes are drawn from a sorted list (the baseline's
+``random.choice(list(set))`` depends on the process hash seed, §7.11).
 
 Events are stored in ``num_targets + num_interferers`` slots (3 + 2): target slots first, in slot
 order (onset order for random recipes, inactive slots last; ``ref_event`` order for validation
@@ -39,6 +42,7 @@ from s5jax import labels as labels_lib
 from s5jax.data.catalog import Clip, Room, Split
 
 SAMPLE_RATE = 32000
+STRETCH = -1.0  # noise_offset of a background stretched to the clip ("source_time": null)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +90,7 @@ class Recipe:
     snr: np.ndarray  # float64 (E,) dB above ref_db
     active: np.ndarray  # bool (E,)
     noise: np.ndarray  # int32 () index into split.noise, -1 for none
-    noise_offset: np.ndarray  # float64 () seconds
+    noise_offset: np.ndarray  # float64 () seconds, or STRETCH
 
     def target_labels(self, num_targets: int) -> np.ndarray:
         """``int32 (num_targets,)`` class slots, -1 for inactive."""
@@ -116,7 +120,7 @@ def interference_classes(split: Split) -> list[str]:
 
 
 def _timing(rng: np.random.Generator, clip: Clip, cfg: MixtureConfig) -> tuple[float, float, float]:
-    dur_file = clip.frames / cfg.sr
+    dur_file = clip.seconds
     if dur_file > cfg.duration:
         source_time = rng.uniform(0.0, dur_file - cfg.duration)
         duration = cfg.duration
@@ -218,8 +222,11 @@ def make_recipe(
     if split.noise:
         k = int(rng.integers(len(split.noise)))
         clip = split.noise[k]
-        dur = clip.frames / cfg.sr
-        offset = math.floor(rng.uniform(0.0, dur - cfg.duration)) if dur > cfg.duration else 0
+        dur = clip.seconds
+        if dur > cfg.duration:
+            offset = float(math.floor(rng.uniform(0.0, dur - cfg.duration)))
+        else:
+            offset = STRETCH
         if clip.channels == room.channels:
             out["noise"] = np.asarray(k, np.int32)
             out["noise_offset"] = np.asarray(float(offset), np.float64)
@@ -240,7 +247,10 @@ class ValidEntry:
 
 
 def read_valid_metadata(valid_json: Path) -> list[ValidEntry]:
-    """Read ``valid.json`` and every per-mixture JSON it lists (paths relative to its folder)."""
+    """Read ``valid.json`` and every per-mixture JSON it lists (paths relative to its folder).
+
+    One ``ValueError`` lists every unreadable or incomplete file.
+    """
     valid_json = Path(valid_json)
     try:
         entries = json.loads(valid_json.read_text())
@@ -248,21 +258,27 @@ def read_valid_metadata(valid_json: Path) -> list[ValidEntry]:
         raise ValueError(f"{valid_json}: cannot read validation list ({e})") from None
     if not isinstance(entries, list):
         raise ValueError(f"{valid_json}: expected a JSON list of {{metadata_path, ref_event}}")
-    out = []
+    out, problems = [], []
     for i, e in enumerate(entries):
         if not isinstance(e, Mapping) or "metadata_path" not in e or "ref_event" not in e:
-            raise ValueError(f"{valid_json}: entry {i} lacks metadata_path / ref_event")
+            problems.append(f"{valid_json}: entry {i} lacks metadata_path / ref_event")
+            continue
         p = valid_json.parent / e["metadata_path"]
         try:
             meta = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{p}: cannot read mixture metadata ({err})") from None
+            problems.append(f"{p}: cannot read mixture metadata ({err})")
+            continue
         if "config" not in meta and "init_args" in meta:
             meta["config"] = meta["init_args"]
-        for key in ("config", "fg_events", "room"):
-            if key not in meta:
-                raise ValueError(f"{p}: mixture metadata lacks {key!r}")
+        missing = [k for k in ("config", "fg_events", "room") if k not in meta]
+        if missing:
+            problems.append(f"{p}: mixture metadata lacks {', '.join(map(repr, missing))}")
+            continue
         out.append(ValidEntry(Path(e["metadata_path"]).stem, meta, tuple(e["ref_event"])))
+    if problems:
+        raise ValueError(f"{valid_json}: {len(problems)} problem(s) in the validation metadata:"
+                         "\n  " + "\n  ".join(problems))
     return out
 
 
@@ -331,11 +347,22 @@ def recipe_from_metadata(
 
     def put(slot: int, ev: Mapping, pool, is_target: bool) -> None:
         name, f = _find_clip(pool, ev["source_file"], where)
+        clip = pool[name][f]
+        st, du, on = float(ev["source_time"]), float(ev["event_duration"]), float(ev["event_time"])
+        # The renderer places whole events (the event gain is the power of the whole wet image),
+        # so an event must start inside its file and end inside the mixture, as every event the
+        # official generator writes does.
+        if not 0 <= int(st * clip.sample_rate) < clip.frames:
+            raise ValueError(f"{where}: source_time {st:g} s is outside {clip.path} "
+                             f"({clip.seconds:.6g} s)")
+        if du <= 0 or on < 0 or int(on * cfg.sr) + int(du * cfg.sr) > cfg.frames:
+            raise ValueError(f"{where}: event of {clip.path} at {on:g} s lasting {du:g} s does "
+                             f"not fit the {cfg.duration:g}-s mixture")
         out["cls"][slot] = labels_lib.class_index(name) if is_target else i_names.index(name)
         out["file"][slot] = f
-        out["source_time"][slot] = float(ev["source_time"])
-        out["duration"][slot] = float(ev["event_duration"])
-        out["onset"][slot] = float(ev["event_time"])
+        out["source_time"][slot] = st
+        out["duration"][slot] = du
+        out["onset"][slot] = on
         out["position"][slot] = _nearest(room, ev["event_position"])
         out["snr"][slot] = float(ev["snr"])
         out["active"][slot] = True
@@ -359,10 +386,66 @@ def recipe_from_metadata(
         idx = [i for i, c in enumerate(split.noise) if c.path.name == key]
         if not idx:
             raise ValueError(f"{where}: noise file {key!r} is not in the catalog split")
-        if split.noise[idx[0]].channels == room.channels:
-            out["noise"] = np.asarray(idx[0], np.int32)
-            out["noise_offset"] = np.asarray(float(bg[0].get("source_time", 0.0)), np.float64)
+        clip = split.noise[idx[0]]
+        if clip.channels != room.channels:
+            raise ValueError(f"{where}: noise file {clip.path} has {clip.channels} channels, "
+                             f"expected the room's {room.channels} (the baseline cannot add it)")
+        offset = bg[0].get("source_time")
+        if offset is None:  # the baseline's "repeat ambient file until scape duration"
+            offset = STRETCH
+        else:
+            offset = float(offset)
+            start = int(offset * clip.sample_rate)
+            if start < 0 or start + int(cfg.duration * clip.sample_rate) > clip.frames:
+                raise ValueError(
+                    f"{where}: noise file {clip.path} lasts {clip.seconds:.6g} s, shorter than "
+                    f"source_time {offset:g} s + the {cfg.duration:g}-s mixture (the baseline's "
+                    'renderer fails on this; "source_time": null stretches a short file)')
+        out["noise"] = np.asarray(idx[0], np.int32)
+        out["noise_offset"] = np.asarray(offset, np.float64)
     return Recipe(**out)
+
+
+def metadata_split(valid_json: Path) -> str:
+    """The split the first mixture's ``foreground_dir`` names (``.../sound_event/<split>``);
+    "valid" if it cannot be told."""
+    try:
+        first = json.loads(Path(valid_json).read_text())[0]["metadata_path"]
+        meta = json.loads((Path(valid_json).parent / first).read_text())
+        d = (meta.get("config") or meta.get("init_args") or {}).get("foreground_dir") or "valid"
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return "valid"
+    return str(d).rstrip("/").split("/")[-1]
+
+
+def resolve_valid(
+    valid_json: Path, split: Split, num_targets: int = labels_lib.MAX_SOURCES
+) -> tuple[MixtureConfig, list[ValidEntry], list[Recipe]]:
+    """Read validation metadata and resolve every mixture against ``split``.
+
+    Returns the mixtures' shared config and, per mixture, its entry and recipe. One
+    ``ValueError`` lists every problem (unreadable files, mixtures that differ in sr / duration /
+    ref_db / dry window, files or rooms not in the split, noise the baseline could not render).
+    """
+    entries = read_valid_metadata(valid_json)
+    if not entries:
+        raise ValueError(f"{valid_json}: empty validation list")
+    cfgs = {config_from_metadata(e.metadata) for e in entries}
+    if len(cfgs) != 1:
+        raise ValueError(f"{valid_json}: mixtures differ in sr/duration/ref_db/window")
+    cfg = dataclasses.replace(cfgs.pop(), num_targets=num_targets)
+    out, problems = [], []
+    for e in entries:
+        try:
+            out.append(recipe_from_metadata(e, split, cfg))
+        except (ValueError, KeyError, TypeError) as err:
+            msg = str(err) if isinstance(err, ValueError) else f"malformed event field {err}"
+            problems.append(msg if msg.startswith("validation mixture") else
+                            f"validation mixture {e.name}: {msg}")
+    if problems:
+        raise ValueError(f"{valid_json}: {len(problems)} validation mixture(s) cannot be "
+                         "rendered:\n  " + "\n  ".join(problems))
+    return cfg, entries, out
 
 
 def recipe_to_metadata(
@@ -420,10 +503,11 @@ def recipe_to_metadata(
     bg = []
     if int(recipe.noise) >= 0:
         clip = split.noise[int(recipe.noise)]
+        stretch = float(recipe.noise_offset) == STRETCH
         bg.append({
             "label": None,
             "source_file": clip.path.name,
-            "source_time": float(recipe.noise_offset),
+            "source_time": None if stretch else float(recipe.noise_offset),
             "event_time": 0.0,
             "event_duration": cfg.duration,
             "snr": 0.0,

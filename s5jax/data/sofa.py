@@ -3,8 +3,11 @@
 The baseline reads two things from a room's SOFA file (spec §2.2): ``SourcePosition`` (M, 3)
 and one measurement of ``Data.IR`` (M, R, N) at a time. ``read_ir`` slices the HDF5 dataset, so
 only that measurement's bytes are read, never the whole (possibly large) ``Data.IR``.
-The baseline assumes the IRs are at 32 kHz without looking (spec §7 item 7); here a file whose
-``Data.SamplingRate`` differs is rejected instead of being silently used at the wrong rate.
+The baseline uses the IRs as stored, never reading ``Data.SamplingRate`` (spec §7 item 7), so a
+48-kHz room would be played 1.5× too slow; SpatialScaper itself resamples IRs to the scene rate
+with ``librosa.resample`` (``Scaper.get_room_irs_wav_xyz``, dead code in the baseline). s5jax does
+what SpatialScaper does: ``read_ir`` resamples a measurement to the requested rate (soxr, as
+librosa), and ``SofaInfo.frames_at(rate)`` is its length there.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import h5py
 import numpy as np
 
 from s5jax.atomic import atomic_path
+from s5jax.audio import wav
 
 SAMPLE_RATE = 32000
 
@@ -31,11 +35,17 @@ class SofaInfo:
     positions: np.ndarray  # (M, 3) float64
     channels: int
     ir_frames: int
-    sample_rate: int
+    sample_rate: float  # Data.SamplingRate (an int when whole)
 
     @property
     def measurements(self) -> int:
         return int(self.positions.shape[0])
+
+    def frames_at(self, sample_rate: int) -> int:
+        """Length of one IR resampled to ``sample_rate`` (what ``read_ir`` returns)."""
+        if sample_rate == self.sample_rate:
+            return self.ir_frames
+        return int(np.ceil(self.ir_frames * float(sample_rate) / self.sample_rate))
 
 
 @contextlib.contextmanager
@@ -52,7 +62,7 @@ def _open(path: Path):
         f.close()
 
 
-def _checked(path: Path, f: h5py.File) -> tuple[h5py.Dataset, np.ndarray, int]:
+def _checked(path: Path, f: h5py.File) -> tuple[h5py.Dataset, np.ndarray, float]:
     """(Data.IR dataset, positions (M, 3), sample rate) after checking shapes and rate."""
     for name in ("Data.IR", "SourcePosition", "Data.SamplingRate"):
         if name not in f or not isinstance(f[name], h5py.Dataset):
@@ -75,14 +85,14 @@ def _checked(path: Path, f: h5py.File) -> tuple[h5py.Dataset, np.ndarray, int]:
         positions = np.repeat(positions, m, axis=0)
     if not np.isfinite(positions).all():
         raise ValueError(f"{path}: SourcePosition has non-finite values")
-    if rate.size < 1 or not np.all(rate == rate[0]) or rate[0] != SAMPLE_RATE:
+    if rate.size < 1 or not np.all(rate == rate[0]) or not (np.isfinite(rate[0]) and rate[0] > 0):
         raise ValueError(
-            f"{path}: Data.SamplingRate is {rate.tolist()}, expected {SAMPLE_RATE} Hz "
-            "(the IRs are used without resampling)"
+            f"{path}: Data.SamplingRate is {rate.tolist()}, expected one positive rate in Hz"
         )
     if m == 0 or ir.shape[1] == 0 or ir.shape[2] == 0:
         raise ValueError(f"{path}: Data.IR has shape {ir.shape}, expected non-empty (M, R, N)")
-    return ir, positions, int(rate[0])
+    r = float(rate[0])
+    return ir, positions, int(r) if r.is_integer() else r
 
 
 def open_room(path: str | os.PathLike) -> SofaInfo:
@@ -99,11 +109,13 @@ def open_room(path: str | os.PathLike) -> SofaInfo:
         )
 
 
-def read_ir(path: str | os.PathLike, index: int) -> np.ndarray:
-    """One measurement ``Data.IR[index]`` as ``(R, N)`` float64 (an HDF5 slice, not the file)."""
+def read_ir(path: str | os.PathLike, index: int, sample_rate: float | None = SAMPLE_RATE
+            ) -> np.ndarray:
+    """One measurement ``Data.IR[index]`` as ``(R, N)`` float64 (an HDF5 slice, not the file),
+    resampled to ``sample_rate`` if the file's rate differs (None: as stored)."""
     path = Path(path)
     with _open(path) as f:
-        ir, _, _ = _checked(path, f)
+        ir, _, rate = _checked(path, f)
         m = ir.shape[0]
         if not 0 <= int(index) < m:
             raise ValueError(f"{path}: measurement index {index} outside [0, {m})")
@@ -113,7 +125,7 @@ def read_ir(path: str | os.PathLike, index: int) -> np.ndarray:
             raise ValueError(f"{path}: Data.IR[{index}] unreadable ({e})") from None
     if not np.isfinite(out).all():
         raise ValueError(f"{path}: Data.IR[{index}] has non-finite values")
-    return out
+    return out if sample_rate is None else wav.resample(out, rate, sample_rate)
 
 
 # --- writing -------------------------------------------------------------------------------

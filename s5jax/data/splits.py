@@ -9,8 +9,10 @@ interferers, noise and rooms never used by training recipes, which come from ``t
   ``room`` a basename) — rendered on access by the loader;
 * ``test/soundscape/<name>.wav`` (R-channel float32 WAV) and
   ``test/oracle_target/<name>_<Label>.wav`` (mono dry targets), rendered once with the float64
-  reference renderer. Test mixtures are different draws (another seed stream) from the same
-  held-out ``valid`` material.
+  reference renderer, plus the metadata that renders them (``metadata/test.json`` and
+  ``metadata/test/<name>.json``, the format of the validation metadata), so the official
+  SpatialScaper-based renderer can re-render the test set for comparison. Test mixtures are
+  different draws (another seed stream) from the same held-out ``valid`` material.
 
 Mixture length: 4 s for ``small`` (keeps the smoke runs quick), 10 s for ``full``.
 """
@@ -61,9 +63,13 @@ def write_splits(root: Path, seed: int, scale: str) -> None:
 
     (root / "test" / "soundscape").mkdir(parents=True, exist_ok=True)
     (root / "test" / "oracle_target").mkdir(parents=True, exist_ok=True)
+    listing = []
     for i in range(size["test"]):
         name = f"soundscape_{i:04d}"
         r = recipes.make_recipe(split, i, seed + _TEST_STREAM, cfg)
+        meta, ref = recipes.recipe_to_metadata(r, split, "valid", cfg)
+        _write_json(root / "metadata" / "test" / f"{name}.json", meta)
+        listing.append({"metadata_path": f"test/{name}.json", "ref_event": ref})
         item = loader.read_item(r, split, cfg, layout, dtype=np.float64)
         mix, dry = synth.render_reference(
             item, length=cfg.frames, num_targets=cfg.num_targets, ref_db=cfg.ref_db, sr=cfg.sr,
@@ -76,6 +82,7 @@ def write_splits(root: Path, seed: int, scale: str) -> None:
                 label = labels_lib.CLASSES[int(c)]
                 wav.write(root / "test" / "oracle_target" / f"{name}_{label}.wav",
                           dry[s : s + 1].astype(np.float32), sample_rate=cfg.sr)
+    _write_json(root / "metadata" / "test.json", listing)
 
 
 def describe(scale: str) -> dict:

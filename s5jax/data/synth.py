@@ -14,7 +14,7 @@ then interferer slots:
 | ``onset`` | ``(E,)`` int32 | placement frame ``⌊event_time · sr⌋`` |
 | ``level_db`` | ``(E,)`` | target level ``ref_db + snr`` of the full wet image |
 | ``active`` | ``(E,)`` bool | slot holds an event |
-| ``noise`` | ``(R, L)`` | background window (tiled if the file is short) |
+| ``noise`` | ``(R, L)`` | background window (a short file stretched with ``np.repeat``) |
 | ``noise_active`` | ``()`` bool | a background is present |
 | ``labels`` | ``(S,)`` int32 | target classes in slot order, -1 empty |
 

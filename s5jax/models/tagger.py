@@ -1,8 +1,16 @@
-"""The audio tagger: channel-0 log-mel → M2D ViT → mean-pooled tokens → BatchNorm → Linear → σ.
+"""The audio tagger: log-mel → M2D ViT → mean-pooled tokens → BatchNorm → head.
 
-Spec §4 (baseline ``M2dAt``) plus the seed's adapters (seed_system.md §1). Baseline vs seed is
-the config value ``adapters``; with fresh adapters (zero ``W_down``/``b_down``) both give the
-same probabilities.
+Spec §4 (baseline ``M2dAt``) plus the seed's adapters (seed_system.md §1), and the DCASE 2026
+baseline (dcase2026.md): a slot head (``M2dAt`` with ``HeadAvgLinear``) on channel 0 or, with
+``in_channels=4``, on the per-channel features of one shared encoder (``M2dAtSpatial``,
+``catchan_average_linear``). All are config values of one module:
+
+* ``head="sigmoid18"`` (2025): Linear(F → 18) → sigmoid, ``probabilities (B, 18)``;
+* ``head="slots"`` (2026): Linear(F → 3·1024) → LayerNorm → ReLU → per slot Linear(1024 → 512)
+  → LayerNorm → ReLU → Linear(512 → 19), ``logits (B, 3, 19)`` (class 19 = silence).
+
+Baseline vs seed is the config value ``adapters``; with fresh adapters (zero
+``W_down``/``b_down``) both give the same outputs.
 """
 
 from __future__ import annotations
@@ -19,10 +27,14 @@ import ml_collections
 from s5jax import modeldir
 from s5jax.audio import mel
 from s5jax.labels import EMPTY, MAX_SOURCES, NUM_CLASSES
-from s5jax.models.layers import BatchNorm
+from s5jax.models.layers import BatchNorm, torch_linear_init
 from s5jax.models.vit import ViT
 
 HEAD_NORM_MOMENTUM = 0.1  # PyTorch convention (BatchNorm1d default)
+HEADS = ("sigmoid18", "slots")
+SLOT_CLASSES = NUM_CLASSES + 1  # the 2026 slot head's classes: 18 + silence (index 18)
+SILENCE_CLASS = NUM_CLASSES
+SLOT_LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by the official HeadAvgLinear
 
 
 def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -33,7 +45,11 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
     all D-dim patch tokens; ``"stacked"``: per time step the ``n_f·D`` frequency stack, then the
     mean), ``adapters``, ``adapter_ratio``, ``adapter_mode`` (``"parallel"``/``"sequential"``),
     ``adapter_blocks`` (block indices; empty = all), ``norm_stats`` (log-mel ``(mean, std)``,
-    replaced by the checkpoint's value on conversion), ``dtype``.
+    replaced by the checkpoint's value on conversion), ``dtype``, ``head`` (``"sigmoid18"``:
+    2025, ``"slots"``: 2026), ``in_channels`` (mixture channels ``0..in_channels−1`` each run
+    through the shared encoder, features concatenated channel-major: 1 = channel 0 only, 4 =
+    the official ``M2dAtSpatial``), ``slot_dims`` (the slot head's ``(track_input_dim,
+    track_hidden_dim)``, official ``(1024, 512)``).
     """
     cfg = ml_collections.ConfigDict(
         dict(
@@ -52,6 +68,9 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
             adapter_blocks=(),
             norm_stats=mel.DEFAULT_NORM_STATS,
             dtype="float32",
+            head="sigmoid18",
+            in_channels=1,
+            slot_dims=(1024, 512),
         )
     )
     unknown = set(overrides) - set(cfg.keys())
@@ -64,13 +83,19 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
         raise ValueError(
             f"tagger config adapter_mode={cfg.adapter_mode!r}: expected 'parallel' or 'sequential'"
         )
+    if cfg.head not in HEADS:
+        raise ValueError(f"tagger config head={cfg.head!r}: expected one of {HEADS}")
+    if not 1 <= int(cfg.in_channels) <= 4:
+        raise ValueError(f"tagger config in_channels={cfg.in_channels!r}: expected 1..4")
+    if len(tuple(cfg.slot_dims)) != 2:
+        raise ValueError(f"tagger config slot_dims={cfg.slot_dims!r}: expected (width, hidden)")
     return cfg
 
 
 def feature_dim(cfg: ml_collections.ConfigDict) -> int:
-    """Width of the pooled feature: D (flat) or ``n_f·D`` (stacked)."""
+    """Width of the pooled feature: ``in_channels`` × (D (flat) or ``n_f·D`` (stacked))."""
     n_f = cfg.n_mels // cfg.patch
-    return cfg.embed_dim * (n_f if cfg.features == "stacked" else 1)
+    return int(cfg.in_channels) * cfg.embed_dim * (n_f if cfg.features == "stacked" else 1)
 
 
 def _head_bias_init(fan_in: int):
@@ -82,11 +107,54 @@ def _head_bias_init(fan_in: int):
     return init
 
 
-class Tagger(nn.Module):
-    """``mixture (batch, channels, samples)`` → ``probabilities (batch, 18)``.
+class _SlotMLP(nn.Module):
+    """One slot's MLP of the official ``HeadAvgLinear``: Linear → LayerNorm → ReLU → Linear."""
 
-    Only channel 0 is used. ``tokens`` returns the encoder's patch tokens (flat:
-    ``(batch, N, D)``; stacked ``(batch, n_t, n_f·D)``) for parity checks.
+    hidden: int
+    classes: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        k, b = torch_linear_init(x.shape[-1])
+        x = nn.Dense(self.hidden, kernel_init=k, bias_init=b, name="fc1")(x)
+        x = nn.relu(nn.LayerNorm(epsilon=SLOT_LN_EPS, use_fast_variance=False, name="norm")(x))
+        k, b = torch_linear_init(self.hidden)
+        return nn.Dense(self.classes, kernel_init=k, bias_init=b, name="fc2")(x)
+
+
+class SlotHead(nn.Module):
+    """The 2026 slot head after the BatchNorm: ``(B, F)`` → logits ``(B, slots, classes)``.
+
+    ``linear`` (F → slots·width) → ``linear_norm`` (LayerNorm, eps 1e-5) → ReLU → split into
+    slots → ``tracks``: one MLP per slot (width → hidden → classes), evaluated as one vmapped
+    module with parameters stacked on a leading slot axis. PyTorch default initialisation.
+    """
+
+    slots: int
+    width: int
+    hidden: int
+    classes: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        k, b = torch_linear_init(x.shape[-1])
+        x = nn.Dense(self.slots * self.width, kernel_init=k, bias_init=b, name="linear")(x)
+        x = nn.LayerNorm(epsilon=SLOT_LN_EPS, use_fast_variance=False, name="linear_norm")(x)
+        x = nn.relu(x).reshape(x.shape[:-1] + (self.slots, self.width))
+        tracks = nn.vmap(
+            _SlotMLP, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=-2, out_axes=-2,
+        )
+        return tracks(self.hidden, self.classes, name="tracks")(x)
+
+
+class Tagger(nn.Module):
+    """``mixture (batch, channels, samples)`` → ``probabilities (batch, 18)`` (``"sigmoid18"``)
+    or slot ``logits (batch, 3, 19)`` (``"slots"``).
+
+    Channels ``0..in_channels−1`` are used. ``tokens`` returns the encoder's patch tokens (flat:
+    ``(batch, N, C·D)``; stacked ``(batch, n_t, C·n_f·D)``, C = ``in_channels``, features
+    channel-major) for parity checks.
     """
 
     config: ml_collections.ConfigDict
@@ -105,34 +173,52 @@ class Tagger(nn.Module):
             momentum=HEAD_NORM_MOMENTUM, use_scale=False, use_bias=False, name="head_norm"
         )
         d = feature_dim(cfg)
-        # torch trunc_normal_(std=2e-5) truncates at ±2 absolute, which never binds at this std.
-        self.head = nn.Dense(
-            NUM_CLASSES, kernel_init=nn.initializers.normal(2e-5),
-            bias_init=_head_bias_init(d), name="head",
-        )
+        if cfg.head == "slots":
+            width, hidden = (int(v) for v in cfg.slot_dims)
+            self.head = SlotHead(MAX_SOURCES, width, hidden, SLOT_CLASSES, name="head")
+        else:
+            # torch trunc_normal_(std=2e-5) truncates at ±2 absolute, never binding at this std.
+            self.head = nn.Dense(
+                NUM_CLASSES, kernel_init=nn.initializers.normal(2e-5),
+                bias_init=_head_bias_init(d), name="head",
+            )
 
     def spectrogram(self, mixture: jnp.ndarray) -> jnp.ndarray:
-        """Normalised log-mel of channel 0, ``(batch, frames, n_mels)``."""
-        if mixture.ndim != 3:
-            raise ValueError(f"mixture shape {mixture.shape}: expected (batch, channels, samples)")
+        """Normalised log-mel of channels ``0..C−1``, ``(batch·C, frames, n_mels)``
+        (batch-major: row ``b·C + c``)."""
+        if mixture.ndim != 3 or mixture.shape[1] < self.config.in_channels:
+            raise ValueError(
+                f"mixture shape {mixture.shape}: expected (batch, channels ≥ "
+                f"{self.config.in_channels}, samples)"
+            )
         stats = tuple(float(v) for v in self.config.norm_stats)
-        return mel.normalized_log_mel(mixture[:, 0].astype(jnp.float32), stats)
+        x = mixture[:, : self.config.in_channels].astype(jnp.float32)
+        return mel.normalized_log_mel(x.reshape(-1, x.shape[-1]), stats)
 
     def tokens(self, mixture: jnp.ndarray) -> jnp.ndarray:
         lms = self.spectrogram(mixture)
-        return self.encoder(lms, stacked=self.config.features == "stacked")
+        tok = self.encoder(lms, stacked=self.config.features == "stacked")  # (B·C, N, F)
+        c = self.config.in_channels
+        if c == 1:
+            return tok
+        # Official catchan: (B, C, N, F) → (B, N, C, F) → (B, N, C·F).
+        tok = tok.reshape((mixture.shape[0], c) + tok.shape[1:])
+        return jnp.swapaxes(tok, 1, 2).reshape(tok.shape[0], tok.shape[2], -1)
 
     def tokens_and_probabilities(
         self, mixture: jnp.ndarray, train: bool = False
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """``(tokens, probabilities (batch, 18))`` from one encoder pass."""
+        """``(tokens, outputs)`` from one encoder pass; outputs as ``__call__``."""
         tok = self.tokens(mixture)
         feats = jnp.mean(tok.astype(jnp.float32), axis=1)
         feats = self.head_norm(feats, train=train)
-        return tok, nn.sigmoid(self.head(feats))
+        out = self.head(feats)
+        return tok, out if self.config.head == "slots" else nn.sigmoid(out)
 
     def __call__(self, mixture: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        """Probabilities ``(batch, 18)``; ``train`` switches head_norm to batch statistics."""
+        """``"sigmoid18"``: probabilities ``(batch, 18)``; ``"slots"``: logits
+        ``(batch, 3, 19)`` (the official forward output, before softmax). ``train`` switches
+        head_norm to batch statistics."""
         return self.tokens_and_probabilities(mixture, train)[1]
 
 
@@ -143,30 +229,42 @@ def build_tagger(model_config: ml_collections.ConfigDict) -> Tagger:
 
 def init_variables(model: Tagger, seed: int = 0, samples: int = 32000) -> Any:
     """Fresh ``{"params", "batch_stats"}`` (shapes do not depend on ``samples``)."""
-    x = jnp.zeros((1, 1, samples), jnp.float32)
+    x = jnp.zeros((1, model.config.in_channels, samples), jnp.float32)
     return model.init(jax.random.key(seed), x, train=False)
 
 
 def predict(
-    probs: jnp.ndarray,
+    outputs: jnp.ndarray,
     threshold: float = 0.5,
     max_sources: int = MAX_SOURCES,
     allow_empty: bool = False,
 ) -> jnp.ndarray:
-    """The baseline decision rule (spec §4.5), jit-able.
+    """The baseline decision rule of either head, jit-able; chosen by the outputs' shape.
 
-    Every class with ``p ≥ threshold`` is kept, at most ``max_sources`` of them (those with the
-    highest probability); if none passes, the arg-max class is kept unless ``allow_empty``.
-
-    Args:
-      probs: ``(batch, 18)`` probabilities.
+    * ``(batch, 18)`` sigmoid probabilities (2025, spec §4.5): every class with
+      ``p ≥ threshold`` is kept, at most ``max_sources`` of them (those with the highest
+      probability); if none passes, the arg-max class is kept unless ``allow_empty``. Kept
+      classes in ascending class-index order (as the baseline's ``S5.predict_label``); ties in
+      probability go to the lower class index (PyTorch's ``argsort`` is not stable).
+    * ``(batch, slots, 19)`` slot logits (2026, ``M2dAt.predict`` + ``S5.predict_label`` +
+      ``predict_label_separate``): per slot the arg-max of the softmax (first index on ties,
+      as ``torch.max``), class 19 meaning silence; silence slots are moved last, the others
+      keep their slot order (a stable sort). Repeats are kept. ``threshold``,
+      ``max_sources`` and ``allow_empty`` do not apply.
 
     Returns:
-      ``int32 (batch, max_sources)`` class indices in ascending class-index order (as the
-      baseline's ``S5.predict_label``), padded with ``-1``. Ties in probability are broken
-      deterministically in favour of the lower class index (PyTorch's ``argsort`` is not stable).
+      ``int32 (batch, max_sources)`` (2025) or ``int32 (batch, slots)`` (2026) class indices,
+      ``-1`` for empty slots, empty slots last.
     """
-    probs = jnp.asarray(probs)
+    outputs = jnp.asarray(outputs)
+    if outputs.ndim == 3:
+        return _predict_slots(outputs)
+    if outputs.ndim != 2:
+        raise ValueError(
+            f"predict: outputs of shape {outputs.shape}: expected (batch, {NUM_CLASSES}) "
+            f"probabilities or (batch, slots, {SLOT_CLASSES}) slot logits"
+        )
+    probs = outputs
     n = probs.shape[-1]
     # Stable descending sort: equal probabilities keep ascending class order.
     order = jnp.argsort(-probs, axis=-1, stable=True)
@@ -179,6 +277,21 @@ def predict(
     keys = jnp.where(keep, idx, n + idx)
     picked = jnp.sort(keys, axis=-1)[..., :max_sources]
     return jnp.where(picked < n, picked, EMPTY).astype(jnp.int32)
+
+
+def _predict_slots(logits: jnp.ndarray) -> jnp.ndarray:
+    """``(batch, slots, 19)`` → ``int32 (batch, slots)``, silence (−1) slots last."""
+    if logits.shape[-1] != SLOT_CLASSES:
+        raise ValueError(
+            f"predict: slot outputs of shape {logits.shape}: expected {SLOT_CLASSES} classes "
+            f"(18 + silence) in the last axis"
+        )
+    # The official takes the arg-max of the softmax, not of the logits: identical except where
+    # rounding makes two probabilities equal, which this keeps identical too.
+    cls = jnp.argmax(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+    labels = jnp.where(cls == SILENCE_CLASS, EMPTY, cls).astype(jnp.int32)
+    order = jnp.argsort(labels == EMPTY, axis=-1, stable=True)
+    return jnp.take_along_axis(labels, order, axis=-1)
 
 
 TRAINABLE, FROZEN = "trainable", "frozen"

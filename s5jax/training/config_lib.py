@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -19,9 +20,11 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
         dict(
             name=name,  # also the default work directory name: runs/<name>[-<presets>]
             model=model,
-            init=None,  # a model directory (converted or trained) to start from; None = random
+            # Fields that default to "nothing" are typed placeholders, so that the command line can
+            # set them (--config.init=DIR); a bare None could not be overridden.
+            init=placeholder(str),  # model directory (converted/trained) to start from; None=random
             data=dict(
-                root=None,  # None → the embedded dataset, created on first use
+                root=placeholder(str),  # None → the embedded dataset, created on first use
                 embedded_scale="small",
                 clip_seconds=10.0,
                 batch_size=4,  # global, over all devices and hosts
@@ -29,7 +32,7 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
                 prefetch=2,
                 seed=0,
                 valid_batch_size=4,
-                valid_limit=None,  # at most this many validation mixtures (None: all)
+                valid_limit=placeholder(int),  # at most this many validation mixtures (None: all)
             ),
             optim=dict(
                 lr=1e-4,

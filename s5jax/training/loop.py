@@ -11,6 +11,7 @@ directory ``<workdir>/model`` readable by ``load_separator`` / ``load_tagger``.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class Plan:
     devices: int
     resume: bool
     init: dict | None = None  # variables of config.init, loaded once
+    valid: Any = None  # s5jax.data.loader.ValidBatches, its metadata resolved up front
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,8 +117,12 @@ def check_resume(config: ml_collections.ConfigDict, workdir: Path) -> bool:
     return has_ckpts
 
 
-def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
-    """Check ``config`` against this machine, the dataset and ``workdir``; no compilation."""
+def check_config(config: ml_collections.ConfigDict) -> str:
+    """Check the values of ``config`` against this machine; returns the task.
+
+    Reads no file (the dataset and ``config.init`` are checked by :func:`validate`) and compiles
+    nothing: this is all ``python -m s5jax.train --dry_run`` does.
+    """
     task = steps.task_of(config.model)
     check_model_config(task, config.model)
     if config.precision not in PRECISIONS:
@@ -148,12 +154,22 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
         )
     if task == steps.SEPARATOR and config.trainable != "all":
         raise ValueError(f"config.trainable={config.trainable!r}: separators train 'all'")
-    init = load_init(config, task) if config.get("init") is not None else None
     if d.clip_seconds <= 0:
         raise ValueError(f"config.data.clip_seconds={d.clip_seconds}: expected > 0")
+    if d.valid_limit is not None and d.valid_limit < 1:
+        raise ValueError(f"config.data.valid_limit={d.valid_limit}: expected ≥ 1 (or unset: all)")
+    return task
+
+
+def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
+    """Check ``config`` against this machine, the dataset and ``workdir``; no compilation."""
+    task = check_config(config)
+    n_dev, d = jax.device_count(), config.data
+    init = load_init(config, task) if config.get("init") is not None else None
     catalog = _scan_dataset(d)
+    valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
     resume = check_resume(config, workdir)
-    return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init)
+    return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init, valid=valid)
 
 
 def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
@@ -181,7 +197,10 @@ def _scan_dataset(d: ml_collections.ConfigDict):
         root = Path(d.root).expanduser()
         if not root.is_dir():
             raise ValueError(f"config.data.root={d.root!r}: no such dataset folder")
-    return catalog_lib.scan(root.absolute())  # one ValueError listing every problem
+    cat = catalog_lib.scan(root.absolute())  # one ValueError listing every problem
+    if jax.process_index() == 0:
+        print(cat.summary(), file=sys.stderr)
+    return cat
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +424,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         catalog, batch_size=d.batch_size // jax.process_count(), seed=int(d.seed),
         mode=task, num_workers=int(d.num_workers), config=mix_cfg,
     )
-    valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
+    valid = plan.valid
 
     ckpts = ckpt_lib.CheckpointManager(workdir, keep=int(t.keep), best_metric=t.best_metric,
                                        best_mode=t.best_mode)
