@@ -27,29 +27,17 @@ import numpy as np
 
 from s5jax.atomic import write_atomic
 from s5jax.audio import wav
+from s5jax.inference.files import output_names
+from s5jax.inference.loading import load_pipeline
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index
 
-SAMPLE_RATE = 32000
 CHANNELS = 4
-
-
-def output_names(name: str, labels: Sequence[int | str]) -> list[str]:
-    """``<name>_<Label>.wav`` per non-empty label, in order; repeats get ``_2``, ``_3``, …"""
-    seen: dict[str, int] = {}
-    out = []
-    for lab in labels:
-        if isinstance(lab, (int, np.integer)) and int(lab) == EMPTY:
-            continue
-        c = CLASSES[class_index(lab)]
-        seen[c] = seen.get(c, 0) + 1
-        out.append(f"{name}_{c}.wav" if seen[c] == 1 else f"{name}_{c}_{seen[c]}.wav")
-    return out
 
 
 def read_input(path: str | os.PathLike) -> np.ndarray:
     """A soundscape ``(4, samples)`` float32; ``ValueError`` naming the file if unusable."""
     try:
-        return wav.read(path, sample_rate=SAMPLE_RATE, channels=CHANNELS)
+        return wav.read(path, channels=CHANNELS)
     except ValueError as e:
         msg = str(e)
         if "sample rate" in msg:
@@ -90,24 +78,6 @@ def parse_labels(text: str, max_sources: int = MAX_SOURCES) -> list[int]:
         raise ValueError(f"--labels: {e}") from None
 
 
-def check_submission(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
-    """Every soundscape in ``names`` has at least one ``<name>_<Label>.wav`` in ``out_dir``."""
-    from s5jax.data.testset import parse_reference_name
-
-    have = set()
-    for p in Path(out_dir).iterdir():
-        if p.suffix == ".wav" and not p.name.startswith("."):
-            try:
-                have.add(parse_reference_name(p.name)[0])
-            except ValueError:
-                continue
-    missing = [n for n in names if n not in have]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
-        raise ValueError(f"{out_dir}: no estimate for {len(missing)} soundscape(s): {shown} "
-                         "(the challenge expects at least one per soundscape)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s5jax.separate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, separate, then write; returns the number of files written."""
-    from s5jax.models.pipeline import load_pipeline
-
     given = parse_labels(args.labels) if args.labels else None
     if given is None and not args.tagger:
         raise ValueError("--tagger is required unless --labels is given")
@@ -188,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(data, str):
             write_atomic(f, data)
         else:
-            wav.write(f, data, sample_rate=SAMPLE_RATE, subtype=subtype)
+            wav.write(f, data, subtype=subtype)
     return len(files)
 
 

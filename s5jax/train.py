@@ -14,8 +14,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from absl import app, flags
+import jax
+from absl import app, flags, logging
 from ml_collections import config_flags
+
+from s5jax.training.loop import NonFiniteError, check_config, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:presets].",
                                           lock_config=True)
@@ -34,8 +37,6 @@ def default_workdir(config) -> Path:
 
 def dry_run(config, workdir: Path) -> int:
     """``--dry_run``: the config's value checks only; the resolved config on stdout."""
-    from s5jax.training.loop import check_config
-
     try:
         task = check_config(config)
     except ValueError as e:
@@ -50,15 +51,10 @@ def dry_run(config, workdir: Path) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import jax
-    from absl import logging
-
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
-    from s5jax.training.loop import NonFiniteError, train_and_evaluate
-
     config = _CONFIG.value
     workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config)
     if _DRY_RUN.value:

@@ -27,9 +27,9 @@ import benchlib  # noqa: E402
 
 from s5jax.convert import separator as conv_sep  # noqa: E402
 from s5jax.convert import tagger as conv_tag  # noqa: E402
+from s5jax.inference.pipeline import S5Pipeline  # noqa: E402
 from s5jax.models import separator as S  # noqa: E402
 from s5jax.models import tagger as T  # noqa: E402
-from s5jax.models.pipeline import S5Pipeline  # noqa: E402
 
 SR = 32000
 

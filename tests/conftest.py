@@ -25,9 +25,9 @@ def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
     """Model directories of a tiny random tagger (always says Blender + Speech) and ResUNetK."""
     import jax.numpy as jnp
 
+    from s5jax.modeldir import save_model
     from s5jax.models import separator as sep
     from s5jax.models import tagger as tag
-    from s5jax.training.checkpoint import save_model
 
     d = tmp_path_factory.mktemp("tiny_models")
     scfg = sep.separator_config(name="resunetk", channels=(4, 4, 8, 8, 8, 8))

@@ -1,10 +1,11 @@
-"""Training checkpoints: latest-N + best retention, iterator state, load_model on a work dir."""
+"""Training checkpoints: latest-N + best retention, iterator state, work dirs; model dirs."""
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from s5jax import modeldir
 from s5jax.training import checkpoint as ck
 
 
@@ -52,10 +53,12 @@ def test_keeps_latest_and_best_and_restores_iterator(tmp_path):
     mgr.close()
 
     # A work directory loads as a model: the best checkpoint's params and batch_stats.
-    cfg, variables = ck.load_model(tmp_path)
+    cfg, variables = ck.load_any(tmp_path)
     assert cfg.name == "resunetk" and tuple(cfg.channels) == (1, 2)
     np.testing.assert_array_equal(variables["params"]["w"], np.full(3, 2.0))
     np.testing.assert_array_equal(variables["batch_stats"]["m"], np.full(2, -2.0))
+    with pytest.raises(ValueError, match="holds a 'resunetk' model"):
+        ck.load_any(tmp_path, names=["m2d_at"])
 
 
 def test_best_mode_max_and_latest_fallback(tmp_path):
@@ -68,7 +71,7 @@ def test_best_mode_max_and_latest_fallback(tmp_path):
     mgr.wait()
     assert mgr.all_steps() == [2, 3]
     mgr.close()
-    np.testing.assert_array_equal(ck.load_model(tmp_path)[1]["params"]["w"], np.full(3, 2.0))
+    np.testing.assert_array_equal(ck.load_any(tmp_path)[1]["params"]["w"], np.full(3, 2.0))
 
     other = tmp_path / "no_metrics"
     ck.write_train_config(other, _train_config())
@@ -76,24 +79,30 @@ def test_best_mode_max_and_latest_fallback(tmp_path):
     mgr.save(7, _state(7))
     mgr.wait()
     mgr.close()
-    np.testing.assert_array_equal(ck.load_model(other)[1]["params"]["w"], np.full(3, 7.0))
+    np.testing.assert_array_equal(ck.load_any(other)[1]["params"]["w"], np.full(3, 7.0))
 
 
 def test_model_directory_round_trip_and_errors(tmp_path):
     cfg = ml_collections.ConfigDict(dict(name="m2d_at", depth=2))
     variables = {"params": {"a": np.arange(3, dtype=np.float32)}, "batch_stats": {}}
-    out = ck.save_model(tmp_path / "m", cfg, variables)
-    cfg2, var2 = ck.load_model(out)
+    out = modeldir.save_model(tmp_path / "m", cfg, variables)
+    cfg2, var2 = modeldir.load_model(out, names=["m2d_at"])
     assert cfg2.depth == 2
     np.testing.assert_array_equal(var2["params"]["a"], variables["params"]["a"])
     with pytest.raises(ValueError, match="already exists"):
-        ck.save_model(tmp_path / "m", cfg, variables)
+        modeldir.save_model(tmp_path / "m", cfg, variables)
+    with pytest.raises(ValueError, match="holds a 'm2d_at' model"):
+        modeldir.load_model(out, names=["resunet"])
+    with pytest.raises(ValueError, match="holds a 'm2d_at' model"):
+        ck.load_any(out, names=["resunet"])
     with pytest.raises(ValueError, match="not an s5jax model directory"):
-        ck.load_model(tmp_path)
+        modeldir.load_model(tmp_path)
+    with pytest.raises(ValueError, match="nor a training work directory"):
+        ck.load_any(tmp_path)
     empty = tmp_path / "run"
     ck.write_train_config(empty, _train_config())
     (empty / ck.CHECKPOINTS_DIR).mkdir()
     with pytest.raises(ValueError, match="without any checkpoint"):
-        ck.load_model(empty)
+        ck.load_any(empty)
     with pytest.raises(ValueError, match="best_mode"):
         ck.CheckpointManager(tmp_path / "x", best_mode="up")

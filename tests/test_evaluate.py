@@ -9,6 +9,7 @@ import pytest
 
 from s5jax import evaluate
 from s5jax.audio import wav
+from s5jax.inference.evaluation import batches
 from s5jax.labels import CLASSES
 
 SR = 32000
@@ -92,8 +93,8 @@ def test_metric_parity_with_independent_ca_sdri(scored_set, tmp_path):
     exp = np.mean([_snr(truth[n][0]["Speech"], truth[n][1]["Speech"])
                    - _snr(truth[n][2], truth[n][1]["Speech"]) for n in ("mix_1", "mix_10")])
     assert float(speech["sdri_tp"]) == pytest.approx(exp, abs=1e-4)
-    png = (out / "per_class.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 200
+    for chart in ("per_class.png", "fp_fn.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
     assert "CA-SDRi" in md and "per_class.png" in md and "Speech" in md
     # The results file is not replaced without --overwrite.
@@ -122,7 +123,7 @@ def test_cli_argument_errors(tmp_path, capsys):
 
 
 def test_batches_group_equal_lengths():
-    assert evaluate._batches([5, 5, 5, 7, 7, 5], 2) == [[0, 1], [2], [3, 4], [5]]
+    assert batches([5, 5, 5, 7, 7, 5], 2) == [[0, 1], [2], [3, 4], [5]]
 
 
 # -- end to end on the embedded dataset with tiny random models --

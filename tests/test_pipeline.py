@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s5jax.models.pipeline import S5Pipeline, chunk_plan, separate_chunked
+from s5jax.inference.chunking import chunk_plan, separate_chunked
+from s5jax.inference.loading import load_pipeline, load_separator_any, load_tagger_any
+from s5jax.inference.pipeline import S5Pipeline
 
 SR = 32000
 
@@ -218,7 +220,6 @@ def test_official_checkpoints_load_and_match_torch(tmp_path):
     reference pipeline end to end (labels identical, waveforms to float32 precision)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("nnAudio")
-    from s5jax.models.pipeline import load_pipeline
     from tests.reference import resunet as ref_sep
     from tests.reference import vit as ref_vit
 
@@ -239,3 +240,33 @@ def test_official_checkpoints_load_and_match_torch(tmp_path):
     assert err < 1e-4, err
     with pytest.raises(ValueError, match=r"resunetk\.ckpt: missing key"):
         load_pipeline(tagger=tmp_path / "resunetk.ckpt", separator=tmp_path / "resunetk.ckpt")
+
+
+def test_load_any_reads_model_and_work_directories(tiny_models, tmp_path):
+    """A training work directory loads as its best checkpoint; a model of the wrong kind, or a
+    path that is neither, is an error naming the path."""
+    import ml_collections
+
+    from s5jax import modeldir
+    from s5jax.training import checkpoint as ck
+
+    tagger_dir, separator_dir = tiny_models
+    cfg, variables = modeldir.load_model(separator_dir)
+    work = tmp_path / "run"
+    ck.write_train_config(work, ml_collections.ConfigDict(
+        {"model": cfg.to_dict(), "train": {"best_metric": "valid/loss", "best_mode": "min"}}))
+    mgr = ck.CheckpointManager(work, async_save=False)
+    mgr.save(3, {"params": variables["params"], "batch_stats": variables["batch_stats"],
+                 "step": np.int32(3)}, metrics={"valid/loss": 1.0})
+    mgr.close()
+    for path in (separator_dir, work):
+        model, loaded, loaded_cfg = load_separator_any(path)
+        assert loaded_cfg.name == "resunetk" and model.slots == 3
+        jax.tree.map(np.testing.assert_array_equal, loaded, variables)
+    assert load_tagger_any(tagger_dir)[2].name == "m2d_at"
+    with pytest.raises(ValueError, match=r"run: holds a 'resunetk' model"):
+        load_tagger_any(work)
+    with pytest.raises(ValueError, match="no such separator"):
+        load_separator_any(tmp_path / "missing")
+    with pytest.raises(ValueError, match="nor a training work directory"):
+        load_pipeline(separator=tmp_path)

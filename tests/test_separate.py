@@ -8,6 +8,7 @@ import soundfile as sf
 
 from s5jax import separate
 from s5jax.audio import wav
+from s5jax.inference.files import output_names
 
 SR = 32000
 
@@ -19,7 +20,7 @@ def _input(path, channels=4, sr=SR, n=SR, seed=0):
 
 
 def test_output_names_repeats():
-    assert separate.output_names("a", ["Speech", 2, -1, "Speech", "Speech"]) == [
+    assert output_names("a", ["Speech", 2, -1, "Speech", "Speech"]) == [
         "a_Speech.wav", "a_Blender.wav", "a_Speech_2.wav", "a_Speech_3.wav"]
 
 

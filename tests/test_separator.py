@@ -9,13 +9,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from s5jax.modeldir import save_model
 from s5jax.models.layers import BatchNorm
 from s5jax.models.separator import (
     build_separator,
     load_separator,
     separator_config,
 )
-from s5jax.training.checkpoint import save_model
 
 TINY = (4, 8, 8, 12, 12, 16)
 DEAD = 3_200 + 820_800  # decoder bn2 + FiLM beta2, never used by the official forward
@@ -221,5 +221,5 @@ def test_load_separator_roundtrip_and_tagger_dir(tmp_path, tiny_resunet):
     assert cfg2.name == "resunet" and tuple(cfg2.channels) == TINY
     assert rel(jax.jit(model.apply)(loaded, MIX, LAB), apply(variables, MIX, LAB)) <= 1e-6
     save_model(tmp_path / "tag", ml_collections.ConfigDict({"name": "m2d_at"}), {"params": {}})
-    with pytest.raises(ValueError, match="not a separator"):
+    with pytest.raises(ValueError, match="holds a 'm2d_at' model"):
         load_separator(tmp_path / "tag")

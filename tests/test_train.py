@@ -151,7 +151,7 @@ def test_resume_continues_exactly(tmp_path, compile_cache):
     # Different data per step (the iterator advanced): losses are not all equal.
     assert len({a[s] for s in a}) > 1
     assert (full / "model" / "config.json").is_file()
-    cfg, variables = loop.ckpt_lib.load_model(full)
+    cfg, variables = loop.ckpt_lib.load_any(full)
     assert cfg.name == "m2d_at" and "params" in variables
 
 
@@ -216,7 +216,7 @@ def test_init_adopts_tagger_norm_stats_and_keeps_fresh_adapters(tmp_path):
     base_cfg.adapters = False
     base_cfg.norm_stats = (-5.0, 3.0)
     base_vars = loop.init_variables(steps.TAGGER, build_tagger(base_cfg), base_cfg, 1)
-    init_dir = loop.ckpt_lib.save_model(tmp_path / "converted", base_cfg, base_vars)
+    init_dir = loop.modeldir.save_model(tmp_path / "converted", base_cfg, base_vars)
     cfg.init = str(init_dir)
 
     plan = loop.validate(cfg, tmp_path / "work")

@@ -1,13 +1,15 @@
 """``python -m s5jax.convert {separator,tagger} IN OUT_DIR``: convert official weights.
 
 Reads the PyTorch file without torch (``s5jax.torch_io``), converts it, checks every key and
-shape, and writes an s5jax model directory (``s5jax.training.checkpoint.save_model``).
+shape, and writes an s5jax model directory (``s5jax.modeldir``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from s5jax.convert import separator, tagger
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
     try:
-        if args.kind == "separator":
-            from s5jax.convert.separator import convert_file
-        else:
-            from s5jax.convert.tagger import convert_file
-        out = convert_file(args.input, args.output, overwrite=args.overwrite)
+        convert = separator if args.kind == "separator" else tagger
+        out = convert.convert_file(args.input, args.output, overwrite=args.overwrite)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from s5jax import modeldir, torch_io
 from s5jax.audio.stft import N_BINS, N_FFT, hann
 from s5jax.models.dprnn import DPRNN
 from s5jax.models.separator import build_separator, separator_config, validate_config
@@ -256,8 +257,6 @@ def bilstm_from_torch(sd: dict[str, np.ndarray], prefix: str = "") -> dict:
 
 def convert_path(in_path: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict]:
     """``(model_config, variables)`` of an official ``.ckpt``; errors name the file."""
-    from s5jax import torch_io
-
     try:
         obj = torch_io.load(in_path)
         sd = torch_io.state_dict(obj, strip_prefix="model.")
@@ -271,10 +270,8 @@ def convert_file(
     in_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
 ) -> Path:
     """Convert an official ``.ckpt`` into an s5jax model directory; nothing written on error."""
-    from s5jax.training.checkpoint import save_model
-
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: output directory already exists (pass --overwrite)")
     cfg, variables = convert_path(in_path)
-    return save_model(out, cfg, variables, overwrite=overwrite)
+    return modeldir.save_model(out, cfg, variables, overwrite=overwrite)

@@ -41,6 +41,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from s5jax import modeldir, torch_io
 from s5jax.audio import mel
 from s5jax.models import tagger as tagger_lib
 
@@ -374,13 +375,11 @@ def convert_file(
 
     Nothing is written if reading or converting fails. ``kwargs`` go to ``convert_state_dict``.
     """
-    from s5jax.training.checkpoint import save_model
-
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: output directory already exists (pass overwrite=True)")
     cfg, variables = convert_path(in_path, **kwargs)
-    return save_model(out, cfg, variables, overwrite=overwrite)
+    return modeldir.save_model(out, cfg, variables, overwrite=overwrite)
 
 
 def convert_path(
@@ -390,8 +389,6 @@ def convert_path(
 
     ``kwargs`` go to ``convert_state_dict``.
     """
-    from s5jax import torch_io
-
     in_path = Path(in_path)
     if not in_path.is_file():
         raise ValueError(f"{in_path}: no such file")

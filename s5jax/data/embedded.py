@@ -27,6 +27,7 @@ import numpy as np
 
 from s5jax.audio import wav
 from s5jax.data import rooms, sofa, sounds
+from s5jax.data.splits import write_splits
 
 VERSION = 3  # bump when any generator changes: cached datasets of another version are rebuilt
 MANIFEST = "embedded.json"
@@ -234,7 +235,7 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
     try:
         generate(tmp, scale, seed, _printer if progress else None)
-        _write_splits(tmp, seed, scale)
+        write_splits(tmp, seed, scale)  # metadata/valid*, test/ (from the synthesis side)
         if stale:
             old = root.with_name(f".{root.name}.{os.getpid()}.old")
             os.rename(root, old)
@@ -250,13 +251,6 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
-
-
-def _write_splits(root: Path, seed: int, scale: str) -> None:
-    """metadata/valid.json + metadata/valid/*.json and test/ (written by the synthesis side)."""
-    from s5jax.data.splits import write_splits
-
-    write_splits(root, seed, scale)
 
 
 def dataset_bytes(root: str | os.PathLike) -> int:

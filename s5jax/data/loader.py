@@ -32,6 +32,7 @@ from typing import Any
 import grain
 import jax
 import numpy as np
+from absl import flags
 from jax.sharding import Mesh
 
 from s5jax import labels as labels_lib
@@ -174,8 +175,6 @@ def _check_mode(mode: str) -> None:
 def _ensure_absl_flags() -> None:
     # Grain reads absl flags (also in its worker processes); a host program that never ran
     # absl.app (pytest, notebooks) would raise UnparsedFlagAccessError.
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 

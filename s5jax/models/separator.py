@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from s5jax import labels as labels_lib
+from s5jax import modeldir
 from s5jax.models.film import FILM_MODES, LabelEmbedding, film_tree
 from s5jax.models.resunet import BOTTLENECKS, ResUNet
 
@@ -140,12 +141,5 @@ def build_separator(model_config: ml_collections.ConfigDict) -> Separator:
 
 def load_separator(path: str | os.PathLike):
     """``(model, variables, model_config)`` from a model directory (converted or trained)."""
-    from s5jax.training.checkpoint import load_model
-
-    cfg, variables = load_model(path)
-    if cfg.get("name") not in NAMES:
-        raise ValueError(
-            f"{path}: holds a {cfg.get('name')!r} model, not a separator (expected one of "
-            f"{sorted(NAMES)}; a tagger directory is loaded with load_tagger)"
-        )
+    cfg, variables = modeldir.load_model(path, NAMES)
     return build_separator(cfg), variables, cfg

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from s5jax import modeldir
 from s5jax.audio import mel
 from s5jax.labels import EMPTY, MAX_SOURCES, NUM_CLASSES
 from s5jax.models.layers import BatchNorm, torch_linear_init
@@ -347,12 +348,11 @@ def count_params(params: Any, mask: Any | None = None, label: str = TRAINABLE) -
     return sum(int(x.size) for x, lab in zip(leaves, labels, strict=True) if lab == label)
 
 
+NAMES = ("m2d_at",)  # the config ``name`` of tagger model directories
+
+
 def load_tagger(path: str | os.PathLike) -> tuple[Tagger, Any, ml_collections.ConfigDict]:
     """``(model, variables, model_config)`` from a model directory (converted or trained)."""
-    from s5jax.training.checkpoint import load_model
-
-    cfg, variables = load_model(path)
-    if cfg.get("name") != "m2d_at":
-        raise ValueError(f"{path}: model name {cfg.get('name')!r} is not a tagger ('m2d_at')")
+    cfg, variables = modeldir.load_model(path, NAMES)
     model = build_tagger(cfg)
     return model, variables, model.config

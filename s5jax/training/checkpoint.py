@@ -1,81 +1,21 @@
-"""Model files: one format for converted and trained models.
-
-A *model directory* holds ``config.json`` (the model's ``ConfigDict``, i.e. ``config.model``)
-and ``variables/`` (an Orbax PyTree checkpoint of ``{"params": ..., "batch_stats": ...}``).
-``python -m s5jax.convert`` writes one; training exports one; ``load_model`` reads either a model
-directory or a training work directory (which the training loop extends below).
+"""Training work directories: ``<workdir>/train_config.json`` + ``<workdir>/checkpoints/<step>/``
+(Orbax items ``state`` and ``data``), and ``load_any``, which reads the best checkpoint of a work
+directory as a model (model directories themselves are ``s5jax.modeldir``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
+from s5jax import modeldir
 from s5jax.atomic import write_atomic
-
-CONFIG_FILE = "config.json"
-VARIABLES_DIR = "variables"
-
-
-def save_model(directory: str | os.PathLike, model_config: ml_collections.ConfigDict,
-               variables: Any, *, overwrite: bool = False) -> Path:
-    """Write ``variables`` and ``model_config`` to ``directory`` atomically.
-
-    Everything is written into a temporary sibling directory that is renamed into place, so an
-    interrupted save leaves no half-written model behind.
-    """
-    out = Path(directory).absolute()
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: output directory already exists (pass overwrite=True)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        host = jax.tree.map(np.asarray, variables)
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(tmp / VARIABLES_DIR, host)
-        ckptr.wait_until_finished()
-        (tmp / CONFIG_FILE).write_text(model_config.to_json(indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def load_model(directory: str | os.PathLike) -> tuple[ml_collections.ConfigDict, Any]:
-    """Read ``(model_config, variables)`` from a model directory written by ``save_model``, or
-    from a training work directory (its best checkpoint by the validation metric, else the
-    latest)."""
-    path = Path(directory).absolute()
-    if is_workdir(path) and not (path / CONFIG_FILE).is_file():
-        return _load_from_workdir(path)
-    cfg_file, var_dir = path / CONFIG_FILE, path / VARIABLES_DIR
-    if not cfg_file.is_file() or not var_dir.is_dir():
-        raise ValueError(
-            f"{path}: not an s5jax model directory (expected {CONFIG_FILE} and {VARIABLES_DIR}/)"
-            f" nor a training work directory (expected {TRAIN_CONFIG_FILE} and {CHECKPOINTS_DIR}/)"
-        )
-    try:
-        config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file}: invalid JSON ({e})") from e
-    variables = ocp.StandardCheckpointer().restore(var_dir)
-    return config, variables
-
-
-# ---------------------------------------------------------------------------------------------
-# Training work directories: <workdir>/train_config.json + <workdir>/checkpoints/<step>/{state,data}
 
 TRAIN_CONFIG_FILE = "train_config.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -203,8 +143,21 @@ def _json_state(state: Any) -> Any:
     return state
 
 
-def _load_from_workdir(path: Path) -> tuple[ml_collections.ConfigDict, Any]:
+def load_any(path: str | os.PathLike, names: Collection[str] | None = None,
+             ) -> tuple[ml_collections.ConfigDict, Any]:
+    """``(model_config, variables)`` of a model directory, or of a training work directory (its
+    best checkpoint by the validation metric, else the latest); ``names`` as
+    ``modeldir.load_model``."""
+    path = Path(path).absolute()
+    if modeldir.is_model_dir(path):
+        return modeldir.load_model(path, names)
+    if not is_workdir(path):
+        raise ValueError(
+            f"{path}: not an s5jax model directory (expected {modeldir.CONFIG_FILE} and "
+            f"{modeldir.VARIABLES_DIR}/) nor a training work directory (expected "
+            f"{TRAIN_CONFIG_FILE} and {CHECKPOINTS_DIR}/)")
     config = read_train_config(path)
+    modeldir.check_name(config.model, names, path)
     mgr = CheckpointManager(
         path, best_metric=config.train.get("best_metric", "valid/loss"),
         best_mode=config.train.get("best_mode", "min"), read_only=True,

@@ -44,6 +44,8 @@ class Logger:
         self._tb = None
         self._jsonl = None
         if self.enabled:
+            # Deferred: tensorboardX imports torch when it is installed (seconds), and only the
+            # process that logs needs it.
             from tensorboardX import SummaryWriter
 
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -68,18 +70,7 @@ class Logger:
         if peak > 1.0:
             x = x / peak
         self._tb.add_audio(tag, x, step, sample_rate=sr)
-        self._image(f"{tag}/spectrogram", spectrogram_image(x), step)
-
-    def _image(self, tag: str, rgb: np.ndarray, step: int) -> None:
-        # tensorboardX's add_image needs PIL; encode the PNG here instead.
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        from s5jax.report import encode_png
-
-        h, w, _ = rgb.shape
-        img = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=encode_png(rgb))
-        summary = Summary(value=[Summary.Value(tag=tag, image=img)])
-        self._tb._get_file_writer().add_summary(summary, step)
+        self._tb.add_image(f"{tag}/spectrogram", spectrogram_image(x), step, dataformats="HWC")
 
     def text(self, step: int, tag: str, text: str) -> None:
         if self.enabled:

@@ -20,13 +20,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
 
 from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
 from s5jax import metrics as metrics_lib
+from s5jax import modeldir
+from s5jax.data import catalog as catalog_lib
+from s5jax.data import embedded, loader
+from s5jax.data.recipes import MixtureConfig
+from s5jax.models.separator import build_separator, validate_config
+from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
 from s5jax.training import checkpoint as ckpt_lib
 from s5jax.training import optim, steps
 from s5jax.training.logging import Logger
@@ -79,12 +87,8 @@ def _normalise(x: Any) -> Any:
 
 def check_model_config(task: str, model: ml_collections.ConfigDict) -> None:
     if task == steps.SEPARATOR:
-        from s5jax.models.separator import validate_config
-
         validate_config(model)
     else:
-        from s5jax.models.tagger import tagger_config
-
         tagger_config(**model.to_dict())
 
 
@@ -163,8 +167,6 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     n_dev, d = jax.device_count(), config.data
     init = load_init(config, task) if config.get("init") is not None else None
     catalog = _scan_dataset(d)
-    from s5jax.data import loader
-
     valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
     resume = check_resume(config, workdir)
     return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init, valid=valid)
@@ -180,7 +182,7 @@ def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
     """
     if not Path(config.init).exists():
         raise ValueError(f"config.init={config.init!r}: no such model directory")
-    init_config, variables = ckpt_lib.load_model(config.init)
+    init_config, variables = ckpt_lib.load_any(config.init)
     if task == steps.TAGGER and "norm_stats" in init_config:
         with config.unlocked():
             config.model.norm_stats = tuple(float(v) for v in init_config.norm_stats)
@@ -189,15 +191,13 @@ def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
 
 def _scan_dataset(d: ml_collections.ConfigDict):
     """The dataset's catalog (the embedded dataset, created on first use, when no root is set)."""
-    from s5jax.data import catalog, embedded
-
     if d.root is None:
         root = embedded.ensure_embedded(scale=d.embedded_scale, seed=0, progress=True)
     else:
         root = Path(d.root).expanduser()
         if not root.is_dir():
             raise ValueError(f"config.data.root={d.root!r}: no such dataset folder")
-    cat = catalog.scan(root.absolute())  # one ValueError listing every problem
+    cat = catalog_lib.scan(root.absolute())  # one ValueError listing every problem
     if jax.process_index() == 0:
         print(cat.summary(), file=sys.stderr)
     return cat
@@ -209,11 +209,7 @@ def _scan_dataset(d: ml_collections.ConfigDict):
 
 def build_model(task: str, model_config: ml_collections.ConfigDict):
     if task == steps.SEPARATOR:
-        from s5jax.models.separator import build_separator
-
         return build_separator(model_config)
-    from s5jax.models.tagger import build_tagger
-
     return build_tagger(model_config)
 
 
@@ -232,8 +228,6 @@ def init_variables(task: str, model, model_config, seed: int) -> dict:
 def merge_init(fresh: dict, loaded: dict, source: str) -> dict:
     """Overwrite ``fresh`` leaves with ``loaded`` ones of the same path (e.g. baseline weights
     into a seed model, whose extra adapter/γ/DPRNN parameters keep their identity init)."""
-    from flax import traverse_util
-
     out = {}
     for col in ("params", "batch_stats"):
         f = traverse_util.flatten_dict(fresh.get(col, {}))
@@ -254,14 +248,10 @@ def merge_init(fresh: dict, loaded: dict, source: str) -> dict:
 def param_labels_for(task: str, trainable: str, params: Any) -> Any:
     if trainable == "all":
         return None
-    from s5jax.models.tagger import trainable_mask
-
     return trainable_mask(params, trainable)
 
 
 def _mixture_config(clip_seconds: float):
-    from s5jax.data.recipes import MixtureConfig
-
     return MixtureConfig(duration=float(clip_seconds))
 
 
@@ -302,8 +292,6 @@ class Evaluator:
     """Runs the validation set through the eval step and reduces the metrics on the host."""
 
     def __init__(self, task, model, model_config, mesh, valid, *, limit=None, audio_examples=0):
-        from s5jax.data import loader
-
         self.task, self.model, self.mesh, self.valid = task, model, model_config, valid
         self.mesh = mesh
         self.slots = int(model_config.get("slots", 3)) if task == steps.SEPARATOR else None
@@ -369,8 +357,6 @@ class Evaluator:
         }
 
     def _tagger_metrics(self, cat, keep) -> dict[str, float]:
-        from s5jax.models.tagger import predict
-
         probs, labels = cat["probabilities"][keep], cat["labels"][keep]
         pred = np.asarray(predict(jnp.asarray(probs)))
         return {
@@ -414,10 +400,6 @@ def _host_mean(records: list[dict[str, Any]]) -> dict[str, float]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Train (or resume) the run described by ``config`` in ``workdir``; returns the last
     validation metrics."""
-    from tqdm import tqdm
-
-    from s5jax.data import loader
-
     workdir = Path(workdir).absolute()
     plan = validate(config, workdir)
     task, t, d = plan.task, config.train, config.data
@@ -529,4 +511,4 @@ def export_model(workdir: Path, model_config, ckpts: ckpt_lib.CheckpointManager,
     else:
         raw = ckpts.restore_raw_state(best)
         variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
-    return ckpt_lib.save_model(workdir / MODEL_DIR, model_config, variables, overwrite=True)
+    return modeldir.save_model(workdir / MODEL_DIR, model_config, variables, overwrite=True)

@@ -1,0 +1,1 @@
+"""Inference: the S5 pipeline, chunking, model loading, file conventions, evaluation."""
