@@ -1,5 +1,6 @@
 """Shared test set-up."""
 
+import os
 from pathlib import Path
 
 import jax
@@ -8,6 +9,15 @@ import pytest
 
 # float32 parity needs full-precision matmuls on every backend.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# XLA compilation dominates the suite's CPU time, and many tests (and the CLI subprocesses they
+# start, which inherit the environment) compile the same small models. JAX's persistent
+# compilation cache lets every process after the first load the executable instead of compiling
+# it again. It lives in pytest's own cache folder (git-ignored) and is keyed by the program, the
+# compile options and the jax/jaxlib versions, so a stale entry can never be used.
+_JAX_CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_JAX_CACHE))
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 @pytest.fixture(scope="session")
