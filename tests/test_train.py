@@ -192,6 +192,18 @@ def test_bad_configs_fail_before_compiling(tmp_path, monkeypatch):
     cfg.train.best_metric = "valid/ca_sdri"
     with pytest.raises(ValueError, match="best_metric"):
         loop.train_and_evaluate(cfg, str(tmp_path / "w5"))
+    cfg = load_config("resunetk", "smoke")
+    cfg.optim.accumulate = 4  # batch 2
+    with pytest.raises(ValueError, match="accumulate=4.*batch_size=2"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w6"))
+    cfg = load_config("resunetk", "smoke")
+    cfg.train.remat = "encoder"
+    with pytest.raises(ValueError, match="train.remat='encoder'"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w7"))
+    cfg = load_config("m2d_at", "smoke")
+    cfg.train.remat = "blocks"
+    with pytest.raises(ValueError, match="only separators"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w8"))
 
 
 def test_presets():

@@ -42,6 +42,10 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
                 schedule="constant",  # "constant" | "cosine"
                 warmup_steps=0,
                 final_lr_ratio=0.0,  # cosine only
+                # Gradient accumulation: the global batch is split into this many micro-batches
+                # summed by a lax.scan inside the step (BatchNorm statistics are per micro-batch;
+                # docs/training.md). data.batch_size must be a multiple of it × the devices.
+                accumulate=1,
             ),
             train=dict(
                 num_steps=200_000,
@@ -56,6 +60,9 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
                 max_nonfinite=20,  # consecutive skipped (non-finite) steps before stopping
                 audio_examples=2,  # validation separations written to TensorBoard
                 progress=True,  # tqdm progress bar
+                # Separators: "none" | "blocks" | "blocks:<jax.checkpoint_policies name>"
+                # (rematerialise the encoder/decoder blocks; s5jax.models.remat).
+                remat="none",
             ),
             trainable="all",  # separators: "all"; tagger: "head" | "blocks:k" | "adapters" | "all"
             precision="float32",  # "float32" | "bfloat16" (compute dtype; params, loss fp32)
