@@ -212,6 +212,10 @@ def test_presets():
     base = load_config("resunet", "baseline")
     assert (base.model.film, base.model.bottleneck, base.data.batch_size) == ("beta", "none", 40)
     assert base.name == "resunet-baseline" and base.model.slots == 1
+    one = load_config("resunet", "baseline_1gpu")
+    assert (one.data.batch_size, one.optim.accumulate, one.train.remat) == (40, 4, "none")
+    assert (one.model.film, one.model.bottleneck, one.name) == ("beta", "none",
+                                                                "resunet-baseline_1gpu")
     seed = load_config("resunetk")
     assert (seed.model.film, seed.model.bottleneck) == ("gamma_beta", "dprnn")
     tag = load_config("m2d_at", "baseline_stage2,bf16")
