@@ -153,8 +153,8 @@ def report(config, res: dict[str, Any], command: str) -> str:
         f"step         {config.get('name')}: global batch {b} = {k} × micro-batch {b // k}, "
         f"{config.data.clip_seconds:g} s clips, {config.precision}, "
         f"remat {config.train.get('remat', 'none')}; XLA:{res['platform'].upper()}",
-        f"arguments    {res['arguments'] / GB:9.3f} GB  (state {res['state'] / GB:.3f} GB, "
-        f"loader batch {res['batch_bytes'] / GB:.3f} GB)",
+        f"arguments    {res['arguments'] / GB:9.3f} GB  (state {res['state'] / GB:.4g} GB, "
+        f"loader batch {res['batch_bytes'] / GB:.4g} GB)",
         f"outputs      {res['outputs'] / GB:9.3f} GB",
         f"aliased      {res['aliased'] / GB:9.3f} GB  (outputs written into the donated state)",
         f"temporaries  {res['temporaries'] / GB:9.3f} GB",
