@@ -3,7 +3,8 @@
 Run by ``scripts/bench_synthesis.py --dataset --official PATH`` in the Python that has the official
 baseline's dependencies (torch, librosa, python-sofa, pysofaconventions, spatialscaper); it imports
 the official code from ``--official`` (and SpatialScaper from ``--spatialscaper`` if given) and
-copies nothing. Prints one JSON line: per-mixture seconds of each timed batch.
+copies nothing. Prints one JSON line: per-mixture wall seconds of each timed batch, and the
+CPU seconds of this process (all its threads; with workers the work is in child processes).
 
     python scripts/official_synthesis.py --official /path/to/dcase2025_task4_baseline \
         --root DATASET [--spatialscaper /path/to/SpatialScaper] [--batch 4] [--batches 8] \
@@ -65,13 +66,15 @@ def main() -> int:
                                          collate_fn=ds.collate_fn)
     it = iter(loader)
     next(it)  # warm-up: worker start, file caches
-    times = []
+    times, cpu = [], []
     for _ in range(a.batches):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = next(it)
         times.append((time.perf_counter() - t0) / a.batch)
+        cpu.append((time.process_time() - c0) / a.batch)
     assert tuple(batch["mixture"].shape) == (a.batch, 4, 320_000), batch["mixture"].shape
-    print(json.dumps({"per_mixture_s": times, "workers": a.workers, "batch": a.batch}))
+    print(json.dumps({"per_mixture_s": times, "per_mixture_cpu_s": cpu, "workers": a.workers,
+                      "batch": a.batch}))
     return 0
 
 
