@@ -1,16 +1,40 @@
-"""Mixtures per second: jitted renderer (s5jax.data.synth.render) vs the float64 scipy reference.
+"""Mixtures per second: jitted renderer (s5jax.data.synth.render) vs the float64 scipy reference;
+with ``--dataset``, s5jax's loader + renderer on a dataset root vs the official generator.
 
-Workload per mixture (worst case of spec §2.5): 10-s 4-ch mixture, 3 targets + 2 interferers with
-10-s sources, 1-s RIRs, background noise, dry targets. Synthetic arrays (no disk I/O: this
-measures rendering only). Timings are medians over repeats, after compilation.
+Default mode — workload per mixture (worst case of spec §2.5): 10-s 4-ch mixture, 3 targets +
+2 interferers with 10-s sources, 1-s RIRs, background noise, dry targets. Synthetic arrays (no
+disk I/O: this measures rendering only). Timings are medians over repeats, after compilation.
 
     python scripts/bench_synthesis.py [--batch 8] [--repeats 5] [--append docs/benchmarks.md]
+
+``--dataset`` mode — what a training run pays per 10-s mixture: s5jax's Grain loader (recipe,
+windowed WAV reads, one SOFA IR per event) + the jitted renderer on the default device, timed
+per batch after a warm-up batch (compilation, worker start); against the official
+``DatasetS5`` in generate mode (baseline training config) through a torch ``DataLoader`` with
+the same batch and worker count, run by ``scripts/official_synthesis.py`` in
+``--official-python`` (the official code's dependencies need their own environment). The root
+defaults to the embedded ``full`` dataset (built on first use).
+
+    python scripts/bench_synthesis.py --dataset [--root DIR] [--batch 4] [--batches 4] \
+        [--rounds 3] [--workers 0] [--official PATH --official-python PY [--spatialscaper PATH]] \
+        [--profile]
+
+Each round times ``--batches`` batches of s5jax, then as many of the official generator (a fresh
+subprocess: its start-up and first batch are not timed); rounds alternate the two, so that the
+changing load of a shared machine hits both alike.
+
+``--profile`` (with ``--workers 0``) splits s5jax's time into WAV reads, SOFA IR reads, the rest
+of the host item and the renderer.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -43,10 +67,151 @@ def make_item(rng: np.random.Generator) -> dict:
     )
 
 
+class _Timed:
+    """Wraps a function, accumulating its wall time (profiling of the host side)."""
+
+    def __init__(self, fn):
+        self.fn, self.total = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.total += time.perf_counter() - t0
+
+
+def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: int,
+                        profile: bool):
+    """``(timed, info)``: ``timed(n)`` → per-mixture (wall, CPU) seconds of n batches of s5jax's
+    loader + renderer on ``root`` (compiled and warmed up on creation); ``info`` holds the
+    profile it fills."""
+    from s5jax.data import catalog as catalog_lib
+    from s5jax.data import loader
+    from s5jax.data.recipes import MixtureConfig
+
+    cfg = MixtureConfig(duration=10.0)
+    cat = catalog_lib.scan(root)
+    timers = {}
+    if profile:
+        if workers:
+            raise SystemExit("--profile needs --workers 0 (timers live in this process)")
+        timers = {"wav": _Timed(loader.wav.read), "sofa": _Timed(loader.sofa.read_ir),
+                  "item": _Timed(loader.read_item)}
+        loader.wav.read, loader.sofa.read_ir = timers["wav"], timers["sofa"]
+        loader.read_item = timers["item"]
+    it = loader.make_train_iterator(cat, batch_size=batch, seed=0, mode="separator",
+                                    num_workers=workers, config=cfg, read_threads=read_threads)
+    info = {"ir_frames": max(r.ir_frames for r in cat.splits["train"].rooms), "render": 0.0,
+            "mixtures": 0}
+
+    def render() -> None:
+        out = loader.render_batch(jax.device_put(host), cfg, mode="separator")
+        jax.block_until_ready(out)
+
+    host = next(it)
+    render()  # warm-up: compilation, worker start
+    for t in timers.values():
+        t.total = 0.0
+
+    def timed(n: int) -> list[tuple[float, float]]:
+        nonlocal host
+        times = []
+        for _ in range(n):
+            t0, c0 = time.perf_counter(), time.process_time()
+            host = next(it)
+            t1 = time.perf_counter()
+            render()
+            t2, c2 = time.perf_counter(), time.process_time()
+            info["render"] += t2 - t1
+            info["mixtures"] += batch
+            times.append(((t2 - t0) / batch, (c2 - c0) / batch))
+        parts = {k: t.total / info["mixtures"] for k, t in timers.items()}
+        if profile:
+            parts["item_other"] = parts.pop("item") - parts["wav"] - parts["sofa"]
+        parts["render"] = info["render"] / info["mixtures"]
+        info["parts_s"] = parts
+        return times
+
+    return timed, info
+
+
+def run_official(a) -> list[tuple[float, float]]:
+    script = Path(__file__).resolve().parent / "official_synthesis.py"
+    cmd = [a.official_python, str(script), "--official", str(a.official), "--root", str(a.root),
+           "--batch", str(a.batch), "--batches", str(a.batches), "--workers", str(a.workers)]
+    if a.spatialscaper:
+        cmd += ["--spatialscaper", str(a.spatialscaper)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode or not lines:
+        raise SystemExit(f"official generator failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
+    res = json.loads(lines[-1])
+    return list(zip(res["per_mixture_s"], res["per_mixture_cpu_s"], strict=True))
+
+
+def dataset_main(a, argv) -> int:
+    if a.root is None:
+        from s5jax.data import embedded
+
+        a.root = embedded.ensure_embedded(scale="full", seed=0, progress=True)
+    timed, info = s5jax_dataset_timer(a.root, batch=a.batch, workers=a.workers,
+                                      read_threads=a.read_threads, profile=a.profile)
+    # Rounds alternate the two sides, so that a shared machine's changing load hits both alike.
+    ours, theirs = [], []
+    for _ in range(a.rounds):
+        ours += timed(a.batches)
+        if a.official:
+            theirs += run_official(a)
+    t_s5, c_s5 = (statistics.median(x) for x in zip(*ours, strict=True))
+    n = len(ours)
+    print(f"dataset {a.root}  device {benchlib.device_kind()}  batch {a.batch}  workers "
+          f"{a.workers}  read threads {a.read_threads}  max RIR {info['ir_frames']} samples  "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"s5jax loader + render  {t_s5 * 1e3:8.1f} ms/mixture wall, {c_s5 * 1e3:.1f} ms CPU "
+          f"(medians of {n} batches)")
+    print("  parts (mean wall ms/mixture): " + ", ".join(
+        f"{k} {v * 1e3:.1f}" for k, v in info["parts_s"].items()))
+    result = (f"s5jax loader + render {t_s5 * 1e3:.0f} ms/mix wall ({c_s5 * 1e3:.0f} ms CPU), "
+              f"B={a.batch}, {a.workers} workers, {a.read_threads} read thread(s), medians of "
+              f"{n} batches in {a.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
+    ratio = "–"
+    if a.official:
+        t_off, c_off = (statistics.median(x) for x in zip(*theirs, strict=True))
+        print(f"official DatasetS5     {t_off * 1e3:8.1f} ms/mixture wall, {c_off * 1e3:.1f} ms "
+              f"CPU (medians of {len(theirs)} batches)")
+        print(f"s5jax / official       {t_s5 / t_off:.2f} wall, {c_s5 / c_off:.2f} CPU")
+        result += (f"; alternating with the official DatasetS5 {t_off * 1e3:.0f} ms/mix wall "
+                   f"({c_off * 1e3:.0f} ms CPU); s5jax/official {t_s5 / t_off:.2f} wall, "
+                   f"{c_s5 / c_off:.2f} CPU")
+        ratio = f"{t_off / t_s5:.2f}x"
+    if a.profile:
+        result += "; s5jax parts (ms/mix): " + ", ".join(
+            f"{k} {v * 1e3:.0f}" for k, v in info["parts_s"].items())
+    if a.append:
+        benchlib.append_row(a.append, benchmark="synthesis on a dataset (loader + render)",
+                            command=benchlib.command("bench_synthesis.py", argv),
+                            result=result, ratio=ratio)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = benchlib.parser(__doc__, batch=8, repeats=5)
     p.add_argument("--nfft", default="auto", help="auto (5-smooth) or pow2")
+    p.add_argument("--dataset", action="store_true", help="loader + render on a dataset root")
+    p.add_argument("--root", type=Path, default=None, help="dataset root (default: embedded full)")
+    p.add_argument("--batches", type=int, default=4, help="timed batches per round (--dataset)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds alternating s5jax and official")
+    p.add_argument("--workers", type=int, default=0, help="loader worker processes, both sides")
+    p.add_argument("--read-threads", type=int, default=1, help="s5jax reader threads")
+    p.add_argument("--official", type=Path, default=None, help="official baseline checkout")
+    p.add_argument("--official-python", default=sys.executable,
+                   help="Python with the official code's dependencies")
+    p.add_argument("--spatialscaper", type=Path, default=None, help="SpatialScaper source")
+    p.add_argument("--profile", action="store_true", help="host-side time split (--workers 0)")
     a = p.parse_args(argv)
+    if a.dataset:
+        return dataset_main(a, argv)
 
     rng = np.random.default_rng(0)
     items = [make_item(rng) for _ in range(a.batch)]

@@ -1,17 +1,28 @@
-"""Training-step throughput: jitted s5jax ResUNetK step vs the PyTorch reference model.
+"""Training-step throughput: jitted s5jax ResUNetK step vs the PyTorch reference model; with
+``--config``, the real training step of a config and its achieved TFLOP/s and MFU.
 
-Both sides do one full step on the same batch: train-mode forward (BatchNorm batch statistics),
-masked −SNR loss over the 3·B slots, backward, global-norm clipping 0.5, AdamW-AMSGrad.
-Architecture: the official ResUNetK (β FiLM, no DPRNN; tests/reference/resunet.py is the
-baseline model), float32, full widths. Times are medians over repeats after a warm-up (JAX:
-after compilation). The PyTorch side needs torch (parity extra).
+Default mode — both sides do one full step on the same batch: train-mode forward (BatchNorm
+batch statistics), masked −SNR loss over the 3·B slots, backward, global-norm clipping 0.5,
+AdamW-AMSGrad. Architecture: the official ResUNetK (β FiLM, no DPRNN; tests/reference/resunet.py
+is the baseline model), float32, full widths. Times are medians over repeats after a warm-up
+(JAX: after compilation). The PyTorch side needs torch (parity extra).
 
     python scripts/bench_train_step.py [--batch 2] [--seconds 1] [--repeats 5] \
         [--append docs/benchmarks.md]
+
+``--config`` mode — the training step exactly as ``s5jax.train`` builds it for the config
+(``train.remat``, ``optim.accumulate``, precision, synthesis inside the step from a synthetic
+loader batch), timed per step after compilation. FLOPs come from XLA's cost analysis (as
+scripts/memory.py counts them); TFLOP/s = FLOPs / median step time, MFU = TFLOP/s / the
+device's peak (``--peak-tflops``, else the table ``PEAK_TFLOPS`` by device kind and precision).
+
+    python scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu,bf16 \
+        [--batch 40] [--seconds 10] [--repeats 5] [--peak-tflops 989] [--append …]
 """
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 
@@ -92,10 +103,122 @@ def bench_torch(data, repeats: int) -> tuple[float, int]:
     return benchlib.median_time(run, repeats, warmup=1), torch.get_num_threads()
 
 
+# Dense peak TFLOP/s by device kind and step precision. H100 SXM (and H200, the same compute):
+# BF16 tensor cores 989.4; float32 convolutions and matmuls run on TF32 tensor cores under JAX's
+# default precision on GPU (494.7 dense); plain FP32 (non-tensor) is 66.9.
+PEAK_TFLOPS = {
+    ("H100", "bfloat16"): 989.4, ("H100", "float32"): 494.7,
+    ("H200", "bfloat16"): 989.4, ("H200", "float32"): 494.7,
+}
+
+
+def peak_tflops(precision: str) -> float | None:
+    """The table's peak for the first device, or ``None`` (unknown device, e.g. a CPU)."""
+    kind = benchlib.device_kind()
+    for (name, prec), peak in PEAK_TFLOPS.items():
+        if name in kind and prec == precision:
+            return peak
+    return None
+
+
+def synthetic_host_batch(spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """A loader-shaped host batch of random but valid mixtures (all event slots active, full
+    10-s sources and RIRs: the renderer's cost does not depend on the content)."""
+    rng = np.random.default_rng(seed)
+    b, e, ls = spec["source"].shape
+    r, n = spec["ir"].shape[2:]
+    s = spec["labels"].shape[1]
+    t = np.arange(n)
+    ir = rng.standard_normal((b, e, r, n)) * np.exp(-t / 6000.0) * 0.1
+    ir[..., 300] = 1.0
+    labels = np.stack([rng.choice(18, s, replace=False) for _ in range(b)]).astype(np.int32)
+    out = dict(
+        source=rng.standard_normal((b, e, ls)), source_len=np.full((b, e), ls),
+        ir=ir, ir_len=np.full((b, e), n), onset=np.zeros((b, e)),
+        level_db=-50 + rng.uniform(0, 20, (b, e)), active=np.ones((b, e), bool),
+        noise=rng.standard_normal((b, r, ls)), noise_active=np.ones(b, bool), labels=labels,
+    )
+    if "multi_hot" in spec:
+        out["multi_hot"] = np.asarray(labels_lib.multi_hot(jnp.asarray(labels)))
+    return {k: np.asarray(v).astype(spec[k].dtype) for k, v in out.items()}
+
+
+def _override(config, assignment: str) -> None:
+    """``a.b=value`` (value read as a Python literal, else kept as a string)."""
+    key, _, raw = assignment.partition("=")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    node[last] = value
+
+
+def config_main(args) -> int:
+    import memory
+
+    config = memory.load_config(args.config)
+    for assignment in args.set:
+        _override(config, assignment)
+    if args.batch is not None:
+        config.data.batch_size = args.batch
+    if args.seconds is not None:
+        config.data.clip_seconds = args.seconds
+    built = memory.build(config)
+    b = int(config.data.batch_size)
+    spec = memory.host_batch_spec(built["task"], b, config.data.clip_seconds, 1.0)
+    mesh = built["mesh"]
+    state = jax.device_put(create_state(built["init"](0), built["tx"], 0),
+                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    batch = mesh_lib.put_batch(synthetic_host_batch(spec), mesh)
+    step = built["step"].lower(state, batch).compile()
+    res = memory.figures(config, built, step, batch)  # XLA's own memory and FLOP counts
+    holder = [state, None]
+
+    def run():
+        holder[0], holder[1] = step(holder[0], batch)
+        jax.block_until_ready(holder[1]["loss"])
+
+    t = benchlib.median_time(run, args.repeats, warmup=1)
+    if not np.isfinite(float(holder[1]["loss"])) or int(holder[1]["skipped"]):
+        raise SystemExit("the benchmarked step produced a non-finite loss")
+    tflops = res["flops"] / t / 1e12
+    peak = args.peak_tflops or peak_tflops(config.precision)
+    mfu = f"{tflops / peak:.1%} of {peak:g}" if peak else "– (no peak known for this device)"
+    dev = jax.devices()[0]
+    used = (dev.memory_stats() or {}).get("peak_bytes_in_use") if dev.platform != "cpu" else None
+    k = int(config.optim.get("accumulate", 1))
+    result = (f"{t * 1e3:.0f} ms/step ({b / t:.2f} examples/s), B={b} = {k} × {b // k}, "
+              f"{config.data.clip_seconds:g} s, {config.precision}, remat "
+              f"{config.train.get('remat', 'none')}; XLA {res['flops'] / 1e12:.3g} TFLOP/step → "
+              f"{tflops:.3g} TFLOP/s, MFU {mfu}; XLA:{res['platform'].upper()} peak "
+              f"{res['peak'] / 1e9:.1f} GB"
+              + (f", measured peak {used / 1e9:.1f} GB" if used else "")
+              + f"; median of {args.repeats}")
+    print(f"{config.get('name')} on {benchlib.device_kind()}: {result}")
+    if args.append:
+        benchlib.append_row(args.append, benchmark=f"train step ({config.get('name')})",
+                            command=benchlib.command("bench_train_step.py", args.argv),
+                            result=result, ratio=f"MFU {mfu.split(' of')[0]}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = benchlib.parser(__doc__, batch=2, repeats=5)
-    ap.add_argument("--seconds", type=float, default=1.0)
+    ap = benchlib.parser(__doc__, batch=None, repeats=5)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--config", default=None, help="config[:presets]: the real step's MFU")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override (--config mode), e.g. optim.accumulate=2")
     args = ap.parse_args(argv)
+    args.argv = argv
+    if args.config:
+        return config_main(args)
+    args.batch = 2 if args.batch is None else args.batch
+    args.seconds = 1.0 if args.seconds is None else args.seconds
     length = int(args.seconds * 32000)
     data = make_batch(args.batch, length)
     t_jax = bench_jax(data, args.repeats)

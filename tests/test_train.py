@@ -192,6 +192,18 @@ def test_bad_configs_fail_before_compiling(tmp_path, monkeypatch):
     cfg.train.best_metric = "valid/ca_sdri"
     with pytest.raises(ValueError, match="best_metric"):
         loop.train_and_evaluate(cfg, str(tmp_path / "w5"))
+    cfg = load_config("resunetk", "smoke")
+    cfg.optim.accumulate = 4  # batch 2
+    with pytest.raises(ValueError, match="accumulate=4.*batch_size=2"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w6"))
+    cfg = load_config("resunetk", "smoke")
+    cfg.train.remat = "encoder"
+    with pytest.raises(ValueError, match="train.remat='encoder'"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w7"))
+    cfg = load_config("m2d_at", "smoke")
+    cfg.train.remat = "blocks"
+    with pytest.raises(ValueError, match="only separators"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "w8"))
 
 
 def test_presets():
@@ -200,6 +212,10 @@ def test_presets():
     base = load_config("resunet", "baseline")
     assert (base.model.film, base.model.bottleneck, base.data.batch_size) == ("beta", "none", 40)
     assert base.name == "resunet-baseline" and base.model.slots == 1
+    one = load_config("resunet", "baseline_1gpu")
+    assert (one.data.batch_size, one.optim.accumulate, one.train.remat) == (40, 4, "none")
+    assert (one.model.film, one.model.bottleneck, one.name) == ("beta", "none",
+                                                                "resunet-baseline_1gpu")
     seed = load_config("resunetk")
     assert (seed.model.film, seed.model.bottleneck) == ("gamma_beta", "dprnn")
     tag = load_config("m2d_at", "baseline_stage2,bf16")

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from s5jax.audio.stft import istft, magphase, stft
+from s5jax.models import remat as remat_lib
 from s5jax.models.dprnn import DPRNN
 from s5jax.models.film import apply_film
 from s5jax.models.layers import BatchNorm
@@ -110,6 +111,8 @@ class ResUNet(nn.Module):
       bottleneck: ``"none"`` or ``"dprnn"`` after conv_block7a.
       dtype: compute dtype of the convolutional trunk; STFT, bn0, mask head and ISTFT run in
         float32.
+      remat: rematerialisation of the encoder/decoder blocks (``s5jax.models.remat``); changes
+        memory and compute of the backward pass, never the outputs or parameter paths.
     """
 
     channels: Sequence[int] = (32, 64, 128, 256, 384, 384)
@@ -118,6 +121,7 @@ class ResUNet(nn.Module):
     dprnn_hidden: int = 128
     dprnn_repeats: int = 1
     dtype: Any = jnp.float32
+    remat: str = remat_lib.NONE
 
     @nn.compact
     def __call__(self, mixture: jnp.ndarray, film: dict, train: bool) -> jnp.ndarray:
@@ -137,14 +141,16 @@ class ResUNet(nn.Module):
         ch = list(self.channels)
         x = nn.Conv(ch[0], (1, 1), kernel_init=_xavier, dtype=self.dtype, name="pre_conv")(x)
 
+        encoder = remat_lib.wrap(EncoderBlock, self.remat, static_argnums=(3,))  # train
+        decoder = remat_lib.wrap(DecoderBlock, self.remat, static_argnums=(4,))
         skips = []
         pools = [(2, 2)] * 5 + [(1, 2)]
         for i, (cout, pool) in enumerate(zip(ch, pools, strict=True)):
             name = f"encoder_block{i + 1}"
-            x, skip = EncoderBlock(cout, pool, self.dtype, name=name)(x, film[name], train)
+            x, skip = encoder(cout, pool, self.dtype, name=name)(x, film[name], train)
             skips.append(skip)
             self.sow("intermediates", name + "_out", x)
-        x, _ = EncoderBlock(ch[5], (1, 1), self.dtype, name="conv_block7a")(
+        x, _ = encoder(ch[5], (1, 1), self.dtype, name="conv_block7a")(
             x, film["conv_block7a"], train
         )
         self.sow("intermediates", "conv_block7a_out", x)
@@ -156,7 +162,7 @@ class ResUNet(nn.Module):
         ups = [(1, 2)] + [(2, 2)] * 5
         for j, (cout, up) in enumerate(zip(dec_out, ups, strict=True)):
             name = f"decoder_block{j + 1}"
-            x = DecoderBlock(cout, up, self.dtype, name=name)(x, skips[5 - j], film[name], train)
+            x = decoder(cout, up, self.dtype, name=name)(x, skips[5 - j], film[name], train)
             self.sow("intermediates", name + "_out", x)
 
         z = nn.Conv(

@@ -23,6 +23,7 @@ import ml_collections
 
 from s5jax import labels as labels_lib
 from s5jax import modeldir
+from s5jax.models import remat as remat_lib
 from s5jax.models.film import FILM_MODES, LabelEmbedding, film_tree
 from s5jax.models.resunet import BOTTLENECKS, ResUNet
 
@@ -79,7 +80,11 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
 
 
 class Separator(nn.Module):
-    """Label embedding → FiLM → ResUNet ``base`` → source mask."""
+    """Label embedding → FiLM → ResUNet ``base`` → source mask.
+
+    ``remat`` (``s5jax.models.remat``) is a training setting passed by ``build_separator``; it is
+    not part of the model config.
+    """
 
     slots: int = 3
     film: str = "beta"
@@ -88,6 +93,7 @@ class Separator(nn.Module):
     dprnn_repeats: int = 1
     channels: Sequence[int] = (32, 64, 128, 256, 384, 384)
     dtype: Any = jnp.float32
+    remat: str = remat_lib.NONE
 
     @nn.compact
     def __call__(self, mixture: jnp.ndarray, labels: jnp.ndarray, train: bool = False):
@@ -119,15 +125,20 @@ class Separator(nn.Module):
             self.dprnn_hidden,
             self.dprnn_repeats,
             self.dtype,
+            self.remat,
             name="base",
         )(mixture, film, train)
         wav = wav.reshape(b, s, length)
         return wav * labels_lib.active(labels).astype(wav.dtype)[..., None]
 
 
-def build_separator(model_config: ml_collections.ConfigDict) -> Separator:
-    """Separator module from a model config (see ``separator_config``)."""
+def build_separator(
+    model_config: ml_collections.ConfigDict, remat: str = remat_lib.NONE
+) -> Separator:
+    """Separator module from a model config (see ``separator_config``); ``remat``: the
+    training-time rematerialisation of the blocks (``s5jax.models.remat``, e.g. ``"blocks"``)."""
     validate_config(model_config)
+    remat_lib.parse(remat)  # fails early on an unknown value
     return Separator(
         slots=int(model_config.slots),
         film=model_config.film,
@@ -136,6 +147,7 @@ def build_separator(model_config: ml_collections.ConfigDict) -> Separator:
         dprnn_repeats=int(model_config.dprnn_repeats),
         channels=tuple(int(c) for c in model_config.channels),
         dtype=DTYPES[model_config.dtype],
+        remat=remat,
     )
 
 

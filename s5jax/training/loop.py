@@ -33,6 +33,7 @@ from s5jax import modeldir
 from s5jax.data import catalog as catalog_lib
 from s5jax.data import embedded, loader
 from s5jax.data.recipes import MixtureConfig
+from s5jax.models import remat as remat_lib
 from s5jax.models.separator import build_separator, validate_config
 from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
 from s5jax.training import checkpoint as ckpt_lib
@@ -141,6 +142,17 @@ def check_config(config: ml_collections.ConfigDict) -> str:
                 f"config.{name}={bs}: must be a positive multiple of the device count "
                 f"({n_dev}) and of the process count ({n_proc})"
             )
+    k = int(config.optim.get("accumulate", 1))
+    if k < 1 or d.batch_size % (k * n_dev):
+        raise ValueError(
+            f"config.optim.accumulate={config.optim.get('accumulate')}: must be ≥ 1 and divide "
+            f"data.batch_size={d.batch_size} into micro-batches that are multiples of the "
+            f"device count ({n_dev})"
+        )
+    remat = t.get("remat", remat_lib.NONE)
+    remat_lib.parse(remat)
+    if task == steps.TAGGER and remat != remat_lib.NONE:
+        raise ValueError(f"config.train.remat={remat!r}: only separators rematerialise blocks")
     for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep"):
         if int(t[name]) < 1:
             raise ValueError(f"config.train.{name}={t[name]}: expected ≥ 1")
@@ -207,9 +219,11 @@ def _scan_dataset(d: ml_collections.ConfigDict):
 # Build
 
 
-def build_model(task: str, model_config: ml_collections.ConfigDict):
+def build_model(task: str, model_config: ml_collections.ConfigDict,
+                remat: str = remat_lib.NONE):
+    """The flax module of ``model_config``; ``remat``: ``config.train.remat`` (separators)."""
     if task == steps.SEPARATOR:
-        return build_separator(model_config)
+        return build_separator(model_config, remat)
     return build_tagger(model_config)
 
 
@@ -407,7 +421,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         ckpt_lib.write_train_config(workdir, config)
 
     mesh = mesh_lib.make_mesh()
-    model = build_model(task, config.model)
+    model = build_model(task, config.model, t.get("remat", remat_lib.NONE))
     variables = init_variables(task, model, config.model, int(t.seed))
     if plan.init is not None:
         variables = merge_init(variables, plan.init, str(config.init))
@@ -445,6 +459,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_step = steps.make_train_step(
         task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix_cfg, mode=task),
         param_labels=labels, lr_schedule=lr_schedule,
+        accumulate=int(config.optim.get("accumulate", 1)),
     )
     evaluate = Evaluator(task, model, config.model, mesh, valid, limit=d.valid_limit,
                          audio_examples=int(t.audio_examples))

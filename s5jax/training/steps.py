@@ -8,6 +8,15 @@ Losses (spec §5.2–5.4), all in float32:
 * ResUNet: per example one active slot drawn uniformly with the step key is the query,
   ``−mean_b SNR``;
 * tagger: BCE of the probabilities against the multi-hot labels.
+
+Gradient accumulation (``accumulate = k``): the global batch is split into k micro-batches
+(micro-batch i holds rows ``i, i+k, i+2k, …``, so every device keeps its share of each) and a
+``lax.scan`` sums their gradients, losses and BatchNorm updates; the step then uses the means.
+Every loss above is a mean over equal-sized micro-batches, so this equals one step on the whole
+batch except for BatchNorm, whose batch statistics are per micro-batch. The running averages
+are updated once per step, with the mean of the k micro-batch updates, each computed from the
+step's old running averages: the running mean moves exactly as with the whole batch, the running
+variance by the mean of the micro-batch variances (docs/training.md, "Gradient accumulation").
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from s5jax import labels as labels_lib
 from s5jax import metrics
-from s5jax.mesh import batch_sharding
+from s5jax.mesh import DATA, batch_sharding
 from s5jax.training import optim
 from s5jax.training.state import TrainState
 
@@ -51,21 +60,33 @@ def pick_query_slot(labels: jax.Array, key: jax.Array) -> jax.Array:
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+def draw_queries(model, data: dict[str, jax.Array], key: jax.Array) -> dict[str, jax.Array]:
+    """ResUNet training: keep one drawn active slot per example of ``labels``/``dry``.
+
+    A no-op for ResUNetK and for data already reduced to one slot, so a batch drawn whole and
+    then split into micro-batches keeps the whole batch's draws.
+    """
+    labels, dry = data["labels"], data["dry"]
+    if model.slots != 1 or labels.shape[1] == 1:
+        return data
+    idx = pick_query_slot(labels, key)[:, None]
+    return dict(data, labels=jnp.take_along_axis(labels, idx, axis=1),
+                dry=jnp.take_along_axis(dry, idx[..., None], axis=1))
+
+
 def separator_forward(model, variables, data, key, *, train: bool):
     """→ ``(estimate (B, S', L), reference (B, S', L), active (B, S'), new batch_stats)``.
 
     ``S' = 3`` for ResUNetK; for ResUNet in training ``S' = 1`` (one drawn query per example),
     in evaluation all slots (the model runs one pass per slot).
     """
+    if train:
+        data = draw_queries(model, data, key)
     mixture, dry, labels = data["mixture"], data["dry"], data["labels"]
-    if model.slots == 1 and train:
-        idx = pick_query_slot(labels, key)[:, None]
-        labels = jnp.take_along_axis(labels, idx, axis=1)
-        dry = jnp.take_along_axis(dry, idx[..., None], axis=1)
     kwargs = {"mutable": ["batch_stats"]} if train else {}
     out = model.apply(variables, mixture, labels, train=train, **kwargs)
     est, updates = out if train else (out, {})
-    return est.astype(jnp.float32), dry, labels_lib.active(labels), updates.get("batch_stats")
+    return est.astype(jnp.float32), dry, labels_lib.active(labels), updates.get("batch_stats", {})
 
 
 def tagger_forward(model, variables, data, *, train: bool):
@@ -74,7 +95,7 @@ def tagger_forward(model, variables, data, *, train: bool):
     out = model.apply(variables, data["mixture"], train=train, **kwargs)
     probs, updates = out if train else (out, {})
     return probs.astype(jnp.float32), labels_lib.multi_hot(data["labels"]), updates.get(
-        "batch_stats"
+        "batch_stats", {}
     )
 
 
@@ -99,6 +120,36 @@ def _select(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+def split_micro(data: dict[str, jax.Array], k: int, mesh: Mesh) -> dict[str, jax.Array]:
+    """``(B, …)`` → ``(k, B/k, …)`` with micro-batch ``i`` = rows ``i::k``.
+
+    Strided rows keep the ``data`` sharding: with the batch split over devices in contiguous
+    blocks, every device holds ``B/(k·devices)`` rows of every micro-batch.
+    """
+    micro = NamedSharding(mesh, P(None, DATA))
+
+    def split(x):
+        y = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(y, micro)
+
+    return jax.tree.map(split, data)
+
+
+def accumulated_grads(grad_fn, params, batch_stats, data, k: int, mesh: Mesh):
+    """``((mean loss, mean new batch_stats), mean gradient)`` of
+    ``grad_fn(params, micro) → ((loss, new batch_stats), grads)`` over the k micro-batches of
+    ``data``: one ``lax.scan``, one micro-batch's activations live at a time."""
+
+    def body(carry, micro):
+        (loss, stats), grads = grad_fn(params, micro)
+        return jax.tree.map(jnp.add, carry, (loss, stats, grads)), None
+
+    init = jax.tree.map(jnp.zeros_like, (jnp.zeros((), jnp.float32), batch_stats, params))
+    total, _ = jax.lax.scan(body, init, split_micro(data, k, mesh))
+    loss, stats, grads = jax.tree.map(lambda x: x / k, total)
+    return (loss, stats), grads
+
+
 def make_train_step(
     task: str,
     model,
@@ -109,6 +160,7 @@ def make_train_step(
     param_labels: Any = None,
     lr_schedule: Callable[[Any], Any] | None = None,
     donate: bool = True,
+    accumulate: int = 1,
 ) -> Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]:
     """One jitted training step ``(state, batch) → (state, metrics)``.
 
@@ -116,17 +168,31 @@ def make_train_step(
     by ``render`` inside the step (synthesis on the accelerator), or already those three arrays
     (``render=None``). A non-finite loss or gradient norm keeps the old params, optimiser state
     and batch_stats and counts the step as skipped. ``metrics`` are device scalars.
+    ``accumulate = k > 1`` splits the global batch into k micro-batches (module docstring); the
+    batch size must be a multiple of k × the device count.
     """
+    if accumulate < 1:
+        raise ValueError(f"accumulate={accumulate}: expected ≥ 1")
     replicated = NamedSharding(mesh, P())
     sharded = batch_sharding(mesh)
 
     def step(state: TrainState, batch):
         data = render(batch) if render is not None else batch
         key = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(
-            lambda p: loss_fn(task, model, p, state.batch_stats, data, key), has_aux=True
-        )
-        (loss, new_stats), grads = grad_fn(state.params)
+        if accumulate == 1:
+            grad_fn = jax.value_and_grad(
+                lambda p: loss_fn(task, model, p, state.batch_stats, data, key), has_aux=True
+            )
+            (loss, new_stats), grads = grad_fn(state.params)
+        else:
+            if task == SEPARATOR:
+                data = draw_queries(model, data, key)  # the whole batch's draws
+            grad_fn = jax.value_and_grad(
+                lambda p, mb: loss_fn(task, model, p, state.batch_stats, mb, key), has_aux=True
+            )
+            (loss, new_stats), grads = accumulated_grads(
+                grad_fn, state.params, state.batch_stats, data, accumulate, mesh
+            )
         grad_norm = _masked_norm(grads, param_labels)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)

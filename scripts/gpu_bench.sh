@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The GPU benchmark suite: one run, under 8 minutes on one H100/H200, that prints every GPU row
+# of docs/benchmarks.md (append them with --append docs/benchmarks.md).
+#
+#   scripts/gpu_bench.sh [--cpu] [--append FILE]
+#
+#   1. train step (scripts/bench_train_step.py --config): ResUNetK at the baseline_1gpu setting
+#      (global batch 40 = 4 x 10, 10 s) and at batch 16 (baseline, one micro-batch), fp32 and
+#      bf16; ms/step, XLA's FLOPs per step, achieved TFLOP/s and MFU, XLA:GPU's own peak-memory
+#      figure next to the measured peak_bytes_in_use (the check of the CPU memory model).
+#      Peaks used for MFU (dense, H100 SXM; the H200 has the same compute): bf16 989.4 TFLOP/s
+#      (tensor cores); fp32 494.7 TFLOP/s (TF32 tensor cores, what XLA uses for float32
+#      convolutions under JAX's default precision on GPU). Plain FP32 would be 66.9.
+#   2. synthesis (scripts/bench_synthesis.py): the jitted renderer, 10-s mixtures, batch 32.
+#   3. inference (scripts/bench_inference.py): tagger + ResUNetK pipeline, 10 s, batch 8.
+#
+# --cpu: tiny sizes on the CPU (the suite runs it in tests/test_gpu_bench.py): the tiny
+# baseline_1gpu step (4 accumulated micro-batches of 1, 0.5 s), one synthesis batch, the tiny
+# pipeline.
+#
+# Wheels. The device machines have Python 3.12 with JAX (CUDA), flax, optax, orbax, chex, h5py,
+# scipy, torch, but no registry access and none of: ml_collections grain array-record portpicker
+# soundfile cffi pycparser soxr torchlibrosa librosa audioread pooch platformdirs decorator
+# nnAudio tensorboardX. They travel in the git-ignored folder wheels/ (6.8 MB), made here with
+#
+#   pip download --python-version 3.12 --only-binary=:all: --no-deps \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 -d wheels \
+#     ml_collections==1.1.0 grain==0.2.18 array-record==0.8.6 portpicker==1.6.0 \
+#     soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 soxr==1.1.0 torchlibrosa==0.1.0 \
+#     librosa==0.11.0 audioread==3.1.0 pooch==1.9.0 platformdirs==4.14.8 decorator==5.3.1 \
+#     nnAudio==0.3.4 tensorboardX==2.6.5
+#
+# and installed there, by this script, with pip install --no-index --no-deps --target (nothing
+# outside a temporary folder is touched). Without wheels/ the script assumes the packages exist.
+
+set -u
+cd "$(dirname "$0")/.."
+CPU=0
+APPEND=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cpu) CPU=1 ;;
+    --append) APPEND=(--append "$2"); shift ;;
+    *) echo "usage: scripts/gpu_bench.sh [--cpu] [--append FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+PY=${PYTHON:-python3}
+if [ -d wheels ] && ls wheels/*.whl >/dev/null 2>&1 && [ "$CPU" = 0 ]; then
+  SITE=$(mktemp -d /tmp/s5jax-wheels.XXXXXX)
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" wheels/*.whl || exit 1
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
+# The batch-16 fp32 step needs more than JAX's default 75 % pre-allocation of an 80 GB card.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
+
+FAILED=0
+run() {  # one benchmark; a failure is reported and the suite goes on
+  echo "== $*"
+  local t0=$SECONDS
+  "$PY" "$@" "${APPEND[@]}" || { echo "FAILED: $*"; FAILED=$((FAILED + 1)); }
+  echo "   ($((SECONDS - t0)) s)"
+}
+
+"$PY" -c "import jax; print('devices:', jax.devices())"
+if [ "$CPU" = 1 ]; then
+  run scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu,smoke --batch 4 \
+    --seconds 0.5 --repeats 1
+  run scripts/bench_synthesis.py --batch 1 --repeats 1
+  run scripts/bench_inference.py --small --seconds 0.5 --batch 1 --repeats 1 --no-torch
+else
+  for prec in "" ",bf16"; do
+    run scripts/bench_train_step.py --config "configs/resunetk.py:baseline_1gpu$prec" --repeats 3
+    run scripts/bench_train_step.py --config "configs/resunetk.py:baseline$prec" --batch 16 \
+      --repeats 3
+  done
+  run scripts/bench_synthesis.py --batch 32 --repeats 3
+  run scripts/bench_inference.py --seconds 10 --batch 8 --repeats 3 --no-torch
+fi
+echo "gpu_bench: $FAILED failed, ${SECONDS} s in all"
+exit $((FAILED > 0))
