@@ -8,11 +8,18 @@ after compilation). The PyTorch side needs torch (parity extra).
 
     python scripts/bench_train_step.py [--batch 2] [--seconds 1] [--repeats 5] \
         [--append docs/benchmarks.md]
+
+``--task dcase2026`` instead times the same jitted step with the DCASE 2025 loss (masked −SNR)
+and the DCASE 2026 loss (class-aware PIT −SNR over the 6 slot permutations) on one model and one
+batch (labels with repeated classes), alternating the two calls so that both see the same
+machine state, and reports both medians (no torch side).
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -64,6 +71,50 @@ def bench_jax(data, repeats: int) -> float:
     return benchlib.median_time(run, repeats, warmup=2)  # the first call compiles
 
 
+def repeated_labels(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch with DCASE 2026 labels: every other mixture repeats its first class."""
+    labels = data["labels"].copy()
+    for b in range(0, len(labels), 2):
+        if labels[b, 1] >= 0:
+            labels[b, 1] = labels[b, 0]
+    return dict(data, labels=labels)
+
+
+def _loss_runner(data, edition: str):
+    """One jitted step of the official ResUNetK with ``edition``'s loss, always from the same
+    state (no donation): every call does the same work."""
+    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
+    model = build_separator(cfg)
+    variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
+    tx = optim.build_optimizer(ml_collections.ConfigDict(OPTIM), 1000)
+    mesh = mesh_lib.make_mesh()
+    state = create_state(variables, tx, 0)
+    step = steps.make_train_step(steps.SEPARATOR, model, tx, mesh, donate=False,
+                                 edition=edition)
+    batch = mesh_lib.put_batch(data, mesh)
+
+    def run():
+        _, m = step(state, batch)  # the same state every call: one model, one batch
+        jax.block_until_ready(m["loss"])
+
+    return run
+
+
+def bench_losses(data, repeats: int) -> tuple[float, float]:
+    """Median step time with the 2025 and the 2026 loss, calls alternating."""
+    runs = {e: _loss_runner(data, e) for e in ("dcase2025", "dcase2026")}
+    for run in runs.values():
+        run()
+        run()  # compile, warm up
+    times = {e: [] for e in runs}
+    for _ in range(repeats):
+        for e, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[e].append(time.perf_counter() - t0)
+    return statistics.median(times["dcase2025"]), statistics.median(times["dcase2026"])
+
+
 def bench_torch(data, repeats: int) -> tuple[float, int]:
     import torch
 
@@ -95,9 +146,13 @@ def bench_torch(data, repeats: int) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = benchlib.parser(__doc__, batch=2, repeats=5)
     ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--task", choices=("dcase2025", "dcase2026"), default="dcase2025",
+                    help="dcase2026: the 2025 vs the 2026 (class-aware PIT) loss, no torch side")
     args = ap.parse_args(argv)
     length = int(args.seconds * 32000)
     data = make_batch(args.batch, length)
+    if args.task == "dcase2026":
+        return main_losses(args, repeated_labels(data))
     t_jax = bench_jax(data, args.repeats)
     t_torch, threads = bench_torch(data, args.repeats)
     eps_jax, eps_torch = args.batch / t_jax, args.batch / t_torch
@@ -110,6 +165,21 @@ def main(argv: list[str] | None = None) -> int:
                f" --repeats {args.repeats} --append {args.append}")
         benchlib.append_row(args.append, benchmark="train step (ResUNetK, official widths)",
                             command=cmd, result=result, ratio=f"{t_torch / t_jax:.2f}x")
+    return 0
+
+
+def main_losses(args, data) -> int:
+    t25, t26 = bench_losses(data, args.repeats)
+    result = (f"2025 loss {1000 * t25:.1f} ms/step, 2026 class-aware PIT loss "
+              f"{1000 * t26:.1f} ms/step (B={args.batch}, {args.seconds:g} s, fp32, labels with "
+              f"repeats, alternating, median of {args.repeats})")
+    print(result)
+    if args.append:
+        cmd = (f"python scripts/bench_train_step.py --task dcase2026 --batch {args.batch} "
+               f"--seconds {args.seconds:g} --repeats {args.repeats} --append {args.append}")
+        benchlib.append_row(args.append,
+                            benchmark="train step (ResUNetK, official widths): 2026 vs 2025 loss",
+                            command=cmd, result=result, ratio=f"{t26 / t25:.3f}x")
     return 0
 
 
