@@ -21,7 +21,9 @@ Which files a class or noise folder holds depends on the task: the 2025 baseline
 ``*.wav`` files directly in it (``glob("*.wav")``); the 2026 baseline (SpAudSyn
 ``get_files_list(recursive=True)``, ``glob("**/*.wav")``) takes every ``*.wav`` below it, in
 sub-folders too (which folder a clip sits in matters for the 2026 repeat rule, ``Clip.subdir``).
-Either way hidden files and folders are never entered.
+Either way hidden files and folders are never entered. Room positions are ``SourcePosition`` as
+stored for 2025 (pysofaconventions) and cartesian for 2026 (python-sofa's
+``get_values(system="cartesian")``, a spherical SourcePosition converted).
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ def _clips_by_class(folders: dict[str, Path], sparse: bool, scan: _Scan, recursi
     return out
 
 
-def _rooms(room_dir: Path, sparse: bool, scan: _Scan) -> list[Room]:
+def _rooms(room_dir: Path, sparse: bool, scan: _Scan, cartesian: bool) -> list[Room]:
     if not room_dir.is_dir():
         if not sparse:
             scan.problems.append(f"{room_dir}: missing folder, expected *.sofa room files")
@@ -191,17 +193,20 @@ def _rooms(room_dir: Path, sparse: bool, scan: _Scan) -> list[Room]:
             continue
         if info.sample_rate != SAMPLE_RATE:
             scan.resampled.append((p, info.sample_rate))
-        positions = info.positions.copy()
+        # 2025 (SpatialScaper, pysofaconventions) uses SourcePosition as stored; 2026 (SpAudSyn,
+        # python-sofa) asks for cartesian coordinates, converting spherical ones.
+        positions = (info.cartesian_positions() if cartesian else info.positions).copy()
         positions.setflags(write=False)
         rooms.append(Room(path=p, positions=positions, ir_frames=info.frames_at(SAMPLE_RATE),
                           channels=info.channels, sample_rate=info.sample_rate))
     return rooms
 
 
-def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan, recursive: bool) -> Split:
+def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan, dcase2026: bool) -> Split:
+    recursive = dcase2026  # 2026: clips in sub-folders count
     # Rooms first: their channel count R is what the noise files must have.
     room_dir = root / "room_ir" / split
-    rooms = _rooms(room_dir, sparse, scan)
+    rooms = _rooms(room_dir, sparse, scan, cartesian=dcase2026)
     room_channels = sorted({r.channels for r in rooms})
     if len(room_channels) > 1:
         scan.problems.append(f"{room_dir}: rooms have {room_channels} channels, expected one "
@@ -262,13 +267,12 @@ def scan(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid"),
     """
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
-    recursive = task == "dcase2026"
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: no such dataset folder, expected a DCASE2025Task4Dataset "
                          "dev_set layout (sound_event/, interference/, noise/, room_ir/)")
     state = _Scan()
-    found = {split: _scan_split(root, split, split in sparse, state, recursive)
+    found = {split: _scan_split(root, split, split in sparse, state, task == "dcase2026")
              for split in sorted(splits)}
     if state.problems:
         raise ValueError(f"{root}: {len(state.problems)} problem(s) in the dataset:\n  "
