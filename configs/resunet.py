@@ -5,6 +5,7 @@ Default = the seed system (seed_system.md): γβ FiLM + DPRNN bottleneck, batch 
 Presets (comma-separated after the file name, e.g. `configs/resunet.py:baseline,bf16`):
   baseline  official architecture and hyper-parameters (β FiLM, no DPRNN, global batch 40)
   baseline_1gpu  baseline on one 80 GB accelerator: batch 40 = 4 accumulated micro-batches of 10
+  dcase2026 DCASE 2026 data (repeats), its loss and CAPI-SDRi; model unchanged
   smoke     tiny model, 1-s clips, 20 steps on the small embedded dataset (~1 min on CPU)
   bf16      bfloat16 compute (parameters, optimiser and loss stay float32)
 """

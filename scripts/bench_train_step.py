@@ -18,12 +18,19 @@ device's peak (``--peak-tflops``, else the table ``PEAK_TFLOPS`` by device kind 
 
     python scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu,bf16 \
         [--batch 40] [--seconds 10] [--repeats 5] [--peak-tflops 989] [--append …]
+
+``--task dcase2026`` instead times the same jitted step with the DCASE 2025 loss (masked −SNR)
+and the DCASE 2026 loss (class-aware PIT −SNR over the 6 slot permutations) on one model and one
+batch (labels with repeated classes), alternating the two calls so that both see the same
+machine state, and reports both medians (no torch side).
 """
 
 from __future__ import annotations
 
 import ast
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -37,6 +44,7 @@ import benchlib  # noqa: E402
 
 from s5jax import labels as labels_lib  # noqa: E402
 from s5jax import mesh as mesh_lib  # noqa: E402
+from s5jax import metrics  # noqa: E402
 from s5jax.models.separator import build_separator, separator_config  # noqa: E402
 from s5jax.training import loop, optim, steps  # noqa: E402
 from s5jax.training.state import create_state  # noqa: E402
@@ -73,6 +81,70 @@ def bench_jax(data, repeats: int) -> float:
         jax.block_until_ready(m["loss"])
 
     return benchlib.median_time(run, repeats, warmup=2)  # the first call compiles
+
+
+def repeated_labels(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch with DCASE 2026 labels: every other mixture repeats its first class."""
+    labels = data["labels"].copy()
+    for b in range(0, len(labels), 2):
+        if labels[b, 1] >= 0:
+            labels[b, 1] = labels[b, 0]
+    return dict(data, labels=labels)
+
+
+def _loss_runner(data, edition: str):
+    """One jitted step of the official ResUNetK with ``edition``'s loss, always from the same
+    state (no donation): every call does the same work."""
+    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
+    model = build_separator(cfg)
+    variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
+    tx = optim.build_optimizer(ml_collections.ConfigDict(OPTIM), 1000)
+    mesh = mesh_lib.make_mesh()
+    state = create_state(variables, tx, 0)
+    step = steps.make_train_step(steps.SEPARATOR, model, tx, mesh, donate=False,
+                                 edition=edition)
+    batch = mesh_lib.put_batch(data, mesh)
+
+    def run():
+        _, m = step(state, batch)  # the same state every call: one model, one batch
+        jax.block_until_ready(m["loss"])
+
+    return run
+
+
+def _alternate(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each of ``runs``, called in turn ``repeats`` times (after 2 warm-up
+    calls each: the first compiles)."""
+    for run in runs.values():
+        run()
+        run()
+    times = {e: [] for e in runs}
+    for _ in range(repeats):
+        for e, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[e].append(time.perf_counter() - t0)
+    return times
+
+
+def _loss_only(data, edition: str):
+    """The loss and its gradient alone, on estimates of the batch's shape."""
+    est = jnp.asarray(data["dry"]) + 0.1
+    ref, labels = jnp.asarray(data["dry"]), jnp.asarray(data["labels"])
+    if edition == "dcase2026":
+        fn = jax.jit(jax.grad(lambda e: jnp.mean(metrics.class_aware_pit_loss(e, ref, labels))))
+    else:
+        fn = jax.jit(jax.grad(lambda e: metrics.snr_loss(e, ref, labels_lib.active(labels))))
+    return lambda: jax.block_until_ready(fn(est))
+
+
+def bench_losses(data, repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Step times with the 2025 and the 2026 loss, and the two losses alone, alternating."""
+    editions = ("dcase2025", "dcase2026")
+    return {
+        "step": _alternate({e: _loss_runner(data, e) for e in editions}, repeats),
+        "loss": _alternate({e: _loss_only(data, e) for e in editions}, max(repeats, 50)),
+    }
 
 
 def bench_torch(data, repeats: int) -> tuple[float, int]:
@@ -213,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override (--config mode), e.g. optim.accumulate=2")
+    ap.add_argument("--task", choices=("dcase2025", "dcase2026"), default="dcase2025",
+                    help="dcase2026: the 2025 vs the 2026 (class-aware PIT) loss, no torch side")
     args = ap.parse_args(argv)
     args.argv = argv
     if args.config:
@@ -221,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args.seconds = 1.0 if args.seconds is None else args.seconds
     length = int(args.seconds * 32000)
     data = make_batch(args.batch, length)
+    if args.task == "dcase2026":
+        return main_losses(args, repeated_labels(data))
     t_jax = bench_jax(data, args.repeats)
     t_torch, threads = bench_torch(data, args.repeats)
     eps_jax, eps_torch = args.batch / t_jax, args.batch / t_torch
@@ -233,6 +309,29 @@ def main(argv: list[str] | None = None) -> int:
                f" --repeats {args.repeats} --append {args.append}")
         benchlib.append_row(args.append, benchmark="train step (ResUNetK, official widths)",
                             command=cmd, result=result, ratio=f"{t_torch / t_jax:.2f}x")
+    return 0
+
+
+def main_losses(args, data) -> int:
+    t = bench_losses(data, args.repeats)
+    med = {k: {e: statistics.median(v) for e, v in d.items()} for k, d in t.items()}
+    low = {e: min(v) for e, v in t["step"].items()}
+    t25, t26 = med["step"]["dcase2025"], med["step"]["dcase2026"]
+    result = (f"step with the 2025 loss {1000 * t25:.0f} ms (min {1000 * low['dcase2025']:.0f}), "
+              f"with the 2026 class-aware PIT loss {1000 * t26:.0f} ms (min "
+              f"{1000 * low['dcase2026']:.0f}); the loss + its gradient alone "
+              f"{1000 * med['loss']['dcase2025']:.2f} vs {1000 * med['loss']['dcase2026']:.2f} "
+              f"ms (B={args.batch}, {args.seconds:g} s, fp32, labels with repeats, calls "
+              f"alternating, medians of {args.repeats} steps / {max(args.repeats, 50)} losses)")
+    print(result)
+    if args.append:
+        cmd = (f"python scripts/bench_train_step.py --task dcase2026 --batch {args.batch} "
+               f"--seconds {args.seconds:g} --repeats {args.repeats} --append {args.append}")
+        benchlib.append_row(args.append,
+                            benchmark="train step (ResUNetK, official widths): 2026 vs 2025 loss",
+                            command=cmd, result=result,
+                            ratio=f"{low['dcase2026'] / low['dcase2025']:.3f}x (min), "
+                                  f"{t26 / t25:.3f}x (median)")
     return 0
 
 

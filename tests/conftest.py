@@ -31,6 +31,15 @@ def embedded_small(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def embedded_2026(tmp_path_factory) -> Path:
+    """The small embedded DCASE 2026 dataset (seed 0), like ``embedded_small``. Read-only."""
+    from s5jax.data import embedded
+
+    root = tmp_path_factory.mktemp("embedded") / "embedded-dcase2026-small-0"
+    return embedded.ensure_embedded(root, "small", 0, task="dcase2026")
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
     """Model directories of a tiny random tagger (always says Blender + Speech) and ResUNetK."""
     import jax.numpy as jnp

@@ -154,7 +154,7 @@ def test_ensure_embedded_reuses_and_never_clobbers(embedded_small, tmp_path):
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
-    def broken(out, scale, seed, progress=None):
+    def broken(out, scale, seed, progress=None, task="dcase2025"):
         (Path(out) / "sound_event").mkdir()
         raise KeyboardInterrupt
 
@@ -167,6 +167,8 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 def test_default_root_and_cli(embedded_small, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("S5JAX_DATA", str(tmp_path))
     assert embedded.default_root("full", 7) == tmp_path / "embedded-full-7"
+    assert embedded.default_root("small", 0, "dcase2026") == (tmp_path /
+                                                              "embedded-dcase2026-small-0")
     monkeypatch.delenv("S5JAX_DATA")
     assert embedded.default_root() == Path(os.path.expanduser("~/.cache/s5jax/embedded-small-0"))
     assert embedded.main(["--out", str(embedded_small)]) == 0  # reuses, prints root + size
@@ -175,3 +177,10 @@ def test_default_root_and_cli(embedded_small, monkeypatch, tmp_path, capsys):
     (tmp_path / "f" / "x").write_text("")
     assert embedded.main(["--out", str(tmp_path / "f")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_2026_dataset_is_not_taken_for_a_2025_one(embedded_2026):
+    assert embedded.ensure_embedded(embedded_2026, "small", 0, task="dcase2026") == embedded_2026
+    with pytest.raises(ValueError, match="task=dcase2026, expected scale=small seed=0 "
+                                         "task=dcase2025"):
+        embedded.ensure_embedded(embedded_2026, "small", 0)

@@ -114,10 +114,86 @@ def test_rooms_positions_noise(split, draws):
                                                            0 <= off <= dur - 10)
 
 
-def test_allow_repeats(split):
-    cfg = recipes.MixtureConfig(allow_repeats=True)
-    rs = [recipes.make_recipe(split, i, 1, cfg) for i in range(3000)]
-    assert any(len(set(r.cls[:3][r.active[:3]].tolist())) < r.active[:3].sum() for r in rs)
+def fake_split_2026() -> Split:
+    """Odd classes keep their clips in sub-folders (two share "a"), as SpAudSyn allows; rooms
+    with enough measurements that a repeat always finds one more than 60° away."""
+    rng = np.random.default_rng(7)
+    groups = (("a",), ("a",), ("b",), ("c", "deep"))
+
+    def clips(ci, label):
+        return tuple(
+            Clip(Path(f"/x/{label}/{label}_{i}.wav"), label, int(rng.uniform(0.3, 14.0) * SR), 1,
+                 subdir=groups[i] if ci % 2 else ())
+            for i in range(4)
+        )
+
+    base = fake_split()
+    targets = {c: clips(i, c) for i, c in enumerate(labels_lib.CLASSES)}
+    rooms = tuple(Room(Path(f"/x/r{i}.sofa"), rng.normal(size=(36, 3)), 8000, 4) for i in range(2))
+    return Split(targets, base.interference, base.noise, rooms)
+
+
+def _angle(a, b) -> float:
+    cos = np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)
+    return float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+
+
+@pytest.mark.parametrize("mode", ["tagger", "separator"])
+def test_dcase2026_draw(mode):
+    """DatasetS3 generate mode: event/interferer counts, repeats (rate, count, > 60° from every
+    event of the class, files unused and from other first-level sub-folders), shuffled slots."""
+    split = fake_split_2026()
+    cfg = recipes.task_config("dcase2026", mode)
+    assert (cfg.ref_db, cfg.task, cfg.ninterference_range) == (-55.0, "dcase2026", (0, 2))
+    rs = [recipes.make_recipe(split, i, 5, cfg) for i in range(6000)]
+    n_t = np.array([r.active[:3].sum() for r in rs])
+    lo = 0 if mode == "tagger" else 1
+    assert set(n_t) == set(range(lo, 4))
+    assert stats.chisquare(np.bincount(n_t)[lo:]).pvalue > 0.01
+    n_i = np.array([r.active[3:].sum() for r in rs])
+    assert set(n_i) == {0, 1, 2} and stats.chisquare(np.bincount(n_i)).pvalue > 0.01
+    repeats = {2: [], 3: []}
+    unsorted = 0
+    for r in rs:
+        act = r.active[:3]
+        assert list(act) == sorted(act, reverse=True)  # silence last
+        cls = r.cls[:3][act].tolist()
+        n = len(cls)
+        if n >= 2:
+            repeats[n].append(n - len(set(cls)))
+            unsorted += bool(np.any(np.diff(r.onset[:3][act]) < 0))
+        room = split.rooms[int(r.room)]
+        for c in set(cls):
+            slots = [s for s in range(3) if act[s] and r.cls[s] == c]
+            files = [split.targets[labels_lib.CLASSES[c]][r.file[s]] for s in slots]
+            assert len({f.path for f in files}) == len(files)
+            sub = [f.subdir[:1] for f in files if f.subdir]
+            assert len(set(sub)) == len(sub), sub  # depth-1 exclusion
+            for a in range(len(slots)):
+                for b in range(a):
+                    pa, pb = (room.positions[r.position[slots[k]]] for k in (a, b))
+                    assert _angle(pa, pb) > 60.0
+    # P(repeat | n ≥ 2) = 0.5; k ~ U{1..min(n−1, 2)} (no repeat was left out here).
+    for n, ks in repeats.items():
+        ks = np.array(ks)
+        assert abs((ks > 0).mean() - 0.5) < 0.05, (n, (ks > 0).mean())
+        assert set(ks[ks > 0]) == set(range(1, min(n - 1, 2) + 1))
+    assert abs(repeats[3].count(1) - repeats[3].count(2)) < 0.15 * len(repeats[3]) / 2
+    # Shuffled slot order: a sorted one only by chance (1/2 for n = 2, 1/6 for n = 3).
+    assert unsorted > 0.3 * (len(repeats[2]) + len(repeats[3]))
+
+
+def test_dcase2026_repeat_left_out_when_impossible():
+    """One measurement per room: no second one is > 60° away, so every repeat is left out (the
+    official generator would stop with an assertion); the rest of the mixture is drawn."""
+    base = fake_split_2026()
+    rooms = tuple(Room(p.path, p.positions[:1], 8000, 4) for p in base.rooms)
+    split = Split(base.targets, base.interference, base.noise, rooms)
+    cfg = recipes.task_config("dcase2026", "separator")
+    for i in range(300):
+        r = recipes.make_recipe(split, i, 1, cfg)
+        cls = r.cls[:3][r.active[:3]].tolist()
+        assert len(set(cls)) == len(cls) >= 1
 
 
 def test_short_clip_config(split):

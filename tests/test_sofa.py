@@ -185,3 +185,44 @@ def test_embedded_rooms_are_foa(embedded_small):
         assert info.channels == 4 and info.ir_frames == 8000
         for m in range(info.measurements):
             _direct_path_checks(sofa.read_ir(path, m), info.positions[m])
+
+
+def spherical_copy(src, dst):
+    """``src`` with SourcePosition rewritten as SOFA spherical coordinates (azimuth and
+    elevation in degrees, radius in metres), as measured SOFA sets often store them."""
+    import shutil
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        xyz = f["SourcePosition"][()]
+        r = np.linalg.norm(xyz, axis=1)
+        sph = np.stack([np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])),
+                        np.degrees(np.arcsin(xyz[:, 2] / r)), r], axis=1)
+        f["SourcePosition"][...] = sph
+        f["SourcePosition"].attrs["Type"] = np.bytes_(b"spherical")
+        f["SourcePosition"].attrs["Units"] = np.bytes_(b"degree, degree, metre")
+    return xyz
+
+
+def test_spherical_positions_are_converted_for_2026(embedded_small, tmp_path):
+    """SpAudSyn reads positions with python-sofa's get_values(system="cartesian"), which converts
+    a spherical SourcePosition; the 2025 baseline (pysofaconventions) uses it as stored."""
+    from s5jax.data import catalog
+
+    src = sorted((embedded_small / "room_ir" / "valid").glob("*.sofa"))[0]
+    xyz = spherical_copy(src, tmp_path / "sph.sofa")
+    info = sofa.open_room(tmp_path / "sph.sofa")
+    assert info.position_type == "spherical"
+    np.testing.assert_allclose(info.cartesian_positions(), xyz, atol=1e-12)
+    assert not np.allclose(info.positions, xyz)
+    np.testing.assert_array_equal(sofa.open_room(src).cartesian_positions(), xyz)
+    root = tmp_path / "ds"
+    for split in ("train", "valid"):
+        for role in ("sound_event", "interference", "noise"):
+            (root / role / split).mkdir(parents=True)
+        (root / "room_ir" / split).mkdir(parents=True)
+        spherical_copy(src, root / "room_ir" / split / "r.sofa")
+    rooms = {t: catalog.scan(root, task=t, sparse=("train", "valid")).splits["valid"].rooms[0]
+             for t in ("dcase2025", "dcase2026")}
+    np.testing.assert_allclose(rooms["dcase2026"].positions, xyz, atol=1e-12)
+    np.testing.assert_array_equal(rooms["dcase2025"].positions, info.positions)

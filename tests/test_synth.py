@@ -69,11 +69,12 @@ def _smooth(j):
     return j == 1
 
 
-def test_jit_matches_reference(items):
-    out = synth.render(_stack(items), length=L)
+@pytest.mark.parametrize("task", synth.TASKS)
+def test_jit_matches_reference(items, task):
+    out = synth.render(_stack(items), length=L, task=task)
     assert out["mixture"].shape == (4, R, L) and out["dry"].shape == (4, S, L)
     for b, it in enumerate(items):
-        mix, dry = synth.render_reference(it, length=L)
+        mix, dry = synth.render_reference(it, length=L, task=task)
         got_m, got_d = np.asarray(out["mixture"][b]), np.asarray(out["dry"][b])
         assert np.abs(got_m - mix).max() / np.abs(mix).max() <= 1e-5
         assert np.abs(got_d - dry).max() / np.abs(dry).max() <= 1e-5
@@ -131,3 +132,39 @@ def test_dry_window_and_signed_peak():
     assert nz[0] == 1000 - 192 and nz[-1] == N - 1  # window end clamped at N
     out = synth.render(_stack([it]), length=L)
     np.testing.assert_allclose(np.asarray(out["dry"][0, 0]), dry[0], atol=1e-6 * np.abs(dry).max())
+
+
+def test_dcase2026_ir_norm_and_dry_window():
+    """SpAudSyn SofaRoom: the dry IR is channel 0 on [p − 192, p + 1600] (end included) around
+    p = arg-max |h₀|, a negative peak included; the IR's scale cancels in the gain (SpAudSyn
+    normalises by sqrt(mean_r ‖h_r‖²), SpatialScaper by mean_r ‖h_r‖: the same output)."""
+    rng = np.random.default_rng(4)
+    it = _item(rng)
+    it["active"][:] = [True, False, False, False, False]
+    it["noise_active"] = np.bool_(False)
+    it["source"][0] = 0
+    it["source"][0, 0] = 1.0
+    it["source_len"][0] = 1
+    it["onset"][0] = 0
+    h = np.zeros((R, N), np.float32)
+    h[:, :] = 0.01
+    h[0, 1000] = 0.5
+    h[0, 200] = -0.9  # the largest |h|: the peak in 2026
+    h[1, :] = 0.02
+    it["ir"][0] = h
+    it["ir_len"][0] = N
+    _, dry = synth.render_reference(it, length=L, task="dcase2026")
+    nz = np.nonzero(dry[0])[0]
+    assert nz[0] == 200 - 192 and nz[-1] == 200 + 1600  # inclusive end
+    h64 = h.astype(np.float64)
+    g = dry[0, 200] / h64[0, 200]  # dry = g · windowed h₀ for an impulse source
+    np.testing.assert_allclose(dry[0, 8:1801], g * h64[0, 8:1801], rtol=1e-12)
+    # SpAudSyn's normalisation, its gain from the wet image: the same dry target.
+    hn = h64 / np.sqrt(np.mean(np.sum(h64**2, axis=-1)))
+    level = float(it["level_db"][0])
+    g2 = 10 ** ((level - 10 * np.log10(np.mean(hn**2))) / 20)  # wet of an impulse = hn
+    np.testing.assert_allclose(g2 * hn[0, 200], dry[0, 200], rtol=1e-12)
+    out = synth.render(_stack([it]), length=L, task="dcase2026")
+    np.testing.assert_allclose(np.asarray(out["dry"][0, 0]), dry[0], atol=1e-6 * np.abs(dry).max())
+    with pytest.raises(ValueError, match="dcase2025"):
+        synth.rules("dcase2024")

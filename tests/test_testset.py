@@ -56,6 +56,22 @@ def test_repeated_class_and_empty_mixture(tmp_path):
     assert refs.shape == (0, 800)
 
 
+def test_dcase2026_names(tmp_path):
+    """<soundscape>_<i>_<Label>.wav (the 2026 test set) next to 2025 names; a name that fits two
+    soundscapes is refused."""
+    root = _make(tmp_path / "a", ["soundscape_0000", "soundscape_0001", "mix_1"],
+                 ["soundscape_0000_0_Speech.wav", "soundscape_0000_1_Speech.wav",
+                  "soundscape_0000_2_Dishes.wav", "mix_1_Cough.wav"])
+    ts = TestSet(root)
+    assert [it.name for it in ts] == ["mix_1", "soundscape_0000", "soundscape_0001"]
+    assert ts[0].labels == ["Cough"]
+    assert ts[1].labels == ["Dishes", "Speech", "Speech"]
+    assert ts[2].labels == []
+    root = _make(tmp_path / "b", ["mix", "mix_1"], ["mix_1_Speech.wav"])
+    with pytest.raises(ValueError, match="mix_1_Speech.wav: ambiguous"):
+        TestSet(root)
+
+
 def test_errors_name_the_file(tmp_path):
     root = _make(tmp_path / "a", ["mix_1"], ["mix_1_Violin.wav"])
     with pytest.raises(ValueError, match="mix_1_Violin.wav"):

@@ -16,6 +16,14 @@ It accepts what the baseline's loader accepts, and says so in ``Catalog.summary(
   draws it gets no background, which is what the baseline's ``add_background`` does;
 * a *sparse* split (``valid`` by default: the baseline reads it only through its metadata) may
   lack class folders, noise or interference folders; what the metadata names is resolved later.
+
+Which files a class or noise folder holds depends on the task: the 2025 baseline takes only the
+``*.wav`` files directly in it (``glob("*.wav")``); the 2026 baseline (SpAudSyn
+``get_files_list(recursive=True)``, ``glob("**/*.wav")``) takes every ``*.wav`` below it, in
+sub-folders too (which folder a clip sits in matters for the 2026 repeat rule, ``Clip.subdir``).
+Either way hidden files and folders are never entered. Room positions are ``SourcePosition`` as
+stored for 2025 (pysofaconventions) and cartesian for 2026 (python-sofa's
+``get_values(system="cartesian")``, a spherical SourcePosition converted).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 
 from s5jax.audio import wav
 from s5jax.data import sofa
+from s5jax.data.synth import TASKS
 from s5jax.labels import CLASSES
 
 SAMPLE_RATE = 32000
@@ -42,6 +51,13 @@ class Clip:
     frames: int  # in the file, at its own rate
     channels: int  # in the file (target/interference clips are averaged to mono when read)
     sample_rate: int = SAMPLE_RATE  # the file's rate (read through wav.load → 32 kHz)
+    subdir: tuple[str, ...] = ()  # folders between its class (noise) folder and the file
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """Its path below the split's role folder, as metadata names it: ``(label, *subdir,
+        name)`` for clips (``Dishes/x.wav``), ``(*subdir, name)`` for noise."""
+        return ((self.label,) if self.label else ()) + self.subdir + (self.path.name,)
 
     @property
     def seconds(self) -> float:
@@ -112,13 +128,18 @@ def _visible(entries, scan: _Scan) -> list[Path]:
     return out
 
 
-def _files(folder: Path, pattern: str, scan: _Scan) -> list[Path]:
-    # Only files directly in the folder, as the baseline's non-recursive glob, which also skips
-    # dot-files (pathlib's glob would not).
-    return sorted(_visible((p for p in folder.glob(pattern) if p.is_file()), scan))
+def _files(folder: Path, pattern: str, scan: _Scan, recursive: bool = False) -> list[Path]:
+    """Visible files matching ``pattern`` directly in ``folder`` (the 2025 baseline's
+    non-recursive glob) or, ``recursive``, in any visible sub-folder too (the 2026 baseline's
+    ``glob("**/*.wav", recursive=True)``); both skip dot-files, which pathlib's glob would not."""
+    out = sorted(_visible((p for p in folder.glob(pattern) if p.is_file()), scan))
+    if recursive:
+        for sub in _visible(sorted(p for p in folder.iterdir() if p.is_dir()), scan):
+            out += _files(sub, pattern, scan, recursive=True)
+    return out
 
 
-def _clip(path: Path, label: str, scan: _Scan) -> Clip | None:
+def _clip(path: Path, label: str, scan: _Scan, base: Path | None = None) -> Clip | None:
     try:
         i = wav.info(path)
     except ValueError as e:
@@ -131,8 +152,9 @@ def _clip(path: Path, label: str, scan: _Scan) -> Clip | None:
         scan.resampled.append((path, i.sample_rate))
     if label and i.channels > 1:
         scan.downmixed.append((path, i.channels))
+    subdir = path.parent.relative_to(base).parts if base is not None else ()
     return Clip(path=path, label=label, frames=i.frames, channels=i.channels,
-                sample_rate=i.sample_rate)
+                sample_rate=i.sample_rate, subdir=subdir)
 
 
 def _class_folders(base: Path, sparse: bool, scan: _Scan) -> dict[str, Path]:
@@ -143,18 +165,18 @@ def _class_folders(base: Path, sparse: bool, scan: _Scan) -> dict[str, Path]:
     return {p.name: p for p in _visible(sorted(p for p in base.iterdir() if p.is_dir()), scan)}
 
 
-def _clips_by_class(folders: dict[str, Path], sparse: bool, scan: _Scan):
+def _clips_by_class(folders: dict[str, Path], sparse: bool, scan: _Scan, recursive: bool):
     out = {}
     for label, folder in folders.items():
-        files = _files(folder, "*.wav", scan)
+        files = _files(folder, "*.wav", scan, recursive)
         if not files and not sparse:
             scan.problems.append(f"{folder}: empty class folder, expected *.wav files")
-        clips = [_clip(p, label, scan) for p in files]
+        clips = [_clip(p, label, scan, folder) for p in files]
         out[label] = tuple(c for c in clips if c is not None)
     return out
 
 
-def _rooms(room_dir: Path, sparse: bool, scan: _Scan) -> list[Room]:
+def _rooms(room_dir: Path, sparse: bool, scan: _Scan, cartesian: bool) -> list[Room]:
     if not room_dir.is_dir():
         if not sparse:
             scan.problems.append(f"{room_dir}: missing folder, expected *.sofa room files")
@@ -171,17 +193,20 @@ def _rooms(room_dir: Path, sparse: bool, scan: _Scan) -> list[Room]:
             continue
         if info.sample_rate != SAMPLE_RATE:
             scan.resampled.append((p, info.sample_rate))
-        positions = info.positions.copy()
+        # 2025 (SpatialScaper, pysofaconventions) uses SourcePosition as stored; 2026 (SpAudSyn,
+        # python-sofa) asks for cartesian coordinates, converting spherical ones.
+        positions = (info.cartesian_positions() if cartesian else info.positions).copy()
         positions.setflags(write=False)
         rooms.append(Room(path=p, positions=positions, ir_frames=info.frames_at(SAMPLE_RATE),
                           channels=info.channels, sample_rate=info.sample_rate))
     return rooms
 
 
-def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan) -> Split:
+def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan, dcase2026: bool) -> Split:
+    recursive = dcase2026  # 2026: clips in sub-folders count
     # Rooms first: their channel count R is what the noise files must have.
     room_dir = root / "room_ir" / split
-    rooms = _rooms(room_dir, sparse, scan)
+    rooms = _rooms(room_dir, sparse, scan, cartesian=dcase2026)
     room_channels = sorted({r.channels for r in rooms})
     if len(room_channels) > 1:
         scan.problems.append(f"{room_dir}: rooms have {room_channels} channels, expected one "
@@ -201,14 +226,14 @@ def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan) -> Split:
             if label not in target_folders:
                 scan.problems.append(f"{base / label}: missing class folder")
     found = _clips_by_class({k: v for k, v in target_folders.items() if k in CLASSES}, sparse,
-                            scan)
+                            scan, recursive)
     targets = {label: found.get(label, ()) for label in CLASSES}
 
     int_base = root / "interference" / split
     int_folders = _class_folders(int_base, sparse, scan)
     if int_base.is_dir() and not int_folders and not sparse:
         scan.problems.append(f"{int_base}: no class folders, expected at least one")
-    interference = _clips_by_class(int_folders, sparse, scan)
+    interference = _clips_by_class(int_folders, sparse, scan, recursive)
 
     noise_dir = root / "noise" / split
     noise: list[Clip] = []
@@ -217,11 +242,11 @@ def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan) -> Split:
             scan.problems.append(f"{noise_dir}: missing folder, expected {channels}-channel "
                                  "*.wav files")
     else:
-        files = _files(noise_dir, "*.wav", scan)
+        files = _files(noise_dir, "*.wav", scan, recursive)
         if not files and not sparse:
             scan.problems.append(f"{noise_dir}: no *.wav files, expected at least one noise "
                                  "file")
-        noise = [c for c in (_clip(p, "", scan) for p in files) if c]
+        noise = [c for c in (_clip(p, "", scan, noise_dir) for p in files) if c]
         for c in noise:
             if c.channels != channels:
                 scan.skipped.append(
@@ -233,30 +258,45 @@ def _scan_split(root: Path, split: str, sparse: bool, scan: _Scan) -> Split:
 
 
 def scan(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid"),
-         sparse: tuple[str, ...] = ("valid",)) -> Catalog:
+         sparse: tuple[str, ...] = ("valid",), task: str = "dcase2025") -> Catalog:
     """Check and list a dataset root; one ``ValueError`` listing every problem found.
 
     Splits named in ``sparse`` may lack folders and classes (validation mixtures name their
-    files in metadata; :func:`s5jax.data.recipes.resolve_valid` checks those).
+    files in metadata; :func:`s5jax.data.recipes.resolve_valid` checks those). ``task``
+    ("dcase2025" | "dcase2026") decides whether clips in sub-folders count (module docstring).
     """
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: expected one of {TASKS}")
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: no such dataset folder, expected a DCASE2025Task4Dataset "
                          "dev_set layout (sound_event/, interference/, noise/, room_ir/)")
     state = _Scan()
-    found = {split: _scan_split(root, split, split in sparse, state) for split in sorted(splits)}
+    found = {split: _scan_split(root, split, split in sparse, state, task == "dcase2026")
+             for split in sorted(splits)}
     if state.problems:
         raise ValueError(f"{root}: {len(state.problems)} problem(s) in the dataset:\n  "
                          + "\n  ".join(state.problems))
     meta = root / "metadata" / "valid.json"
-    test = root / "test"
     return Catalog(
         root=root,
         splits=found,
         valid_metadata=meta if meta.is_file() else None,
-        test_dir=test if (test / "soundscape").is_dir() else None,
+        test_dir=find_test_dir(root),
         notes=state.notes(),
     )
+
+
+TEST_DIRS = ("test", "synthesized/test")  # 2025 dev set; 2026 dev set (and the embedded ones)
+
+
+def find_test_dir(root: str | os.PathLike) -> Path | None:
+    """The labelled test folder of a dataset root: ``test/`` (DCASE 2025 layout) or
+    ``synthesized/test/`` (DCASE 2026), whichever holds ``soundscape/``; None if neither."""
+    for sub in TEST_DIRS:
+        if (Path(root) / sub / "soundscape").is_dir():
+            return Path(root) / sub
+    return None
 
 
 def _rel(root: Path, p: Path) -> str:

@@ -1,13 +1,22 @@
-"""A procedural dataset in exactly the DCASE2025Task4Dataset ``data/dev_set`` layout.
+"""A procedural dataset in exactly the DCASE2025Task4Dataset ``data/dev_set`` layout, or with
+``task="dcase2026"`` the DCASE2026Task4Dataset one.
 
 Made on first use so that training, evaluation and the tests run without the real data
-(spec §2.1 for the layout). Everything is a deterministic function of ``(seed, scale)``: each
-file has its own numpy Generator seeded from (seed, role, split, class, index), so adding a
+(spec §2.1 for the layout). Everything is a deterministic function of ``(seed, scale, task)``:
+each file has its own numpy Generator seeded from (seed, role, split, class, index), so adding a
 class or changing one generator leaves every other file unchanged. ``valid`` draws with
 different seeds from ``train`` (its own rooms, clips, noise), so validation and test measure
 generalisation to unseen instances.
 
-CLI: ``python -m s5jax.data.embedded --out DIR [--scale small|full] [--seed N]``.
+The 2026 dataset differs where the 2026 baseline reads differently: every ``nested_every``-th
+class keeps its clips in sub-folders (``<Class>/set_<k>/``, two clips sharing ``set_0``), as
+SpAudSyn allows and its repeat rule (no two sources of one class from one first-level
+sub-folder) needs; rooms have their measurements spread in azimuth (``rooms.ring_sources``);
+validation and test metadata are SpAudSyn JSON and the test set lives in
+``synthesized/test/`` (:func:`s5jax.data.splits.write_splits`).
+
+CLI: ``python -m s5jax.data.embedded --out DIR [--scale small|full] [--seed N]
+[--task dcase2025|dcase2026]``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import numpy as np
 from s5jax.audio import wav
 from s5jax.data import rooms, sofa, sounds
 from s5jax.data.splits import write_splits
+from s5jax.data.synth import TASKS
 
 VERSION = 3  # bump when any generator changes: cached datasets of another version are rebuilt
 MANIFEST = "embedded.json"
@@ -49,6 +59,8 @@ class Scale:
     rooms: dict[str, int]
     positions: int  # source positions per room
     ir_seconds: float
+    nested_every: int = 0  # every n-th class (0, n, 2n, …) in sub-folders, one clip more; 0: none
+    ring: bool = False  # positions spread in azimuth (rooms.ring_sources)
 
 
 SCALES: dict[str, Scale] = {
@@ -74,6 +86,22 @@ SCALES: dict[str, Scale] = {
         ir_seconds=0.5,
     ),
 }
+
+
+# DCASE 2026: three clips per class (four in the nested classes, in three sub-folders) so that a
+# class can sound three times; eight (sixteen) measurements per room around the mic.
+SCALES_2026: dict[str, Scale] = {
+    "small": dataclasses.replace(SCALES["small"], clips={"train": 3, "valid": 3},
+                                 positions=8, nested_every=3, ring=True),
+    "full": dataclasses.replace(SCALES["full"], positions=16, nested_every=3, ring=True),
+}
+
+
+def scales(task: str = "dcase2025") -> dict[str, Scale]:
+    """The scales of ``task``'s embedded dataset."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: expected one of {TASKS}")
+    return SCALES_2026 if task == "dcase2026" else SCALES
 
 
 def _rng(seed: int, *parts: str | int) -> np.random.Generator:
@@ -102,15 +130,19 @@ def _duration(rng: np.random.Generator, scale: Scale, counter: int) -> float:
 def _write_clips(root: Path, role: str, split: str, kinds: dict[str, sounds.Generator],
                  count: int, scale: Scale, seed: int, report) -> int:
     written = 0
+    nested = scale.nested_every if role == "sound_event" else 0
+    total = sum(count + bool(nested and ci % nested == 0) for ci in range(len(kinds)))
     for ci, (label, gen) in enumerate(kinds.items()):
         folder = root / role / split / label
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
+        in_sets = bool(nested and ci % nested == 0)
+        for i in range(count + in_sets):
             rng = _rng(seed, role, split, label, i)
             x = _clip(gen, rng, _duration(rng, scale, ci * count + i))
-            wav.write(folder / f"{label}_{split}_{i:03d}.wav", x, subtype="PCM_16")
+            sub = folder / f"set_{max(i - 1, 0)}" if in_sets else folder
+            sub.mkdir(parents=True, exist_ok=True)
+            wav.write(sub / f"{label}_{split}_{i:03d}.wav", x, subtype="PCM_16")
             written += 1
-            report(f"{role}/{split}", written, len(kinds) * count)
+            report(f"{role}/{split}", written, total)
     return written
 
 
@@ -135,7 +167,8 @@ def _write_rooms(root: Path, split: str, scale: Scale, seed: int, report) -> int
     for i in range(count):
         rng = _rng(seed, "room_ir", split, i)
         room = rooms.random_room(rng)
-        positions, irs = rooms.random_sources(rng, room, scale.positions, frames)
+        draw = rooms.ring_sources if scale.ring else rooms.random_sources
+        positions, irs = draw(rng, room, scale.positions, frames)
         desc = (f"shoebox {room.size[0]:.2f} x {room.size[1]:.2f} x {room.size[2]:.2f} m, "
                 f"reflection {room.reflection:.3f}, mic at "
                 f"({room.mic[0]:.2f}, {room.mic[1]:.2f}, {room.mic[2]:.2f}); "
@@ -156,15 +189,17 @@ def _printer(stage: str, done: int, total: int) -> None:
 
 
 def generate(out: str | os.PathLike, scale: str = "small", seed: int = 0,
-             progress: Callable[[str, int, int], None] | None = None) -> dict:
+             progress: Callable[[str, int, int], None] | None = None,
+             task: str = "dcase2025") -> dict:
     """Write the dataset into ``out`` (an existing empty directory); returns the manifest.
 
     Not atomic on its own: ``ensure_embedded`` calls it on a temporary directory.
     """
-    if scale not in SCALES:
-        raise ValueError(f"scale {scale!r}, expected one of {sorted(SCALES)}")
+    table = scales(task)
+    if scale not in table:
+        raise ValueError(f"scale {scale!r}, expected one of {sorted(table)}")
     out = Path(out)
-    s = SCALES[scale]
+    s = table[scale]
     report = progress or _quiet
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
@@ -183,14 +218,18 @@ def generate(out: str | os.PathLike, scale: str = "small", seed: int = 0,
         "seed": int(seed),
         "counts": counts,
     }
+    if task != "dcase2025":  # (2025 manifests keep the bytes they always had)
+        manifest["task"] = task
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
-def default_root(scale: str = "small", seed: int = 0) -> Path:
-    """``$S5JAX_DATA/embedded-<scale>-<seed>``, by default under ``~/.cache/s5jax``."""
+def default_root(scale: str = "small", seed: int = 0, task: str = "dcase2025") -> Path:
+    """``$S5JAX_DATA/embedded-<scale>-<seed>`` (2026: ``embedded-dcase2026-<scale>-<seed>``),
+    by default under ``~/.cache/s5jax``."""
     base = os.environ.get("S5JAX_DATA") or os.path.join("~", ".cache", "s5jax")
-    return Path(base).expanduser() / f"embedded-{scale}-{seed}"
+    prefix = "embedded" if task == "dcase2025" else f"embedded-{task}"
+    return Path(base).expanduser() / f"{prefix}-{scale}-{seed}"
 
 
 def read_manifest(root: str | os.PathLike) -> dict | None:
@@ -202,7 +241,7 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
 
 
 def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small", seed: int = 0,
-                    progress: bool = False) -> Path:
+                    progress: bool = False, task: str = "dcase2025") -> Path:
     """The embedded dataset at ``root`` (default ``default_root``), generated if missing.
 
     Generation happens in a temporary sibling directory that is renamed into place when
@@ -211,14 +250,18 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
     dataset of the same scale/seed/version is reused; one of another generator version is
     replaced. A non-empty ``root`` that is not an embedded dataset is never touched.
     """
-    if scale not in SCALES:
-        raise ValueError(f"scale {scale!r}, expected one of {sorted(SCALES)}")
-    root = Path(root) if root is not None else default_root(scale, seed)
-    want = {"version": VERSION, "scale": scale, "seed": int(seed)}
+    if scale not in scales(task):
+        raise ValueError(f"scale {scale!r}, expected one of {sorted(scales(task))}")
+    root = Path(root) if root is not None else default_root(scale, seed, task)
+    want = {"version": VERSION, "scale": scale, "seed": int(seed), "task": task}
+
+    def held(manifest: dict, key: str):
+        return manifest.get(key, "dcase2025") if key == "task" else manifest.get(key)
+
     stale = False
     if root.exists():
         have = read_manifest(root)
-        if have is not None and all(have.get(k) == v for k, v in want.items()):
+        if have is not None and all(held(have, k) == v for k, v in want.items()):
             return root
         if have is None or have.get("generator") != "s5jax.data.embedded":
             if root.is_dir() and not any(root.iterdir()):
@@ -226,16 +269,17 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
             else:
                 raise ValueError(f"{root}: exists and is not an embedded s5jax dataset; "
                                  "expected a missing or empty directory")
-        elif have.get("scale") != scale or have.get("seed") != int(seed):
+        elif (have.get("scale"), have.get("seed"), held(have, "task")) != (scale, int(seed), task):
             raise ValueError(f"{root}: holds the embedded dataset scale={have.get('scale')} "
-                             f"seed={have.get('seed')}, expected scale={scale} seed={seed}")
+                             f"seed={have.get('seed')} task={held(have, 'task')}, expected "
+                             f"scale={scale} seed={seed} task={task}")
         else:
             stale = True  # older generator version: rebuild and swap
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
     try:
-        generate(tmp, scale, seed, _printer if progress else None)
-        write_splits(tmp, seed, scale)  # metadata/valid*, test/ (from the synthesis side)
+        generate(tmp, scale, seed, _printer if progress else None, task=task)
+        write_splits(tmp, seed, scale, task)  # metadata/valid*, test (from the synthesis side)
         if stale:
             old = root.with_name(f".{root.name}.{os.getpid()}.old")
             os.rename(root, old)
@@ -245,7 +289,7 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
         except OSError:
             # Another process finished first; use its copy if it is the one wanted.
             have = read_manifest(root)
-            if have is None or any(have.get(k) != v for k, v in want.items()):
+            if have is None or any(held(have, k) != v for k, v in want.items()):
                 raise
     finally:
         if tmp.exists():
@@ -260,16 +304,18 @@ def dataset_bytes(root: str | os.PathLike) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m s5jax.data.embedded",
-        description="Write the procedural dataset in the DCASE2025Task4Dataset dev_set layout.",
+        description="Write the procedural dataset in the DCASE2025Task4Dataset (or, with --task "
+                    "dcase2026, DCASE2026Task4Dataset) dev_set layout.",
     )
     parser.add_argument("--out", type=Path, default=None,
                         help="dataset root (default: $S5JAX_DATA or ~/.cache/s5jax, "
-                             "embedded-<scale>-<seed>)")
+                             "embedded-<scale>-<seed>, 2026: embedded-dcase2026-<scale>-<seed>)")
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", choices=TASKS, default="dcase2025")
     args = parser.parse_args(argv)
     try:
-        root = ensure_embedded(args.out, args.scale, args.seed, progress=True)
+        root = ensure_embedded(args.out, args.scale, args.seed, progress=True, task=args.task)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,8 +13,10 @@ and resampled, which is exactly what the baseline's ``librosa.load(offset=, dura
 does (so the samples match it), costs ~10–20 ms per 10-s window and needs no cache shared
 between Grain workers. Rooms at another rate are resampled one measurement at a time.
 
-Validation (``make_valid_batches``): mixtures described by ``metadata/valid.json``, slots in
-``ref_event`` order, deterministic; the last batch is padded with empty items (``weight`` 0).
+Validation (``make_valid_batches``): mixtures described by ``metadata/valid.json`` (2025: slots
+in ``ref_event`` order; 2026 SpAudSyn metadata: ``fg_events`` sorted by ``event_time``, see
+:mod:`s5jax.data.spaudsyn`), deterministic; the last batch is padded with empty items
+(``weight`` 0).
 
 Modes: ``"separator"`` (dry targets rendered), ``"tagger"`` (no dry targets; host batch adds
 ``multi_hot (B, 18)``). ``render_batch`` turns a (device) batch into
@@ -38,7 +40,7 @@ from jax.sharding import Mesh
 from s5jax import labels as labels_lib
 from s5jax.audio import wav
 from s5jax.data import recipes as recipes_lib
-from s5jax.data import sofa, synth
+from s5jax.data import sofa, spaudsyn, synth
 from s5jax.data.catalog import Catalog, Split
 from s5jax.data.recipes import MixtureConfig, Recipe
 from s5jax.mesh import put_batch
@@ -129,16 +131,21 @@ def read_item(
 
 
 def read_noise(clip, offset: float, cfg: MixtureConfig, layout: Layout) -> np.ndarray:
-    """The background window ``(R, L)`` float32, as the baseline's ``get_background_noise``.
+    """The background window ``(R, L)`` float32, as the baselines' renderers read it.
 
     ``offset`` in seconds: ``librosa.load(offset=, duration=clip length)``. ``STRETCH``
-    ("source_time": null, files no longer than the clip): the whole file, each sample repeated
-    ``⌈L / len⌉`` times and cut to ``L`` — a time-stretch, not a loop (spec §7.5).
+    ("source_time": null, files no longer than the clip): the whole file brought to ``⌈L /
+    len⌉`` times its length and cut to ``L``: 2025 (``get_background_noise``) repeats each
+    sample — a time-stretch, not a loop (spec §7.5); 2026 (SpAudSyn) loops the file
+    (``np.tile``).
     """
     length = layout.length
     if offset == recipes_lib.STRETCH:
         n = wav.load(clip.path, sample_rate=cfg.sr, channels=layout.channels)
-        return np.repeat(n, -(-length // n.shape[1]), axis=-1)[:, :length]
+        reps = -(-length // n.shape[1])
+        if synth.rules(cfg.task).short_noise == "tile":
+            return np.tile(n, (1, reps))[:, :length]
+        return np.repeat(n, reps, axis=-1)[:, :length]
     n = wav.load(clip.path, sample_rate=cfg.sr, offset=offset, duration=cfg.duration,
                  channels=layout.channels)[:, :length]
     # Shorter only by resampling round-off (a file too short for its offset is refused when
@@ -264,11 +271,13 @@ class ValidBatches:
 def make_valid_batches(
     catalog: Catalog, *, batch_size: int, mode: str = "separator", num_targets: int = 3
 ) -> ValidBatches:
-    """Deterministic validation batches from ``catalog.valid_metadata`` (spec §2.7).
+    """Deterministic validation batches from ``catalog.valid_metadata`` (2025: spec §2.7;
+    2026: SpAudSyn metadata, told apart by the first mixture's ``room``).
 
     Every mixture must share ``sr`` and ``duration``. All metadata is resolved here, so every
     problem is reported at once (one ``ValueError``) before anything runs. Items carry
-    ``weight`` (1 real, 0 padding).
+    ``weight`` (1 real, 0 padding). The returned ``config`` is the metadata's (its ``task``
+    says whose renderer the mixtures follow).
     """
     _check_mode(mode)
     if catalog.valid_metadata is None:
@@ -279,7 +288,9 @@ def make_valid_batches(
     if split_name not in catalog.splits:
         raise ValueError(f"{catalog.root}: validation metadata needs split {split_name!r} scanned")
     sp = catalog.splits[split_name]
-    cfg, entries, recipes = recipes_lib.resolve_valid(catalog.valid_metadata, sp, num_targets)
+    resolve = (spaudsyn.resolve_valid if spaudsyn.is_spaudsyn_listing(catalog.valid_metadata)
+               else recipes_lib.resolve_valid)
+    cfg, entries, recipes = resolve(catalog.valid_metadata, sp, num_targets)
     layout = split_layout(sp, cfg)
     _ensure_absl_flags()
     n = len(entries)
@@ -312,7 +323,7 @@ def render_batch(
     out = dict(synth.render(
         {k: batch[k] for k in synth.INPUT_KEYS},
         length=config.frames, num_targets=config.num_targets, with_dry=mode == "separator",
-        ref_db=config.ref_db, sr=config.sr, window_ms=config.dry_window_ms,
+        ref_db=config.ref_db, sr=config.sr, window_ms=config.dry_window_ms, task=config.task,
     ))
     for k in ("multi_hot", "weight"):
         if k in batch:

@@ -114,3 +114,34 @@ def random_sources(
         positions.append(rel)
         irs.append(h)
     return np.asarray(positions), np.asarray(irs)
+
+
+def ring_sources(
+    rng: np.random.Generator, room: Shoebox, count: int, frames: int,
+    sample_rate: int = SAMPLE_RATE, distance=(0.8, 2.5), elevation_deg: float = 20.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` positions around the mic (relative to it) and their RIRs, like
+    :func:`random_sources` but spread in azimuth as measured SOFA sets are: source ``k`` at
+    azimuth ``360°·k/count`` (± a quarter step), elevation within ±``elevation_deg``, distance
+    up to ``distance[1]`` (and 0.3 m inside the walls), so that every direction has measurements
+    more than 60° away (the DCASE 2026 repeat rule needs them)."""
+    mic = np.asarray(room.mic)
+    size = np.asarray(room.size)
+    step = 2 * np.pi / count
+    positions, irs = [], []
+    while len(positions) < count:
+        az = step * len(positions) + rng.uniform(-step / 4, step / 4)
+        el = np.deg2rad(rng.uniform(-elevation_deg, elevation_deg))
+        u = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        with np.errstate(divide="ignore"):
+            to_wall = np.where(u > 0, (size - 0.3 - mic) / u, np.where(u < 0, (0.3 - mic) / u,
+                                                                          np.inf))
+        reach = min(float(to_wall.min()), distance[1])
+        dist = float(rng.uniform(min(distance[0], reach), reach))
+        p = mic + dist * u
+        h = foa_rir(room, p, frames, sample_rate)
+        if abs(int(np.argmax(h[0])) - dist / SPEED_OF_SOUND * sample_rate) > 1.0:
+            continue
+        positions.append(p - mic)
+        irs.append(h)
+    return np.asarray(positions), np.asarray(irs)

@@ -32,10 +32,27 @@ class SofaInfo:
     """What a room's SOFA file holds: positions (M, 3) metres, R channels, N frames per IR."""
 
     path: Path
-    positions: np.ndarray  # (M, 3) float64
+    positions: np.ndarray  # (M, 3) float64, as stored (SourcePosition)
     channels: int
     ir_frames: int
     sample_rate: float  # Data.SamplingRate (an int when whole)
+    position_type: str = "cartesian"  # SourcePosition's Type attribute
+    position_units: str = "metre"  # SourcePosition's Units attribute
+
+    def cartesian_positions(self) -> np.ndarray:
+        """``(M, 3)`` positions in metres, x y z: as python-sofa's
+        ``Source.Position.get_values(system="cartesian")`` returns them (what SpAudSyn reads):
+        a ``spherical`` SourcePosition (azimuth, elevation from the horizontal plane, radius;
+        angles in degrees unless its Units say radians) is converted, a cartesian one is
+        returned as stored."""
+        if self.position_type.lower() != "spherical":
+            return self.positions
+        first = self.position_units.replace(" ", ",").split(",")[0].lower()
+        az, el, r = self.positions.T
+        if first not in ("radians", "rad"):
+            az, el = np.deg2rad(az), np.deg2rad(el)
+        return np.stack([r * np.cos(az) * np.cos(el), r * np.sin(az) * np.cos(el),
+                         r * np.sin(el)], axis=1)
 
     @property
     def measurements(self) -> int:
@@ -95,17 +112,28 @@ def _checked(path: Path, f: h5py.File) -> tuple[h5py.Dataset, np.ndarray, float]
     return ir, positions, int(r) if r.is_integer() else r
 
 
+def _attr(var: h5py.Dataset, name: str, default: str) -> str:
+    value = var.attrs.get(name, default)
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
 def open_room(path: str | os.PathLike) -> SofaInfo:
     """Check a SOFA file and return its geometry; reads only SourcePosition and the header."""
     path = Path(path)
     with _open(path) as f:
         ir, positions, rate = _checked(path, f)
+        kind = _attr(f["SourcePosition"], "Type", "cartesian")
+        if kind.lower() not in ("cartesian", "spherical"):
+            raise ValueError(f"{path}: SourcePosition Type {kind!r}, expected 'cartesian' or "
+                             "'spherical'")
         return SofaInfo(
             path=path,
             positions=positions,
             channels=int(ir.shape[1]),
             ir_frames=int(ir.shape[2]),
             sample_rate=rate,
+            position_type=kind,
+            position_units=_attr(f["SourcePosition"], "Units", "metre"),
         )
 
 

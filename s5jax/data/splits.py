@@ -15,6 +15,23 @@ interferers, noise and rooms never used by training recipes, which come from ``t
   different draws (another seed stream) from the same held-out ``valid`` material.
 
 Mixture length: 4 s for ``small`` (keeps the smoke runs quick), 10 s for ``full``.
+
+``task="dcase2026"`` writes the DCASE 2026 layout instead (mixtures drawn with the 2026 tagger
+rules, ``recipes.task_config("dcase2026", "tagger")``: 0–3 targets, repeats):
+
+* ``metadata/valid.json`` and ``metadata/test.json``, lists of ``{"metadata_path": P}`` with
+  ``P`` = ``valid/valid_NNNN.json`` / ``test/soundscape_NNNN.json``, each a SpAudSyn
+  ``generate_metadata`` JSON (:mod:`s5jax.data.spaudsyn`; folders relative to the root);
+* ``synthesized/test/soundscape/soundscape_NNNN.wav`` (R-channel) and
+  ``synthesized/test/oracle_target/soundscape_NNNN_<i>_<Label>.wav`` (mono), all float32 (16-bit
+  PCM would lose ~20 dB at ref_db −55), ``i`` the event's index in ``fg_events`` after a stable
+  sort by ``event_time`` (the official output slot); a mixture without targets has no oracle
+  file. Both are rendered from the metadata as written (resolved back by
+  ``spaudsyn.resolve_valid``), with the float64 reference and SpAudSyn's rules.
+
+Each split holds at least one mixture without targets and one with a repeated class: its
+mixtures are the first recipe indices of its seed stream, except that the first index with no
+target and the first with a repeat are taken in if the first ones have none.
 """
 
 from __future__ import annotations
@@ -29,7 +46,7 @@ from s5jax import labels as labels_lib
 from s5jax.atomic import write_atomic
 from s5jax.audio import wav
 from s5jax.data import catalog as catalog_lib
-from s5jax.data import loader, recipes, synth
+from s5jax.data import loader, recipes, spaudsyn, synth
 
 SIZES = {"small": dict(valid=6, test=6, duration=4.0), "full": dict(valid=100, test=100,
                                                                     duration=10.0)}
@@ -41,10 +58,12 @@ def _write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=1))
 
 
-def write_splits(root: Path, seed: int, scale: str) -> None:
+def write_splits(root: Path, seed: int, scale: str, task: str = "dcase2025") -> None:
     """Write validation metadata and test soundscapes for the dataset at ``root``."""
     if scale not in SIZES:
         raise ValueError(f"scale {scale!r}, expected one of {sorted(SIZES)}")
+    if task == "dcase2026":
+        return _write_splits_2026(Path(root), seed, scale)
     root = Path(root)
     size = SIZES[scale]
     cat = catalog_lib.scan(root, splits=("valid",))
@@ -83,6 +102,65 @@ def write_splits(root: Path, seed: int, scale: str) -> None:
                 wav.write(root / "test" / "oracle_target" / f"{name}_{label}.wav",
                           dry[s : s + 1].astype(np.float32), sample_rate=cfg.sr)
     _write_json(root / "metadata" / "test.json", listing)
+
+
+def _has_repeat(r: recipes.Recipe, s: int) -> bool:
+    c = r.cls[:s][r.active[:s]]
+    return len(set(c.tolist())) < len(c)
+
+
+def pick_indices(split, seed: int, cfg: recipes.MixtureConfig, count: int) -> list[int]:
+    """Recipe indices of a 2026 split: ``0..count−1``, with the first index drawing no target
+    and the first drawing a repeated class taken in (in place of the last ones) if missing."""
+    s = cfg.num_targets
+    tests = (lambda r: not r.active[:s].any(), lambda r: _has_repeat(r, s))
+    first = []
+    for want in tests:
+        i = 0
+        while not want(recipes.make_recipe(split, i, seed, cfg)):
+            i += 1
+            if i > 10_000:
+                raise ValueError(f"no mixture of the kind needed in 10 000 draws (seed {seed})")
+        first.append(i)
+    chosen = sorted(set(first))
+    rest = [i for i in range(count + len(chosen)) if i not in chosen]
+    return sorted(chosen + rest[: count - len(chosen)])
+
+
+def _write_splits_2026(root: Path, seed: int, scale: str) -> None:
+    size = SIZES[scale]
+    split = catalog_lib.scan(root, splits=("valid",), task="dcase2026").splits["valid"]
+    cfg = recipes.task_config("dcase2026", "tagger", size["duration"])
+    listings = {}
+    for kind, stream, prefix in (("valid", seed, "valid"), ("test", seed + _TEST_STREAM,
+                                                             "soundscape")):
+        listing = []
+        for k, i in enumerate(pick_indices(split, stream, cfg, size[kind])):
+            meta = spaudsyn.recipe_to_spaudsyn(recipes.make_recipe(split, i, stream, cfg), split,
+                                               "valid", cfg)
+            path = f"{kind}/{prefix}_{k:04d}.json"
+            _write_json(root / "metadata" / path, meta)
+            listing.append({"metadata_path": path})
+        listings[kind] = root / "metadata" / f"{kind}.json"
+        _write_json(listings[kind], listing)
+
+    test = root / "synthesized" / "test"
+    (test / "soundscape").mkdir(parents=True, exist_ok=True)
+    (test / "oracle_target").mkdir(parents=True, exist_ok=True)
+    mcfg, entries, rs = spaudsyn.resolve_valid(listings["test"], split)
+    layout = loader.split_layout(split, mcfg)
+    for entry, r in zip(entries, rs, strict=True):
+        item = loader.read_item(r, split, mcfg, layout, dtype=np.float64)
+        mix, dry = synth.render_reference(
+            item, length=mcfg.frames, num_targets=mcfg.num_targets, ref_db=mcfg.ref_db,
+            sr=mcfg.sr, window_ms=mcfg.dry_window_ms, task=mcfg.task,
+        )
+        wav.write(test / "soundscape" / f"{entry.name}.wav", mix.astype(np.float32),
+                  sample_rate=mcfg.sr)
+        for i, c in enumerate(item["labels"]):
+            if c >= 0:
+                wav.write(test / "oracle_target" / f"{entry.name}_{i}_{labels_lib.CLASSES[c]}.wav",
+                          dry[i : i + 1].astype(np.float32), sample_rate=mcfg.sr)
 
 
 def describe(scale: str) -> dict:

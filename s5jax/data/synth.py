@@ -18,12 +18,26 @@ then interferer slots:
 | ``noise_active`` | ``()`` bool | a background is present |
 | ``labels`` | ``(S,)`` int32 | target classes in slot order, -1 empty |
 
-Per event: peak-normalise the source; divide the IR by the mean of its per-channel L2 norms;
-wet image ``w = x * h`` (full linear convolution); gain ``g = 10^((level − P(w))/20)`` with ``P``
-the mean power over all ``Ls + N − 1`` samples and all channels; add ``g·w`` at ``onset``, cut at
-``L``. Dry target (targets only): ``g · (x * h_dir)`` with ``h_dir`` the channel-0 IR kept on
-``[p − 6 ms, p + 50 ms)``, ``p`` the arg-max of the *signed* channel-0 IR. Background: scaled to
-``ref_db`` power over all samples and channels. Inactive slots are exactly 0.
+Per event: peak-normalise the source; normalise the IR (below); wet image ``w = x * h`` (full linear
+convolution); gain ``g = 10^((level − P(w))/20)`` with ``P`` the mean power over all
+``Ls + N − 1`` samples and all channels; add ``g·w`` at ``onset``, cut at ``L``. Dry target
+(targets only): ``g · (x * h_dir)`` with ``h_dir`` the channel-0 IR kept on a window from 6 ms
+before to 50 ms after its peak ``p``. Background: scaled to ``ref_db`` power over all samples and
+channels. Inactive slots are exactly 0.
+
+Where the two years' official renderers differ, :data:`RULES` says what each does (the task is a
+config value, ``"dcase2025"`` or ``"dcase2026"``):
+
+| | ``dcase2025`` (SpatialScaper) | ``dcase2026`` (SpAudSyn ``SofaRoom``) |
+|---|---|---|
+| dry-window peak ``p`` | arg-max of the signed ``h₀`` | arg-max of ``|h₀|`` |
+| dry window | ``[p − d0, p + d1)`` | ``[p − d0, p + d1]`` (end included) |
+| short background (``source_time`` null) | samples repeated (``np.repeat``) | loop (``np.tile``) |
+
+(the last row is applied by the loader, which builds the background window). The IRs are also
+normalised differently (2025 ``h / mean_r ‖h_r‖``, 2026 ``h / sqrt(mean_r ‖h_r‖²)``), but that
+cannot change the output: the gain is computed from the wet image afterwards, so any scale of
+``h`` cancels in the mixture and the dry target alike; the 2025 normalisation is used for both.
 
 The jitted renderer places each source at its onset in the time domain (the loader guarantees
 ``onset + source_len ≤ L``, so the placed source holds every sample and the wet power is
@@ -35,6 +49,7 @@ transforms.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -46,6 +61,29 @@ from s5jax import labels as labels_lib
 
 SAMPLE_RATE = 32000
 REF_DB = -50.0
+TASKS = ("dcase2025", "dcase2026")
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderRules:
+    """What one year's official renderer does where the years differ (module docstring)."""
+
+    dry_abs_peak: bool  # dry-window anchor: arg-max of |h₀| (2026) instead of h₀ (2025)
+    dry_end_inclusive: bool  # window [p − d0, p + d1] (2026) instead of [p − d0, p + d1)
+    short_noise: str  # "repeat" (np.repeat, 2025) | "tile" (np.tile, 2026)
+
+
+RULES: dict[str, RenderRules] = {
+    "dcase2025": RenderRules(False, False, "repeat"),
+    "dcase2026": RenderRules(True, True, "tile"),
+}
+
+
+def rules(task: str) -> RenderRules:
+    """The :class:`RenderRules` of ``task``; ``ValueError`` naming the known tasks."""
+    if task not in RULES:
+        raise ValueError(f"task {task!r}: expected one of {TASKS}")
+    return RULES[task]
 INPUT_KEYS = ("source", "source_len", "ir", "ir_len", "onset", "level_db", "active", "noise",
               "noise_active", "labels")
 
@@ -85,11 +123,13 @@ def render_reference(
     ref_db: float = REF_DB,
     sr: int = SAMPLE_RATE,
     window_ms: tuple[float, float] = (6.0, 50.0),
+    task: str = "dcase2025",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline rendering in float64 with ``scipy.signal.fftconvolve``.
+    """Baseline rendering in float64 with ``scipy.signal.fftconvolve`` (``task``: :data:`RULES`).
 
     Returns ``mixture (R, length)`` and ``dry (num_targets, length)`` float64.
     """
+    rule = rules(task)
     d0, d1 = dry_window(sr, window_ms)
     r = item["ir"].shape[-2]
     y = np.zeros((r, length), np.float64)
@@ -114,9 +154,10 @@ def render_reference(
         y[:, on:end] += g * w[:, : end - on]
         if e < num_targets:
             hd = h[0].copy()
-            p = int(np.argmax(hd))
-            if p + d1 < hd.shape[0]:
-                hd[p + d1 :] = 0
+            p = int(np.argmax(np.abs(hd) if rule.dry_abs_peak else hd))
+            stop = p + d1 + int(rule.dry_end_inclusive)  # first sample after the window
+            if stop < hd.shape[0]:
+                hd[stop:] = 0
             if p - d0 > 0:
                 hd[: p - d0] = 0
             d = g * scipy.signal.fftconvolve(x, hd)
@@ -147,9 +188,10 @@ def _sum_last(x: jnp.ndarray) -> jnp.ndarray:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("length", "num_targets", "with_dry", "ref_db", "d0", "d1", "nfft")
+    jax.jit,
+    static_argnames=("length", "num_targets", "with_dry", "ref_db", "d0", "d1", "nfft", "rule"),
 )
-def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft):
+def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, rule):
     f32 = jnp.float32
     x = batch["source"].astype(f32)  # (B, E, Ls)
     h = batch["ir"].astype(f32)  # (B, E, R, N)
@@ -195,8 +237,10 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft):
     h0 = h[:, :num_targets, 0, :]  # (B, S, N)
     t = jnp.arange(n_ir, dtype=jnp.int32)
     valid = t < batch["ir_len"][:, :num_targets, None]
-    p = jnp.argmax(jnp.where(valid, h0, -jnp.inf), axis=-1)[..., None]
-    hd = jnp.where((t >= p - d0) & (t < p + d1), h0, 0.0)
+    peak_of = jnp.abs(h0) if rule.dry_abs_peak else h0
+    p = jnp.argmax(jnp.where(valid, peak_of, -jnp.inf), axis=-1)[..., None]
+    stop = p + d1 + int(rule.dry_end_inclusive)  # first sample after the window
+    hd = jnp.where((t >= p - d0) & (t < stop), h0, 0.0)
     df = xg[:, :num_targets] * jnp.fft.rfft(hd, n=nfft, axis=-1)
     out["dry"] = jnp.fft.irfft(df, n=nfft, axis=-1)[..., :length]
     return out
@@ -212,12 +256,14 @@ def render(
     sr: int = SAMPLE_RATE,
     window_ms: tuple[float, float] = (6.0, 50.0),
     nfft: int | None = None,
+    task: str = "dcase2025",
 ) -> dict[str, jax.Array]:
     """Render a batch on the default device (or wherever ``batch`` is sharded).
 
     Args:
       batch: host or device arrays with a leading batch axis (module docstring).
       length: mixture length ``L`` in samples.
+      task: whose renderer to follow where the years differ (:data:`RULES`).
       nfft: FFT length; default the fast length ≥ ``Ls + N − 1`` (no wrap-around because the
         loader guarantees ``onset + source_len ≤ L ≤ Ls``).
 
@@ -234,5 +280,5 @@ def render(
     d0, d1 = dry_window(sr, window_ms)
     return _render(
         batch, length=length, num_targets=num_targets, with_dry=with_dry, ref_db=float(ref_db),
-        d0=d0, d1=d1, nfft=nfft,
+        d0=d0, d1=d1, nfft=nfft, rule=rules(task),
     )

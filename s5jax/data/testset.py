@@ -1,16 +1,20 @@
-"""Labelled test sets: ``soundscape/*.wav`` mixtures with ``oracle_target/<name>_<Label>.wav``.
+"""Labelled test sets: ``soundscape/*.wav`` mixtures with ``oracle_target/`` references.
 
-This is the layout of the DCASE 2025 Task 4 development ``test`` split (spec §2.1, §2.8); any
-labelled set laid out the same way (a held-out evaluation set, the embedded dataset's ``test``)
-is read and scored the same way.
+This is the layout of the DCASE 2025 Task 4 development ``test`` split (spec §2.1, §2.8;
+references ``<name>_<Label>.wav``) and of the DCASE 2026 one (``synthesized/test``; references
+``<name>_<i>_<Label>.wav``, ``i`` the event's output slot); both namings are read, as the 2026
+baseline reads both (its pattern ``<name>(_<number>)?_<label>.wav``). Any labelled set laid out
+the same way (a held-out evaluation set, the embedded datasets' test sets) is read and scored the
+same way. :func:`s5jax.data.catalog.find_test_dir` finds the folder in a dataset root.
 
-Matching of references to soundscapes is *prefix-free* (unlike the baseline, spec §7.19, which
-takes every file that merely starts with the soundscape name, so ``mix_1`` would also claim
+Matching of references to soundscapes is *prefix-free* (unlike the baselines, spec §7.19, which
+take every file that merely starts with the soundscape name, so ``mix_1`` would also claim
 ``mix_10_Speech.wav``): the label suffix is parsed off the file name first and the rest must equal
-a soundscape name exactly. A repeated class (allowed from DCASE 2026 on) may carry a numeric
-suffix, ``<name>_<Label>_<k>.wav``. A reference whose label is not one of the 18 classes, or whose
-name matches no soundscape, is an error naming the file — a silently ignored reference would
-change the score.
+a soundscape name exactly, or (2026) a soundscape name followed by ``_<i>``. A name that fits two
+soundscapes both ways (``mix_1_Speech.wav`` with soundscapes ``mix`` and ``mix_1``) is refused as
+ambiguous. A repeated class may also carry a numeric suffix, ``<name>_<Label>_<k>.wav``. A
+reference whose label is not one of the 18 classes, or whose name matches no soundscape, is an
+error naming the file — a silently ignored reference would change the score.
 """
 
 from __future__ import annotations
@@ -92,9 +96,14 @@ class TestSet:
             if not p.name.endswith(".wav") or p.name.startswith("."):
                 continue
             name, label = parse_reference_name(p.name)
-            if name not in refs:
+            head, _, tail = name.rpartition("_")
+            slotted = head if tail.isdigit() and head in refs else None  # 2026: <name>_<i>
+            if name in refs and slotted is not None:
+                raise ValueError(f"{p}: ambiguous, a reference of soundscape {name!r} or "
+                                 f"(<name>_<i>_<Label>) of {slotted!r}")
+            if name not in refs and slotted is None:
                 raise ValueError(f"{p}: no soundscape named {name!r} in {sdir}")
-            refs[name].append(Reference(label, p))
+            refs[name if name in refs else slotted].append(Reference(label, p))
         items = []
         for n in names:
             r = sorted(refs[n], key=lambda x: (class_index(x.label), x.path.name))

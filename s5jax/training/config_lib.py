@@ -19,6 +19,10 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
     return ml_collections.ConfigDict(
         dict(
             name=name,  # also the default work directory name: runs/<name>[-<presets>]
+            # The challenge edition: "dcase2025" | "dcase2026". Read by the data (training
+            # mixture rules, the embedded dataset's layout), the separator loss and the
+            # validation metrics (docs/dcase2026.md); the tagger's loss follows model.head.
+            task="dcase2025",
             model=model,
             # Fields that default to "nothing" are typed placeholders, so that the command line can
             # set them (--config.init=DIR); a bare None could not be overridden.
@@ -150,5 +154,13 @@ def separator_presets() -> dict[str, Preset]:
         cfg.optim.lr = 1e-3
         cfg.train.audio_examples = 1
 
-    return {"baseline": baseline, "baseline_1gpu": baseline_1gpu, "smoke": smoke}
+    return {"baseline": baseline, "baseline_1gpu": baseline_1gpu, "smoke": smoke,
+            "dcase2026": dcase2026_separator}
+
+
+def dcase2026_separator(cfg: ml_collections.ConfigDict) -> None:
+    """DCASE 2026 data, loss and metrics for a separator (the model is unchanged): 1–3 targets
+    with repeated classes, class-aware PIT loss, CAPI-SDRi in validation."""
+    cfg.task = "dcase2026"
+    cfg.train.best_metric = "valid/loss"
 

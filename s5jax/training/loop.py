@@ -32,7 +32,7 @@ from s5jax import metrics as metrics_lib
 from s5jax import modeldir
 from s5jax.data import catalog as catalog_lib
 from s5jax.data import embedded, loader
-from s5jax.data.recipes import MixtureConfig
+from s5jax.data.recipes import task_config
 from s5jax.models import remat as remat_lib
 from s5jax.models.separator import build_separator, validate_config
 from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
@@ -43,10 +43,23 @@ from s5jax.training.state import TrainState, create_state
 
 MODEL_DIR = "model"
 PRECISIONS = ("float32", "bfloat16")
-BEST_METRICS = {
-    steps.SEPARATOR: ("valid/loss", "valid/ca_sdri", "valid/snr"),
-    steps.TAGGER: ("valid/loss", "valid/accuracy", "valid/map"),
-}
+
+
+def metric_names(task: str, edition: str = "dcase2025", head: str | None = None
+                 ) -> tuple[str, ...]:
+    """The validation metrics a run reports (and may select its best checkpoint by).
+
+    Separators: loss, CA-SDRi (2025; oracle labels) or CAPI-SDRi (2026; the same pairing, now
+    over repeated classes, empty mixtures unscored), mean SNR. Tagger: loss, mixture accuracy,
+    and mAP (18 sigmoids) or source accuracy (slot head).
+    """
+    if task == steps.SEPARATOR:
+        sdri = "valid/capi_sdri" if edition == "dcase2026" else "valid/ca_sdri"
+        return ("valid/loss", sdri, "valid/snr")
+    last = "valid/source_accuracy" if head == "slots" else "valid/map"
+    return ("valid/loss", "valid/accuracy", last)
+
+
 # Fields that must agree between a run and the checkpoints it resumes.
 _RESUME_KEYS = ("model", "trainable", "optim.amsgrad", "optim.clip_norm", "data.batch_size")
 
@@ -126,6 +139,8 @@ def check_config(config: ml_collections.ConfigDict) -> str:
     """
     task = steps.task_of(config.model)
     check_model_config(task, config.model)
+    if config.get("task") not in steps.EDITIONS:
+        raise ValueError(f"config.task={config.get('task')!r}: expected one of {steps.EDITIONS}")
     if config.precision not in PRECISIONS:
         raise ValueError(f"config.precision={config.precision!r}: expected one of {PRECISIONS}")
     if config.model.get("dtype") != config.precision:
@@ -160,10 +175,9 @@ def check_config(config: ml_collections.ConfigDict) -> str:
         raise ValueError(f"config.data.num_workers={d.num_workers}: expected ≥ 0")
     if t.best_mode not in ("min", "max"):
         raise ValueError(f"config.train.best_mode={t.best_mode!r}: expected 'min' or 'max'")
-    if t.best_metric not in BEST_METRICS[task]:
-        raise ValueError(
-            f"config.train.best_metric={t.best_metric!r}: expected one of {BEST_METRICS[task]}"
-        )
+    names = metric_names(task, config.task, config.model.get("head"))
+    if t.best_metric not in names:
+        raise ValueError(f"config.train.best_metric={t.best_metric!r}: expected one of {names}")
     if task == steps.SEPARATOR and config.trainable != "all":
         raise ValueError(f"config.trainable={config.trainable!r}: separators train 'all'")
     if d.clip_seconds <= 0:
@@ -178,7 +192,7 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     task = check_config(config)
     n_dev, d = jax.device_count(), config.data
     init = load_init(config, task) if config.get("init") is not None else None
-    catalog = _scan_dataset(d)
+    catalog = _scan_dataset(d, config.task)
     valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
     resume = check_resume(config, workdir)
     return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init, valid=valid)
@@ -201,15 +215,17 @@ def load_init(config: ml_collections.ConfigDict, task: str) -> dict:
     return variables
 
 
-def _scan_dataset(d: ml_collections.ConfigDict):
-    """The dataset's catalog (the embedded dataset, created on first use, when no root is set)."""
+def _scan_dataset(d: ml_collections.ConfigDict, edition: str = "dcase2025"):
+    """The dataset's catalog (the embedded dataset of the edition, created on first use, when no
+    root is set)."""
     if d.root is None:
-        root = embedded.ensure_embedded(scale=d.embedded_scale, seed=0, progress=True)
+        root = embedded.ensure_embedded(scale=d.embedded_scale, seed=0, progress=True,
+                                        task=edition)
     else:
         root = Path(d.root).expanduser()
         if not root.is_dir():
             raise ValueError(f"config.data.root={d.root!r}: no such dataset folder")
-    cat = catalog_lib.scan(root.absolute())  # one ValueError listing every problem
+    cat = catalog_lib.scan(root.absolute(), task=edition)  # one ValueError listing every problem
     if jax.process_index() == 0:
         print(cat.summary(), file=sys.stderr)
     return cat
@@ -265,10 +281,6 @@ def param_labels_for(task: str, trainable: str, params: Any) -> Any:
     return trainable_mask(params, trainable)
 
 
-def _mixture_config(clip_seconds: float):
-    return MixtureConfig(duration=float(clip_seconds))
-
-
 def _local_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """This process's rows of a batch every process holds in full (validation)."""
     pi, pc = jax.process_index(), jax.process_count()
@@ -305,14 +317,17 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 class Evaluator:
     """Runs the validation set through the eval step and reduces the metrics on the host."""
 
-    def __init__(self, task, model, model_config, mesh, valid, *, limit=None, audio_examples=0):
+    def __init__(self, task, model, model_config, mesh, valid, *, limit=None, audio_examples=0,
+                 edition="dcase2025"):
         self.task, self.model, self.mesh, self.valid = task, model, model_config, valid
         self.mesh = mesh
+        self.edition = edition
         self.slots = int(model_config.get("slots", 3)) if task == steps.SEPARATOR else None
         self.limit, self.audio_examples = limit, audio_examples
         mode = task
         self.eval_step = steps.make_eval_step(
-            task, model, mesh, render=lambda b: loader.render_batch(b, valid.config, mode=mode)
+            task, model, mesh, render=lambda b: loader.render_batch(b, valid.config, mode=mode),
+            edition=edition,
         )
 
     def __call__(self, state: TrainState, logger: Logger | None = None,
@@ -348,7 +363,8 @@ class Evaluator:
         return self._tagger_metrics(cat, keep)
 
     def _sdri(self, out) -> np.ndarray:
-        """Per-mixture CA-SDRi with oracle labels (all true positives); NaN for empty ones."""
+        """Per-mixture CA-SDRi (2026: CAPI-SDRi, the same function) with oracle labels (all
+        true positives); NaN for empty ones."""
         return np.asarray([
             metrics_lib.class_aware_sdri(
                 lab, est, lab, ref, mix[0]
@@ -360,17 +376,30 @@ class Evaluator:
     def _separator_metrics(self, cat, keep) -> dict[str, float]:
         active = cat["labels"][keep] != labels_lib.EMPTY
         snr = cat["snr"][keep]
-        if self.slots == 1:
+        if "loss" in cat:  # 2026: the class-aware PIT loss of each mixture
+            per = cat["loss"][keep]
+        elif self.slots == 1:
             per = -np.sum(snr * active, -1) / np.maximum(active.sum(-1), 1)
         else:
             per = -np.sum(snr * active, -1) / active.shape[-1]
+        _, sdri_name, _ = metric_names(self.task, self.edition)
+        scored = cat["sdri"][keep]
+        scored = scored[~np.isnan(scored)]  # mixtures without targets are not scored
         return {
             "valid/loss": float(np.mean(per)),
             "valid/snr": float(np.sum(snr * active) / max(active.sum(), 1)),
-            "valid/ca_sdri": float(np.nanmean(cat["sdri"][keep])) if keep.any() else float("nan"),
+            sdri_name: float(np.mean(scored)) if scored.size else float("nan"),
         }
 
     def _tagger_metrics(self, cat, keep) -> dict[str, float]:
+        if "logits" in cat:  # the slot head (2026)
+            labels = cat["labels"][keep]
+            pred = np.asarray(predict(jnp.asarray(cat["logits"][keep]))).tolist()
+            return {
+                "valid/loss": float(np.mean(cat["loss"][keep])),
+                "valid/accuracy": metrics_lib.label_accuracy(pred, labels.tolist()),
+                "valid/source_accuracy": metrics_lib.source_accuracy(pred, labels.tolist()),
+            }
         probs, labels = cat["probabilities"][keep], cat["labels"][keep]
         pred = np.asarray(predict(jnp.asarray(probs)))
         return {
@@ -433,7 +462,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state = jax.device_put(create_state(variables, tx, int(t.seed)), replicated)
 
     catalog = plan.catalog
-    mix_cfg = _mixture_config(d.clip_seconds)
+    mix_cfg = task_config(config.task, task, d.clip_seconds)
     raw_it = loader.make_train_iterator(
         catalog, batch_size=d.batch_size // jax.process_count(), seed=int(d.seed),
         mode=task, num_workers=int(d.num_workers), config=mix_cfg,
@@ -458,11 +487,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     train_step = steps.make_train_step(
         task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix_cfg, mode=task),
-        param_labels=labels, lr_schedule=lr_schedule,
+        param_labels=labels, lr_schedule=lr_schedule, edition=config.task,
         accumulate=int(config.optim.get("accumulate", 1)),
     )
     evaluate = Evaluator(task, model, config.model, mesh, valid, limit=d.valid_limit,
-                         audio_examples=int(t.audio_examples))
+                         audio_examples=int(t.audio_examples), edition=config.task)
     logger = Logger(workdir)
     if start == 0:
         logger.text(0, "config", "<pre>" + config.to_json(indent=2) + "</pre>")

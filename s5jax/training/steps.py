@@ -2,12 +2,18 @@
 
 The batch is sharded along ``data``, the state replicated; under ``jit`` the BatchNorm batch
 statistics are global means (SyncBN semantics) and gradients are reduced by the compiler.
-Losses (spec §5.2–5.4), all in float32:
+Losses, all in float32, by ``task`` (separator/tagger) and the challenge ``edition``
+(``config.task``, "dcase2025" | "dcase2026"):
 
-* ResUNetK: ``−(1/(3B)) Σ active·SNR`` over all 3B slots;
+* ResUNetK, 2025 (spec §5.4): ``−(1/(3B)) Σ active·SNR`` over all 3B slots;
+* ResUNetK, 2026: the batch mean of the class-aware PIT −SNR (``metrics.class_aware_pit_loss``:
+  only same-label slots may swap, silence slots 0, mean over the 3 slots, min over the 6
+  permutations); with distinct labels it equals the 2025 loss;
 * ResUNet: per example one active slot drawn uniformly with the step key is the query,
-  ``−mean_b SNR``;
-* tagger: BCE of the probabilities against the multi-hot labels.
+  ``−mean_b SNR`` (spec §5.3; the 2026 loss of one slot is the same);
+* tagger, by its head: ``"sigmoid18"`` (2025) BCE of the probabilities against the multi-hot
+  labels; ``"slots"`` (2026) the batch mean of the slot-PIT cross-entropy
+  (``metrics.slot_pit_cross_entropy``, silence = class 19).
 
 Gradient accumulation (``accumulate = k``): the global batch is split into k micro-batches
 (micro-batch i holds rows ``i, i+k, i+2k, …``, so every device keeps its share of each) and a
@@ -32,6 +38,7 @@ from jax.sharding import PartitionSpec as P
 
 from s5jax import labels as labels_lib
 from s5jax import metrics
+from s5jax.data.synth import TASKS as EDITIONS
 from s5jax.mesh import DATA, batch_sharding
 from s5jax.training import optim
 from s5jax.training.state import TrainState
@@ -75,7 +82,7 @@ def draw_queries(model, data: dict[str, jax.Array], key: jax.Array) -> dict[str,
 
 
 def separator_forward(model, variables, data, key, *, train: bool):
-    """→ ``(estimate (B, S', L), reference (B, S', L), active (B, S'), new batch_stats)``.
+    """→ ``(estimate (B, S', L), reference (B, S', L), labels (B, S'), new batch_stats)``.
 
     ``S' = 3`` for ResUNetK; for ResUNet in training ``S' = 1`` (one drawn query per example),
     in evaluation all slots (the model runs one pass per slot).
@@ -86,27 +93,36 @@ def separator_forward(model, variables, data, key, *, train: bool):
     kwargs = {"mutable": ["batch_stats"]} if train else {}
     out = model.apply(variables, mixture, labels, train=train, **kwargs)
     est, updates = out if train else (out, {})
-    return est.astype(jnp.float32), dry, labels_lib.active(labels), updates.get("batch_stats", {})
+    return est.astype(jnp.float32), dry, labels, updates.get("batch_stats", {})
 
 
 def tagger_forward(model, variables, data, *, train: bool):
-    """→ ``(probabilities (B, 18), multi-hot targets (B, 18), new batch_stats)``."""
+    """→ ``(outputs, new batch_stats)``: probabilities ``(B, 18)`` (head ``"sigmoid18"``) or
+    slot logits ``(B, 3, 19)`` (head ``"slots"``), float32."""
     kwargs = {"mutable": ["batch_stats"]} if train else {}
     out = model.apply(variables, data["mixture"], train=train, **kwargs)
-    probs, updates = out if train else (out, {})
-    return probs.astype(jnp.float32), labels_lib.multi_hot(data["labels"]), updates.get(
-        "batch_stats", {}
-    )
+    out, updates = out if train else (out, {})
+    return out.astype(jnp.float32), updates.get("batch_stats", {})
 
 
-def loss_fn(task, model, params, batch_stats, data, key, *, train: bool = True):
+def loss_fn(task, model, params, batch_stats, data, key, *, train: bool = True,
+            edition: str = "dcase2025"):
     """Scalar float32 loss and the new ``batch_stats``."""
     variables = {"params": params, "batch_stats": batch_stats}
     if task == SEPARATOR:
-        est, ref, act, new_stats = separator_forward(model, variables, data, key, train=train)
-        return metrics.snr_loss(est, ref, act), new_stats
-    probs, target, new_stats = tagger_forward(model, variables, data, train=train)
-    return metrics.bce(probs, target), new_stats
+        est, ref, labels, new_stats = separator_forward(model, variables, data, key, train=train)
+        if edition == "dcase2026":
+            return jnp.mean(metrics.class_aware_pit_loss(est, ref, labels)), new_stats
+        return metrics.snr_loss(est, ref, labels_lib.active(labels)), new_stats
+    out, new_stats = tagger_forward(model, variables, data, train=train)
+    if out.ndim == 3:  # the slot head's logits (B, 3, 19)
+        return jnp.mean(metrics.slot_pit_cross_entropy(out, data["labels"])), new_stats
+    return metrics.bce(out, labels_lib.multi_hot(data["labels"])), new_stats
+
+
+def _check_edition(edition: str) -> None:
+    if edition not in EDITIONS:
+        raise ValueError(f"edition (config.task) {edition!r}: expected one of {EDITIONS}")
 
 
 def _masked_norm(tree, labels) -> jax.Array:
@@ -161,6 +177,7 @@ def make_train_step(
     lr_schedule: Callable[[Any], Any] | None = None,
     donate: bool = True,
     accumulate: int = 1,
+    edition: str = "dcase2025",
 ) -> Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]:
     """One jitted training step ``(state, batch) → (state, metrics)``.
 
@@ -169,10 +186,12 @@ def make_train_step(
     (``render=None``). A non-finite loss or gradient norm keeps the old params, optimiser state
     and batch_stats and counts the step as skipped. ``metrics`` are device scalars.
     ``accumulate = k > 1`` splits the global batch into k micro-batches (module docstring); the
-    batch size must be a multiple of k × the device count.
+    batch size must be a multiple of k × the device count. ``edition`` (``config.task``) picks
+    the separator loss (module docstring).
     """
     if accumulate < 1:
         raise ValueError(f"accumulate={accumulate}: expected ≥ 1")
+    _check_edition(edition)
     replicated = NamedSharding(mesh, P())
     sharded = batch_sharding(mesh)
 
@@ -181,14 +200,17 @@ def make_train_step(
         key = jax.random.fold_in(state.rng, state.step)
         if accumulate == 1:
             grad_fn = jax.value_and_grad(
-                lambda p: loss_fn(task, model, p, state.batch_stats, data, key), has_aux=True
+                lambda p: loss_fn(task, model, p, state.batch_stats, data, key, edition=edition),
+                has_aux=True,
             )
             (loss, new_stats), grads = grad_fn(state.params)
         else:
             if task == SEPARATOR:
                 data = draw_queries(model, data, key)  # the whole batch's draws
             grad_fn = jax.value_and_grad(
-                lambda p, mb: loss_fn(task, model, p, state.batch_stats, mb, key), has_aux=True
+                lambda p, mb: loss_fn(task, model, p, state.batch_stats, mb, key,
+                                      edition=edition),
+                has_aux=True,
             )
             (loss, new_stats), grads = accumulated_grads(
                 grad_fn, state.params, state.batch_stats, data, accumulate, mesh
@@ -225,29 +247,40 @@ def make_train_step(
     )
 
 
-def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None):
+def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None,
+                   edition: str = "dcase2025"):
     """Jitted eval-mode forward ``(variables, batch) → outputs`` (sharded along ``data``).
 
     Separators: ``{"estimate" (B, S, L), "reference" (B, S, L), "mixture" (B, C, L),
-    "labels" (B, S), "snr" (B, S)}`` with the oracle labels as queries (every slot).
-    Tagger: ``{"probabilities" (B, 18), "labels" (B, S), "bce" (B,)}``.
+    "labels" (B, S), "snr" (B, S)}`` with the oracle labels as queries (every slot), plus
+    ``"loss" (B,)`` (the class-aware PIT loss) for ``edition`` "dcase2026".
+    Tagger: ``{"probabilities" (B, 18), "labels" (B, S), "bce" (B,)}``, or for the slot head
+    ``{"logits" (B, 3, 19), "labels" (B, S), "loss" (B,)}``.
     """
+    _check_edition(edition)
     replicated = NamedSharding(mesh, P())
     sharded = batch_sharding(mesh)
 
     def step(variables, batch):
         data = render(batch) if render is not None else batch
         if task == SEPARATOR:
-            est, ref, _, _ = separator_forward(model, variables, data, None, train=False)
-            return {
+            est, ref, labels, _ = separator_forward(model, variables, data, None, train=False)
+            out = {
                 "estimate": est,
                 "reference": ref,
                 "mixture": data["mixture"],
                 "labels": data["labels"],
                 "snr": metrics.snr(est, ref),
             }
-        probs, target, _ = tagger_forward(model, variables, data, train=False)
-        per_example = jax.vmap(metrics.bce)(probs[:, None], target[:, None])
-        return {"probabilities": probs, "labels": data["labels"], "bce": per_example}
+            if edition == "dcase2026":
+                out["loss"] = metrics.class_aware_pit_loss(est, ref, labels)
+            return out
+        out, _ = tagger_forward(model, variables, data, train=False)
+        if out.ndim == 3:
+            return {"logits": out, "labels": data["labels"],
+                    "loss": metrics.slot_pit_cross_entropy(out, data["labels"])}
+        target = labels_lib.multi_hot(data["labels"])
+        per_example = jax.vmap(metrics.bce)(out[:, None], target[:, None])
+        return {"probabilities": out, "labels": data["labels"], "bce": per_example}
 
     return jax.jit(step, in_shardings=(replicated, sharded), out_shardings=sharded)
