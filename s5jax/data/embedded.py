@@ -18,13 +18,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from s5jax.atomic import make_temp_dir
 from s5jax.audio import wav
 from s5jax.data import rooms, sofa, sounds
 from s5jax.data.splits import write_splits
@@ -232,7 +232,7 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
         else:
             stale = True  # older generator version: rebuild and swap
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
+    tmp = make_temp_dir(root.parent, root.name)
     try:
         generate(tmp, scale, seed, _printer if progress else None)
         write_splits(tmp, seed, scale)  # metadata/valid*, test/ (from the synthesis side)
