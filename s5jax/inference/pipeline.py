@@ -16,11 +16,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s5jax.audio import mel
+from s5jax.audio import mel, stft
 from s5jax.audio.wav import SAMPLE_RATE
 from s5jax.inference.chunking import check_chunking, separate_chunked, tag_chunked
 from s5jax.labels import EMPTY, MAX_SOURCES, to_slots
 from s5jax.models import tagger
+
+# The shortest input the models take: the separator's centred STFT reflects 512 samples at each
+# end (the tagger's needs 401).
+MIN_SAMPLES = stft.PAD + 1
+
+
+def check_length(samples: int, where: str | object) -> None:
+    """``ValueError`` naming ``where`` if ``samples`` is too short for the S5 models."""
+    if samples < MIN_SAMPLES:
+        raise ValueError(f"{where}: {samples} samples ({samples / SAMPLE_RATE * 1000:.1f} ms); "
+                         f"expected at least {MIN_SAMPLES} ({MIN_SAMPLES / SAMPLE_RATE * 1000:.1f}"
+                         " ms at 32 kHz)")
 
 
 class S5Pipeline:
