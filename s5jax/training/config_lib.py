@@ -59,6 +59,9 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
                 max_nonfinite=20,  # consecutive skipped (non-finite) steps before stopping
                 audio_examples=2,  # validation separations written to TensorBoard
                 progress=True,  # tqdm progress bar
+                # Resume even though fields that change what the checkpoints mean (optim.lr,
+                # num_steps, data.root, …) differ from the run's; see docs/training.md.
+                allow_config_change=False,
             ),
             trainable="all",  # separators: "all"; tagger: "head" | "blocks:k" | "adapters" | "all"
             precision="float32",  # "float32" | "bfloat16" (compute dtype; params, loss fp32)
