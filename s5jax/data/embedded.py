@@ -12,7 +12,6 @@ CLI: ``python -m s5jax.data.embedded --out DIR [--scale small|full] [--seed N]``
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -26,6 +25,7 @@ import numpy as np
 
 from s5jax.atomic import make_temp_dir
 from s5jax.audio import wav
+from s5jax.cli import ArgumentParser, fail
 from s5jax.data import rooms, sofa, sounds
 from s5jax.data.splits import write_splits
 
@@ -258,7 +258,7 @@ def dataset_bytes(root: str | os.PathLike) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m s5jax.data.embedded",
         description="Write the procedural dataset in the DCASE2025Task4Dataset dev_set layout.",
     )
@@ -270,9 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         root = ensure_embedded(args.out, args.scale, args.seed, progress=True)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:
+        return fail(e)
     print(f"{root} ({dataset_bytes(root) / 1e6:.1f} MB)")
     return 0
 
