@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from s5jax.atomic import Staging, write_atomic
+from s5jax.atomic import Staging, existing_ancestor, write_atomic
 
 CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
@@ -57,6 +57,9 @@ def check_output(directory: str | os.PathLike, overwrite: bool) -> None:
             raise ValueError(f"{out}: {reason}; --overwrite only replaces a model directory")
     elif out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
+    elif not existing_ancestor(out).is_dir():
+        raise ValueError(f"{out}: cannot create a folder there ({existing_ancestor(out)} is a "
+                         "file)")
 
 
 def save_model(directory: str | os.PathLike, model_config: ml_collections.ConfigDict,
