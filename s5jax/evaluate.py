@@ -35,6 +35,7 @@ from s5jax.data.embedded import ensure_embedded
 from s5jax.data.testset import SOUNDSCAPE_DIR, parse_reference_name
 from s5jax.inference.evaluation import evaluate, prepare
 from s5jax.inference.loading import load_pipeline
+from s5jax.inference.pipeline import chunk_samples
 from s5jax.inference.report import (
     CHART_PNG,
     COUNTS_PNG,
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--batch-size {args.batch_size}: expected ≥ 1")
     if args.batch_chunks < 1:
         raise ValueError(f"--batch-chunks {args.batch_chunks}: expected ≥ 1")
+    chunk_samples(args.chunk_seconds, args.overlap_seconds)  # before any work
     if args.estimates:
         if args.tagger or args.separator or args.oracle_labels:
             raise ValueError("--estimates scores files on disk: drop --tagger/--separator/"

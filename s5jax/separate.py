@@ -38,6 +38,7 @@ from s5jax.inference.files import (
     resampled_frames,
 )
 from s5jax.inference.loading import load_pipeline
+from s5jax.inference.pipeline import chunk_samples
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index
 
 JSON_BYTES = 2048  # upper bound of one <name>.json, for the free-space estimate
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--tagger is required unless --labels is given")
     if args.batch_chunks < 1:
         raise ValueError(f"--batch-chunks {args.batch_chunks}: expected ≥ 1")
+    chunk_samples(args.chunk_seconds, args.overlap_seconds)  # before any work
     paths = expand_inputs(args.inputs)
     infos = [check_soundscape(p) for p in paths]  # headers of every input before any work
     out = Path(args.out)

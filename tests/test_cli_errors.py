@@ -81,6 +81,18 @@ class Env:
         (dst / "config.json").write_text(json.dumps(cfg))
         return dst
 
+    def disk_full_on(self, name: str) -> None:
+        """The write of the file ``name`` (at its temporary name ``.<name>.*.tmp``) fails as on
+        a full disk, after the outputs before it have been written."""
+        real = Path.write_bytes
+
+        def write_bytes(p, data):
+            if p.name.startswith(f".{name}."):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(p))
+            return real(p, data)
+
+        self.monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
     def read_only(self, path: Path) -> Path:
         """A folder nobody may write into (as root, where permissions do not bind, creating
         anything in it fails as on a read-only mount)."""
@@ -173,6 +185,16 @@ ROWS = [
         _sep(e, str(e.good), "--labels", "Speech,Violin"), "--labels: ")),
     ("separate: --batch-chunks 0", "separate", lambda e: (
         _sep(e, str(e.good), "--batch-chunks", "0"), "--batch-chunks 0: expected ≥ 1")),
+    ("separate: chunk shorter than the overlap allows", "separate", lambda e: (
+        _sep(e, str(e.good), "--chunk-seconds", "0.01"),
+        "chunk_seconds=0.01, overlap_seconds=1.0: chunks of 320 samples; expected at least 513")),
+    ("separate: overlap over a third of the chunk", "separate", lambda e: (
+        _sep(e, str(e.good), "--chunk-seconds", "2", "--overlap-seconds", "1"),
+        "chunk_seconds=2.0, overlap_seconds=1.0: overlap 32000 > chunk/3")),
+    ("separate: disk full while writing", "separate", lambda e: (
+        e.disk_full_on("b_Speech.wav"),
+        _sep(e, str(e.good), str(_wav(e.tmp / "b.wav")), "--labels", "Dishes,Speech"),
+        "out/b_Speech.wav: write failed (No space left on device)")[1:]),
     ("separate: separator folder config ≠ variables", "separate", lambda e: (
         ["--separator", str(e.model_copy("separator", lambda c: c.update(
             channels=[8, 8, 8, 8, 8, 8]))), "--labels", "Speech", "--out", str(e.out),

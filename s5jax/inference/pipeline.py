@@ -35,6 +35,23 @@ def check_length(samples: int, where: str | object) -> None:
                          " ms at 32 kHz)")
 
 
+def chunk_samples(chunk_seconds: float, overlap_seconds: float,
+                  sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:
+    """``(chunk, overlap)`` in samples; ``ValueError`` unless the chunks are long enough for the
+    models and the fades of two joins cannot meet (overlap ≤ chunk / 3)."""
+    chunk = int(round(chunk_seconds * sample_rate))
+    overlap = int(round(overlap_seconds * sample_rate))
+    where = f"chunk_seconds={chunk_seconds}, overlap_seconds={overlap_seconds}"
+    if chunk < MIN_SAMPLES:
+        raise ValueError(f"{where}: chunks of {chunk} samples; expected at least {MIN_SAMPLES} "
+                         f"({MIN_SAMPLES / sample_rate * 1000:.1f} ms)")
+    try:
+        check_chunking(chunk, overlap)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return chunk, overlap
+
+
 class S5Pipeline:
     """Tagger + separator.
 
@@ -69,9 +86,7 @@ class S5Pipeline:
         self.tagger_model, self.tagger_vars = tagger_model, tagger_vars
         self.separator_model, self.separator_vars = separator_model, separator_vars
         self.threshold, self.max_sources, self.allow_empty = threshold, max_sources, allow_empty
-        self.chunk = int(round(chunk_seconds * sample_rate))
-        self.overlap = int(round(overlap_seconds * sample_rate))
-        check_chunking(self.chunk, self.overlap)  # validates chunk/overlap early
+        self.chunk, self.overlap = chunk_samples(chunk_seconds, overlap_seconds, sample_rate)
         if int(batch_chunks) < 1:
             raise ValueError(f"batch_chunks={batch_chunks}: expected ≥ 1")
         self.batch_chunks = int(batch_chunks)
