@@ -6,13 +6,17 @@
 
 ROOT is a dataset root holding ``test/`` (or a test folder itself, with ``soundscape/`` and
 ``oracle_target/``); default: the embedded dataset (generated on first use). TAGGER/SEPARATOR are
-s5jax model directories, training work directories or official PyTorch checkpoints.
+s5jax model directories, training work directories or official PyTorch checkpoints. Soundscapes
+at another sample rate (with their references) are resampled to 32 kHz; references must be mono;
+a soundscape without any reference is refused unless ``--allow-empty``.
 
 Writes ``DIR/results.json`` (CA-SDRi, CA-SI-SDRi, label accuracy, SDRi with oracle labels,
 TP/FP/FN counts, mixture count, set-up), ``DIR/per_class.csv``, ``DIR/per_mixture.csv``,
 ``DIR/report.md``, ``DIR/per_class.png`` and ``DIR/fp_fn.png``; with ``--write-wavs`` the
 float32 estimates in ``DIR/estimates/``; with ``--submission`` the challenge layout (16-bit PCM
-``<soundscape>_<Label>.wav``). The work is ``s5jax.inference.evaluation.evaluate``.
+``<soundscape>_<Label>.wav``). Everything is checked (test set headers, output folders, models)
+before any work, and written all-or-nothing: a failure leaves the output folders as they were.
+The work is ``s5jax.inference.evaluation.evaluate``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,22 @@ from pathlib import Path
 
 import jax
 
-from s5jax.atomic import write_atomic
+from s5jax.atomic import Staging, check_free_space, write_atomic
+from s5jax.cli import ArgumentParser, fail
 from s5jax.data.embedded import ensure_embedded
-from s5jax.data.testset import SOUNDSCAPE_DIR, TestSet
-from s5jax.inference.evaluation import evaluate
+from s5jax.data.testset import SOUNDSCAPE_DIR, parse_reference_name
+from s5jax.inference.evaluation import evaluate, prepare
 from s5jax.inference.loading import load_pipeline
-from s5jax.inference.report import RESULTS_JSON, write_report
+from s5jax.inference.pipeline import chunk_samples
+from s5jax.inference.report import (
+    CHART_PNG,
+    COUNTS_PNG,
+    PER_CLASS_CSV,
+    PER_MIXTURE_CSV,
+    REPORT_MD,
+    RESULTS_JSON,
+    write_report,
+)
 from s5jax.labels import MAX_SOURCES
 
 
@@ -45,14 +59,29 @@ def resolve_test_root(root: str | os.PathLike) -> Path:
                      "exists (expected a dataset root or a test folder)")
 
 
-def _check_new_dir(path: Path, overwrite: bool, what: str) -> None:
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise ValueError(f"{path}: {what} folder is not empty (pass --overwrite)")
+REPORT_FILES = (RESULTS_JSON, PER_CLASS_CSV, PER_MIXTURE_CSV, REPORT_MD, CHART_PNG, COUNTS_PNG)
+
+
+def estimates_only(names: set[str]):
+    """For ``Staging.stage(replace=…)``: a folder may be replaced only if it holds nothing but
+    estimate wavs of soundscapes in ``names`` (what an earlier run wrote)."""
+
+    def check(folder: Path) -> str | None:
+        for p in sorted(folder.iterdir()):
+            try:
+                ok = p.is_file() and p.suffix == ".wav" and parse_reference_name(p.name)[0] in names
+            except ValueError:
+                ok = False
+            if not ok:
+                return f"holds {p.name}, which is not an estimate of this test set"
+        return None
+
+    return check
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5jax.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m s5jax.evaluate", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tagger", help="tagger: s5jax model dir, work dir or official .ckpt/.pth")
     parser.add_argument("--separator",
                         help="separator: s5jax model dir, work dir or official .ckpt")
@@ -75,14 +104,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="allow an empty label set (default: the arg-max class is kept)")
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
     parser.add_argument("--overlap-seconds", type=float, default=1.0)
+    parser.add_argument("--batch-chunks", type=int, default=1,
+                        help="separator chunks per call for soundscapes longer than "
+                        "--chunk-seconds (memory grows with it, not with their length)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
         summary = run(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:
+        return fail(e)
     print(f"CA-SDRi {_fmt(summary['ca_sdri'])} dB | CA-SI-SDRi {_fmt(summary['ca_si_sdri'])} dB"
           f" | label accuracy {_fmt(summary['label_accuracy'], 2)} % | oracle-label SDRi "
           f"{_fmt(summary['oracle_sdri'])} dB | {summary['n_mixtures']} mixtures → {args.out}")
@@ -93,9 +124,17 @@ def _fmt(v, digits: int = 3) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _overlap(a: Path, b: Path) -> bool:
+    a, b = a.absolute(), b.absolute()
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: expected ≥ 1")
+    if args.batch_chunks < 1:
+        raise ValueError(f"--batch-chunks {args.batch_chunks}: expected ≥ 1")
+    chunk_samples(args.chunk_seconds, args.overlap_seconds)  # before any work
     if args.estimates:
         if args.tagger or args.separator or args.oracle_labels:
             raise ValueError("--estimates scores files on disk: drop --tagger/--separator/"
@@ -105,28 +144,48 @@ def run(args: argparse.Namespace) -> dict:
     elif not args.tagger and not args.oracle_labels:
         raise ValueError("--tagger is required unless --oracle-labels is given")
     out = Path(args.out)
-    if (out / RESULTS_JSON).exists() and not args.overwrite:
-        raise ValueError(f"{out / RESULTS_JSON} exists (pass --overwrite)")
-    wav_dir = out / "estimates" if args.write_wavs else None
-    sub_dir = Path(args.submission) if args.submission else None
-    for d, what in ((wav_dir, "estimates"), (sub_dir, "submission")):
-        if d is not None:
-            _check_new_dir(d, args.overwrite, what)
+    sub = Path(args.submission) if args.submission else None
+    if sub is not None and _overlap(sub, out):
+        raise ValueError(f"--submission {sub} and --out {out}: expected two separate folders")
     if args.data:
         test_root = resolve_test_root(args.data)
     else:
         test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress))
-    TestSet(test_root)  # validates the layout before models are loaded
-    pipeline = None
-    if not args.estimates:
-        pipeline = load_pipeline(
-            tagger=None if args.oracle_labels else args.tagger, separator=args.separator,
-            threshold=args.threshold, allow_empty=args.allow_empty,
-            chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)
-    summary, per_class, per_mixture = evaluate(
-        test_root, pipeline=pipeline, estimates=args.estimates, oracle_labels=args.oracle_labels,
-        oracle_pass=not args.no_oracle_pass, batch_size=args.batch_size, wav_dir=wav_dir,
-        submission_dir=sub_dir, allow_empty=args.allow_empty, progress=not args.no_progress)
+    ts, lengths, notes = prepare(test_root, args.allow_empty)  # headers, before any work
+    names = {it.name for it in ts}
+    with Staging() as staging:
+        out_tmp = staging.stage(out, overwrite=args.overwrite)
+        staging.require_absent(out, REPORT_FILES, args.overwrite)
+        wav_dir = sub_dir = None
+        if args.write_wavs:
+            wav_dir = staging.stage(out / "estimates", overwrite=args.overwrite,
+                                    replace=estimates_only(names))
+        if sub is not None:
+            sub_dir = staging.stage(sub, overwrite=args.overwrite, replace=estimates_only(names))
+        per_wav = (4 if args.write_wavs else 0) + (2 if sub is not None else 0)
+        check_free_space(out, 0 if args.allow_empty else per_wav * sum(lengths),
+                         "the estimates")
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        pipeline = None
+        if not args.estimates:
+            pipeline = load_pipeline(
+                tagger=None if args.oracle_labels else args.tagger, separator=args.separator,
+                threshold=args.threshold, allow_empty=args.allow_empty,
+                chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
+                batch_chunks=args.batch_chunks)
+        summary, per_class, per_mixture = evaluate(
+            test_root, pipeline=pipeline, estimates=args.estimates,
+            oracle_labels=args.oracle_labels, oracle_pass=not args.no_oracle_pass,
+            batch_size=args.batch_size, wav_dir=wav_dir, submission_dir=sub_dir,
+            allow_empty=args.allow_empty, progress=not args.no_progress)
+        _finish(args, summary, per_class, per_mixture, test_root, out_tmp)
+        staging.commit()
+    return summary
+
+
+def _finish(args, summary, per_class, per_mixture, test_root: Path, out_tmp: Path) -> None:
+    """The set-up in ``summary``; the report files into ``out_tmp``."""
     summary["setup"] = {
         "data": str(test_root),
         "tagger": None if args.estimates or args.oracle_labels else str(args.tagger),
@@ -138,13 +197,13 @@ def run(args: argparse.Namespace) -> dict:
         "allow_empty": args.allow_empty,
         "chunk_seconds": args.chunk_seconds,
         "overlap_seconds": args.overlap_seconds,
+        "batch_chunks": args.batch_chunks,
         "batch_size": args.batch_size,
         "devices": f"{jax.device_count()} × {jax.devices()[0].platform}",
         "jax": jax.__version__,
     }
-    write_report(out, summary, per_class)
-    write_atomic(out / "per_mixture.csv", per_mixture)
-    return summary
+    write_report(out_tmp, summary, per_class)
+    write_atomic(out_tmp / PER_MIXTURE_CSV, per_mixture)
 
 
 if __name__ == "__main__":

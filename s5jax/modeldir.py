@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from s5jax.atomic import Staging, existing_ancestor, write_atomic
+
 CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
 
@@ -29,29 +29,56 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / VARIABLES_DIR).is_dir()
 
 
+def not_a_model_dir(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not (only) an s5jax model directory, or None if it is one.
+
+    ``--overwrite`` replaces a folder only when this is None: a model directory holds exactly
+    ``config.json`` and ``variables/``, so a folder with anything else in it is the user's.
+    """
+    p = Path(path)
+    if not is_model_dir(p):
+        return f"not an s5jax model directory (no {CONFIG_FILE} and {VARIABLES_DIR}/)"
+    other = sorted(e.name for e in p.iterdir() if e.name not in (CONFIG_FILE, VARIABLES_DIR))
+    if other:
+        shown = ", ".join(other[:3]) + (" …" if len(other) > 3 else "")
+        return f"holds files that are not part of an s5jax model directory ({shown})"
+    return None
+
+
+def check_output(directory: str | os.PathLike, overwrite: bool) -> None:
+    """``ValueError`` unless ``save_model(directory, overwrite=overwrite)`` may write there:
+    call it before any work."""
+    out = Path(directory)
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{out}: output directory already exists (pass --overwrite)")
+        reason = not_a_model_dir(out)
+        if reason is not None:
+            raise ValueError(f"{out}: {reason}; --overwrite only replaces a model directory")
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    elif not existing_ancestor(out).is_dir():
+        raise ValueError(f"{out}: cannot create a folder there ({existing_ancestor(out)} is a "
+                         "file)")
+
+
 def save_model(directory: str | os.PathLike, model_config: ml_collections.ConfigDict,
                variables: Any, *, overwrite: bool = False) -> Path:
     """Write ``variables`` and ``model_config`` to ``directory`` atomically.
 
     Everything is written into a temporary sibling directory that is renamed into place, so an
-    interrupted save leaves no half-written model behind.
+    interrupted save leaves no half-written model behind. An existing ``directory`` is replaced
+    only with ``overwrite`` and only if it is an s5jax model directory (``not_a_model_dir``).
     """
     out = Path(directory).absolute()
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: output directory already exists (pass overwrite=True)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    check_output(out, overwrite)
+    with Staging() as staging:
+        tmp = staging.stage(out, overwrite=overwrite, replace=not_a_model_dir)
         ckptr = ocp.StandardCheckpointer()
         ckptr.save(tmp / VARIABLES_DIR, jax.tree.map(np.asarray, variables))
         ckptr.wait_until_finished()
-        (tmp / CONFIG_FILE).write_text(model_config.to_json(indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_atomic(tmp / CONFIG_FILE, model_config.to_json(indent=2))
+        staging.commit()
     return out
 
 

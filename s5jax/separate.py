@@ -1,17 +1,20 @@
-"""``python -m s5jax.separate``: separate 4-channel 32 kHz soundscapes into one wav per class.
+"""``python -m s5jax.separate``: separate 4-channel soundscapes into one wav per class.
 
     python -m s5jax.separate --tagger TAGGER --separator SEPARATOR IN.wav [IN2.wav | DIR ...]
         --out DIR [--labels Speech,Doorbell] [--overwrite] [--submission] [--allow-empty]
+        [--batch-chunks N]
 
 For each input ``<name>.wav`` it writes ``DIR/<name>_<Label>.wav`` per detected (or given) class
-(float32; 16-bit PCM with ``--submission``, the challenge layout) and ``DIR/<name>.json`` with the
-tagger's probabilities (not in ``--submission`` mode, which writes only the wavs). A class given
-twice (allowed from DCASE 2026 on) gets distinct names: ``<name>_Speech.wav``,
+(32 kHz float32; 16-bit PCM with ``--submission``, the challenge layout) and ``DIR/<name>.json``
+with the tagger's probabilities (not in ``--submission`` mode, which writes only the wavs). A
+class given twice (allowed from DCASE 2026 on) gets distinct names: ``<name>_Speech.wav``,
 ``<name>_Speech_2.wav``.
 
-All inputs are validated (4 channels, 32 kHz — there is no resampler —, finite, not truncated)
-and all outputs computed before anything is written; an existing output is never replaced unless
-``--overwrite`` is given.
+Inputs must be 4-channel first-order ambisonics (FOA); any sample rate (44.1 kHz, 48 kHz, …) is
+resampled to 32 kHz with soxr. All inputs and the output folder are checked, and the models
+loaded, before any work; the run is all-or-nothing: outputs are written to a temporary folder and
+moved into ``DIR`` at the end, so a failure leaves ``DIR`` as it was. An existing output is never
+replaced unless ``--overwrite`` is given, and nothing else in ``DIR`` is touched.
 """
 
 from __future__ import annotations
@@ -25,24 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from s5jax.atomic import write_atomic
+from s5jax.atomic import Staging, check_free_space, write_atomic
 from s5jax.audio import wav
-from s5jax.inference.files import output_names
+from s5jax.cli import ArgumentParser, fail
+from s5jax.inference.files import (
+    check_soundscape,
+    output_names,
+    read_soundscape,
+    resampled_frames,
+)
 from s5jax.inference.loading import load_pipeline
+from s5jax.inference.pipeline import chunk_samples
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index
 
-CHANNELS = 4
-
-
-def read_input(path: str | os.PathLike) -> np.ndarray:
-    """A soundscape ``(4, samples)`` float32; ``ValueError`` naming the file if unusable."""
-    try:
-        return wav.read(path, channels=CHANNELS)
-    except ValueError as e:
-        msg = str(e)
-        if "sample rate" in msg:
-            msg += " (s5jax does not resample: convert the file to 32 kHz first, e.g. with sox)"
-        raise ValueError(msg) from None
+JSON_BYTES = 2048  # upper bound of one <name>.json, for the free-space estimate
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -50,7 +49,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() == ".wav")
+            found = sorted(q for q in p.iterdir()
+                           if q.suffix.lower() == ".wav" and not q.name.startswith("."))
             if not found:
                 raise ValueError(f"{p}: directory holds no .wav files")
             out += found
@@ -79,9 +79,10 @@ def parse_labels(text: str, max_sources: int = MAX_SOURCES) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5jax.separate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="4-ch 32 kHz wav files (or folders of them)")
+    parser = ArgumentParser(prog="python -m s5jax.separate", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="4-channel FOA wav files (any sample rate), or "
+                        "folders of them")
     parser.add_argument("--tagger", help="tagger: s5jax model dir, work dir, or official .ckpt/.pth"
                         " (not needed with --labels)")
     parser.add_argument("--separator", required=True,
@@ -97,67 +98,91 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
     parser.add_argument("--overlap-seconds", type=float, default=1.0)
+    parser.add_argument("--batch-chunks", type=int, default=1,
+                        help="separator chunks per call for inputs longer than --chunk-seconds "
+                        "(memory grows with it, not with the input length; default 1)")
     args = parser.parse_args(argv)
     try:
         written = run(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:
+        return fail(e)
     print(f"wrote {written} file(s) to {args.out}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate everything, separate, then write; returns the number of files written."""
+    """Check everything, load the models, separate into a staging folder, move the outputs
+    into place; returns the number of files written."""
     given = parse_labels(args.labels) if args.labels else None
     if given is None and not args.tagger:
         raise ValueError("--tagger is required unless --labels is given")
+    if args.batch_chunks < 1:
+        raise ValueError(f"--batch-chunks {args.batch_chunks}: expected ≥ 1")
+    chunk_samples(args.chunk_seconds, args.overlap_seconds)  # before any work
     paths = expand_inputs(args.inputs)
-    audio = [read_input(p) for p in paths]  # validates every input before any work
+    infos = [check_soundscape(p) for p in paths]  # headers of every input before any work
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
+    with Staging() as staging:
+        tmp = staging.stage(out, overwrite=args.overwrite)  # folder usable: before any work
+        names = [] if args.submission else [f"{p.stem}.json" for p in paths]
+        if given is not None:
+            names += [n for p in paths for n in output_names(p.stem, given)]
+        staging.require_absent(out, names, args.overwrite)
+        sample_bytes = 2 if args.submission else 4
+        wavs = len(given) if given is not None else (0 if args.allow_empty else 1)
+        check_free_space(out, sum(
+            wavs * (44 + sample_bytes * resampled_frames(i)) for i in infos)
+            + (0 if args.submission else JSON_BYTES * len(paths)))
+        pipe = load_pipeline(tagger=args.tagger, separator=args.separator,
+                             threshold=args.threshold, allow_empty=args.allow_empty,
+                             chunk_seconds=args.chunk_seconds,
+                             overlap_seconds=args.overlap_seconds, batch_chunks=args.batch_chunks)
+        resampled = [(p, i.sample_rate) for p, i in zip(paths, infos, strict=True)
+                     if i.sample_rate != wav.SAMPLE_RATE]
+        if resampled:
+            shown = ", ".join(f"{p.name} ({r} Hz)" for p, r in resampled[:3])
+            more = f" and {len(resampled) - 3} more" if len(resampled) > 3 else ""
+            print(f"note: {len(resampled)} input(s) resampled to {wav.SAMPLE_RATE} Hz with soxr: "
+                  f"{shown}{more}; outputs are at {wav.SAMPLE_RATE} Hz", file=sys.stderr)
+        count = 0
+        for p, info in zip(paths, infos, strict=True):
+            count += _separate_one(args, pipe, given, p, info, tmp)
+        staging.commit()
+    return count
 
-    pipe = load_pipeline(tagger=args.tagger, separator=args.separator,
-                         threshold=args.threshold, allow_empty=args.allow_empty,
-                         chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)
-    files: list[tuple[Path, object]] = []  # (path, waveform array or JSON text)
-    for p, x in zip(paths, audio, strict=True):
-        res = pipe(x[None], None if given is None else [given])
-        labels = [int(v) for v in np.asarray(res["labels"])[0]]
-        wave = np.asarray(res["waveforms"])[0]
-        probs = res["probabilities"]
-        if probs is None and pipe.tagger_model is not None:
-            probs = pipe.tag(x[None])
-        kept = [(k, lab) for k, lab in enumerate(labels) if lab != EMPTY]
-        names = output_names(p.stem, [lab for _, lab in kept])
-        for (k, _), n in zip(kept, names, strict=True):
-            files.append((out / n, wave[k]))
-        if args.submission and not kept and not args.allow_empty:
-            raise ValueError(f"{p}: no class detected (the challenge expects at least one)")
-        if not args.submission:
-            info = {
-                "input": str(p),
-                "labels": [CLASSES[lab] for _, lab in kept],
-                "outputs": names,
-                "oracle_labels": given is not None,
-                "probabilities": None if probs is None else
-                {c: float(v) for c, v in zip(CLASSES, np.asarray(probs)[0], strict=True)},
-            }
-            files.append((out / f"{p.stem}.json", json.dumps(info, indent=2) + "\n"))
 
-    existing = [f for f, _ in files if f.exists()]
-    if existing and not args.overwrite:
-        shown = ", ".join(str(f) for f in existing[:3]) + (" …" if len(existing) > 3 else "")
-        raise ValueError(f"{len(existing)} output(s) already exist: {shown} (pass --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    subtype = "PCM_16" if args.submission else "FLOAT"
-    for f, data in files:
-        if isinstance(data, str):
-            write_atomic(f, data)
-        else:
-            wav.write(f, data, subtype=subtype)
-    return len(files)
+def _separate_one(args, pipe, given, path: Path, info: wav.WavInfo, tmp: Path) -> int:
+    """Separate one input into the staging folder ``tmp``; returns the files written."""
+    x = read_soundscape(path)
+    res = pipe(x[None], None if given is None else [given])
+    labels = [int(v) for v in np.asarray(res["labels"])[0]]
+    wave = np.asarray(res["waveforms"])[0]
+    probs = res["probabilities"]
+    if probs is None and pipe.tagger_model is not None:
+        probs = pipe.tag(x[None])
+    kept = [(k, lab) for k, lab in enumerate(labels) if lab != EMPTY]
+    if args.submission and not kept and not args.allow_empty:
+        raise ValueError(f"{path}: no class detected (the challenge expects at least one)")
+    names = output_names(path.stem, [lab for _, lab in kept])
+    for (k, lab), n in zip(kept, names, strict=True):
+        if not np.isfinite(wave[k]).all():
+            raise ValueError(f"{path}: the separated {CLASSES[lab]} is not finite (NaN or inf); "
+                             "check the separator's weights")
+        wav.write(tmp / n, wave[k], subtype="PCM_16" if args.submission else "FLOAT")
+    if args.submission:
+        return len(names)
+    meta = {
+        "input": str(path),
+        "input_sample_rate": info.sample_rate,
+        "sample_rate": wav.SAMPLE_RATE,
+        "labels": [CLASSES[lab] for _, lab in kept],
+        "outputs": names,
+        "oracle_labels": given is not None,
+        "probabilities": None if probs is None else
+        {c: float(v) for c, v in zip(CLASSES, np.asarray(probs)[0], strict=True)},
+    }
+    write_atomic(tmp / f"{path.stem}.json", json.dumps(meta, indent=2) + "\n")
+    return len(names) + 1
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import os
 import pickle
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -478,3 +478,19 @@ def state_dict(obj: Any, strip_prefix: str | None = None) -> dict[str, np.ndarra
             key = key[len(strip_prefix) :]
         out[key] = value
     return out
+
+
+def check_finite(sd: Mapping[str, Any], where: str) -> None:
+    """``ValueError`` naming every floating-point tensor of ``sd`` that holds NaN or inf (a
+    diverged run's weights would otherwise convert, and fail far from their cause)."""
+    bad = []
+    for key, value in sd.items():
+        a = np.asarray(value) if hasattr(value, "dtype") else None
+        if a is not None and (a.dtype.kind in "fc" or a.dtype == ml_dtypes.bfloat16):
+            n = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if n:
+                bad.append(f"{key} ({n} of {a.size} values)")
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(f"{where}: non-finite weights (NaN or inf) in {shown}; expected finite "
+                         "weights")

@@ -171,3 +171,101 @@ def test_oracle_labels_mode(tiny_models, embedded_small, tmp_path):
     rows = list(csv.DictReader(open(out / "per_mixture.csv")))
     for r in rows:
         assert float(r["ca_sdri"]) == pytest.approx(float(r["oracle_sdri"]), abs=1e-4)
+
+
+# -- what a test set may hold, all-or-nothing outputs --
+
+def _tree(root):
+    """{relative path: bytes or 'dir'} of everything under ``root``."""
+    return {str(p.relative_to(root)): ("dir" if p.is_dir() else p.read_bytes())
+            for p in sorted(root.rglob("*"))}
+
+
+def test_soundscape_without_references_is_refused_unless_allow_empty(scored_set, tmp_path,
+                                                                      capsys):
+    data, est_dir, _ = scored_set
+    for p in (data / "test" / "oracle_target").glob("mix_2_*.wav"):
+        p.unlink()
+    out = tmp_path / "o"
+    args = ["--estimates", str(est_dir), "--data", str(data), "--out", str(out), "--no-progress"]
+    assert evaluate.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "oracle_target: 1 soundscape(s) have no reference" in err and "mix_2" in err
+    assert "--allow-empty" in err and not out.exists()
+    assert evaluate.main(args + ["--allow-empty"]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 soundscape(s) without any reference (mix_2)" in err
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_without_references"] == 1 and res["n_mixtures"] == 4
+    assert res["n_empty_mixtures"] == 1  # no estimate there either: not in the CA-SDRi mean
+
+
+def test_two_channel_reference_is_refused_naming_it(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    ref = data / "test" / "oracle_target" / "mix_10_Blender.wav"
+    x = wav.read(ref)
+    wav.write(ref, np.concatenate([x, x]))
+    assert evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out",
+                          str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "mix_10_Blender.wav: 2 channels, expected a mono reference" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_test_set_at_48_khz_is_resampled(tmp_path, capsys):
+    from s5jax.data.testset import TestSet
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "t"
+    (root / "soundscape").mkdir(parents=True)
+    (root / "oracle_target").mkdir()
+    src = rng.standard_normal(6000).astype(np.float32) * 0.1
+    mix = np.stack([src + 0.05 * rng.standard_normal(6000).astype(np.float32)] * 4)
+    wav.write(root / "soundscape" / "m.wav", mix, sample_rate=48000)
+    wav.write(root / "oracle_target" / "m_Speech.wav", src, sample_rate=48000)
+    mix32, refs32 = TestSet(root).load(0)
+    assert mix32.shape == (4, 4000) and refs32.shape == (1, 4000)
+    np.testing.assert_allclose(refs32[0], wav.resample(src[None], 48000, SR)[0])
+    est = tmp_path / "est"
+    est.mkdir()
+    wav.write(est / "m_Speech.wav", refs32[0])
+    assert evaluate.main(["--estimates", str(est), "--data", str(root), "--out",
+                          str(tmp_path / "o"), "--no-progress"]) == 0
+    assert "resampled to 32000 Hz" in capsys.readouterr().err
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["tp"] == 1 and res["ca_sdri"] > 50  # the estimate is the resampled reference
+
+
+def test_failed_run_leaves_outputs_as_they_were(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    out = tmp_path / "o"
+    assert evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out", str(out),
+                          "--no-progress"]) == 0
+    (out / "mine.txt").write_text("mine")
+    before = _tree(tmp_path / "o")
+    # A later soundscape's estimate has the wrong length: found mid-run, after files were staged.
+    wav.write(est_dir / "mix_3_Pour.wav", np.zeros(100, np.float32))
+    assert evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out", str(out),
+                          "--no-progress", "--overwrite"]) == 2
+    assert "mix_3_Pour.wav: 100 samples, expected 4000" in capsys.readouterr().err
+    assert _tree(out) == before
+
+
+def test_overwrite_replaces_only_estimate_folders(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "thesis.tex").write_text("precious")
+    args = ["--estimates", str(est_dir), "--data", str(data), "--out", str(tmp_path / "o"),
+            "--submission", str(sub), "--no-progress", "--allow-empty"]  # mix_2 has none
+    assert evaluate.main(args) == 2
+    assert "sub: exists and is not empty (pass --overwrite)" in capsys.readouterr().err
+    assert evaluate.main(args + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "holds thesis.tex, which is not an estimate of this test set" in err
+    assert _tree(sub) == {"thesis.tex": b"precious"} and not (tmp_path / "o").exists()
+    (sub / "thesis.tex").unlink()
+    wav.write(sub / "mix_1_Cough.wav", np.zeros(4000, np.float32))  # an earlier run's
+    assert evaluate.main(args + ["--overwrite"]) == 0
+    assert sorted(p.name for p in sub.iterdir()) == sorted(p.name for p in est_dir.iterdir())

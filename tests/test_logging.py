@@ -22,6 +22,40 @@ def _events(tb_dir):
     return out
 
 
+def tensorboard_scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
+    """Scalars per tag as TensorBoard shows them: event files in name order, and a
+    ``SessionLog.START`` event at step ``p`` (a writer's ``purge_step``) hides every earlier
+    event at a step ≥ ``p`` (tensorboard's EventAccumulator._Purge)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for e in _events(tb_dir):
+        if e.HasField("session_log") and e.session_log.status == e.session_log.START:
+            out = {k: [(s, v) for s, v in rows if s < e.step] for k, rows in out.items()}
+        for v in e.summary.value:
+            if v.HasField("simple_value"):
+                out.setdefault(v.tag, []).append((e.step, v.simple_value))
+    return out
+
+
+def test_a_resumed_logger_drops_what_came_after_its_checkpoint(tmp_path):
+    log = Logger(tmp_path, enabled=True)
+    for s in range(1, 7):
+        log.scalars(s, {"train/loss": float(s)})
+    log.close()
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"step": 7, "train/lo')  # a line cut short by a kill
+    log = Logger(tmp_path, enabled=True, start_step=4)  # resumed from the checkpoint at 4
+    for s in range(5, 9):
+        log.scalars(s, {"train/loss": 10.0 * s})
+    log.close()
+    assert len(list((tmp_path / "tb").iterdir())) == 2  # the old file is kept, hidden in part
+    want = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0), (6, 60.0), (7, 70.0), (8, 80.0)]
+    assert tensorboard_scalars(tmp_path / "tb")["train/loss"] == want
+    assert [(r["step"], r["train/loss"]) for r in read_jsonl(tmp_path)] == want
+    # A run starting from scratch again drops everything.
+    Logger(tmp_path, enabled=True, start_step=0).close()
+    assert read_jsonl(tmp_path) == [] and tensorboard_scalars(tmp_path / "tb")["train/loss"] == []
+
+
 def test_scalars_audio_and_spectrogram_reach_tensorboard(tmp_path):
     t = np.arange(8000) / 32000
     wave = (2.0 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)  # peak 2: normalised

@@ -197,7 +197,61 @@ def test_separate_chunked_matches_function():
     x = jnp.arange(2 * 4 * 50, dtype=jnp.float32).reshape(2, 4, 50)
     lab = jnp.zeros((2, 3), jnp.int32)
     y = separate_chunked(fn, x, lab, 20, 5)
+    assert isinstance(y, np.ndarray)
     np.testing.assert_allclose(y, fn(x, lab), rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch_chunks", [1, 2, 4, 16])
+def test_separate_chunked_streams_fixed_size_groups(batch_chunks):
+    """Every call gets the same shape (min(batch_chunks, chunks) chunks; a short last group is
+    padded), whatever the input length; the result does not depend on the grouping."""
+    shapes = []
+
+    def fn(m, lab):
+        shapes.append((m.shape, lab.shape))
+        off = np.mean(m[:, :1], axis=-1, keepdims=True)  # chunk-dependent, as a real model
+        return np.repeat(m[:, :1] + off, lab.shape[1], axis=1) * (lab[..., None] + 1.0)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 1000)).astype(np.float32)
+    lab = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
+    y = separate_chunked(fn, x, lab, 100, 20, batch_chunks)
+    starts, w = chunk_plan(1000, 100, 20)
+    n = len(starts)
+    g = min(batch_chunks, 2 * n)
+    assert len(shapes) == -(-2 * n // g) and set(shapes) == {((g, 4, 100), (g, 3))}
+    ref = np.zeros_like(y)
+    for b in range(2):
+        for k, s in enumerate(starts):
+            ref[b, :, s:s + 100] += fn(x[b:b + 1, :, s:s + 100], lab[b:b + 1])[0] * w[k]
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"features": "stacked"},
+    {"in_channels": 4, "head": "slots"},
+])
+def test_streamed_tagger_equals_whole_clip(overrides):
+    """A long input through the tagger chunk by chunk (reflect-padded sample windows of one
+    encoder chunk each) gives the whole-clip tagger's output."""
+    from s5jax.models import tagger as tag
+
+    cfg = tag.tagger_config(embed_dim=32, depth=1, num_heads=2, adapters=False, **overrides)
+    model = tag.build_tagger(cfg)
+    variables = jax.tree.map(np.asarray, tag.init_variables(model, seed=1, samples=8000))
+    variables["batch_stats"]["head_norm"]["var"] = np.full_like(
+        variables["batch_stats"]["head_norm"]["var"], 1e-3)  # make the head sensitive
+    pipe = S5Pipeline(model, variables, LocalSep(), {})
+    rng = np.random.default_rng(4)
+    # 2 full chunks + 5 frames (a last chunk too short for a patch: no tokens), then
+    # 2 chunks + 300 frames (a partial last chunk with zero padding).
+    for frames in (2007, 2302) if not overrides else (2302,):
+        x = (0.1 * rng.standard_normal((2, 4, (frames - 1) * 320 + 17))).astype(np.float32)
+        assert pipe._streamed_tagger(x.shape[-1])
+        whole = np.asarray(jax.jit(model.apply)(variables, x))
+        streamed = np.asarray(pipe.tag(x))
+        np.testing.assert_allclose(streamed, whole, atol=2e-5, rtol=1e-4)
 
 
 def _torch_reference_pipeline(torch, tag_ref, sep_ref, x):

@@ -59,9 +59,26 @@ def test_given_labels_and_submission(tiny_models, tmp_path):
     assert all(sf.info(str(out / n)).subtype == "PCM_16" for n in names)
 
 
+def test_other_rates_are_resampled_and_said_once(tiny_models, tmp_path, capsys):
+    _, separator = tiny_models
+    for name, sr in (("a", 48000), ("b", 44100), ("c", SR)):
+        _input(tmp_path / f"{name}.wav", sr=sr, n=sr // 2)
+    out = tmp_path / "out"
+    assert separate.main(["--separator", str(separator), "--labels", "Speech", "--out", str(out),
+                          *(str(tmp_path / f"{n}.wav") for n in "abc")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("resampled") == 1, err
+    assert "2 input(s) resampled to 32000 Hz" in err and "a.wav (48000 Hz)" in err
+    for n in "abc":
+        i = wav.info(out / f"{n}_Speech.wav")
+        assert (i.sample_rate, i.frames) == (SR, SR // 2)
+        assert json.loads((out / f"{n}.json").read_text())["sample_rate"] == SR
+    assert json.loads((out / "b.json").read_text())["input_sample_rate"] == 44100
+
+
 @pytest.mark.parametrize("kind,message", [
-    ("rate", "sample rate 16000 Hz, expected 32000 Hz.*does not resample"),
-    ("channels", "2 channels, expected 4"),
+    ("mono", r"1 channel\(s\); 4-channel first-order ambisonics \(FOA.*\) is required"),
+    ("channels", r"2 channel\(s\); 4-channel first-order ambisonics"),
     ("truncated", "truncated"),
     ("nonfinite", "non-finite"),
 ])
@@ -69,8 +86,8 @@ def test_bad_inputs_write_nothing(tiny_models, tmp_path, capsys, kind, message):
     tagger, separator = tiny_models
     good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
     _input(good)
-    if kind == "rate":
-        _input(bad, sr=16000)
+    if kind == "mono":
+        _input(bad, channels=1)
     elif kind == "channels":
         _input(bad, channels=2)
     elif kind == "truncated":

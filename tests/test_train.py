@@ -139,12 +139,31 @@ def _losses(workdir) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_jsonl(workdir) if "train/loss" in r}
 
 
-def test_resume_continues_exactly(tmp_path, compile_cache):
+def test_resume_continues_exactly(tmp_path, compile_cache, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     loop.train_and_evaluate(_resume_config(4), str(full))
+    # Re-running a finished run says so, and what it exported; nothing is trained or rewritten.
+    capsys.readouterr()
+    before = (full / "log.jsonl").read_bytes()
+    loop.train_and_evaluate(_resume_config(4), str(full))
+    err = capsys.readouterr().err
+    assert f"{full}: the run is complete at step 4 (train.num_steps=4); exported model: " \
+        f"{full / 'model'} (checkpoint 4" in err
+    assert (full / "log.jsonl").read_bytes() == before
     loop.train_and_evaluate(_resume_config(2), str(part))
     assert sorted(_losses(part)) == [1, 2]
-    loop.train_and_evaluate(_resume_config(4), str(part))
+    longer = _resume_config(4)
+    with pytest.raises(ValueError, match=r"cannot resume.*train.num_steps: 2 → 4 \(use another"):
+        loop.train_and_evaluate(longer, str(part))  # the only difference is listed
+    longer.train.allow_config_change = True
+    capsys.readouterr()
+    loop.train_and_evaluate(longer, str(part))
+    err = capsys.readouterr().err
+    assert f"resuming {part} from step 2 of 4" in err
+    assert "note: config changed from step 2 on (saved as train_config.2.json" in err
+    # The original config is kept; the changed one is recorded from the step it applies to.
+    assert json.loads((part / "train_config.json").read_text())["train"]["num_steps"] == 2
+    assert json.loads((part / "train_config.2.json").read_text())["train"]["num_steps"] == 4
     a, b = _losses(full), _losses(part)
     assert sorted(b) == [1, 2, 3, 4]  # continued from step 2, did not restart
     np.testing.assert_array_equal([a[s] for s in range(1, 5)], [b[s] for s in range(1, 5)])
@@ -153,6 +172,51 @@ def test_resume_continues_exactly(tmp_path, compile_cache):
     assert (full / "model" / "config.json").is_file()
     cfg, variables = loop.ckpt_lib.load_any(full)
     assert cfg.name == "m2d_at" and "params" in variables
+
+
+def test_resume_check_lists_only_the_differing_fields(tmp_path):
+    work = tmp_path / "w"
+    loop.ckpt_lib.write_train_config(work, load_config("resunetk", "smoke"))
+    (work / "checkpoints" / "10").mkdir(parents=True)
+    same = load_config("resunetk", "smoke")
+    assert loop.check_resume(same, work) == loop.Resume(step=10, changes=[])
+    for field, value in (("optim.lr", 5e-4), ("train.num_steps", 40), ("data.root", "/x"),
+                         ("data.clip_seconds", 2.0), ("data.seed", 3), ("data.batch_size", 4),
+                         ("init", "/m"), ("train.seed", 1)):
+        cfg = load_config("resunetk", "smoke")
+        group, name = field.rsplit(".", 1) if "." in field else (None, field)
+        (cfg if group is None else cfg[group])[name] = value
+        with pytest.raises(ValueError) as e:
+            loop.check_resume(cfg, work)
+        msg = str(e.value)
+        assert "cannot resume" in msg and f"{field}: " in msg and msg.count("→") == 1, msg
+        cfg.train.allow_config_change = True
+        resume = loop.check_resume(cfg, work)
+        assert resume.step == 10 and sorted(c.split(":")[0] for c in resume.changes) == sorted(
+            [field, "train.allow_config_change"])
+    free = load_config("resunetk", "smoke")
+    free.train.log_every, free.data.num_workers = 7, 2
+    assert loop.check_resume(free, work).changes == ["data.num_workers: 0 → 2",
+                                                      "train.log_every: 2 → 7"]
+    other = load_config("resunetk", "smoke")
+    other.model.channels = (8, 8, 8, 8, 8, 8)
+    other.train.allow_config_change = True
+    with pytest.raises(ValueError, match="checkpoints are of another model: model.channels"):
+        loop.check_resume(other, work)
+    # A newer config file is what a resume compares with.
+    changed = load_config("resunetk", "smoke")
+    changed.optim.lr = 5e-4
+    loop.ckpt_lib.write_train_config(work, changed, 10)
+    assert loop.check_resume(changed, work).changes == []
+    with pytest.raises(ValueError, match=r"\(train_config.10.json\).*optim.lr: 0.0005 → 0.001"):
+        loop.check_resume(load_config("resunetk", "smoke"), work)
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    for w in (tmp_path / "f", tmp_path / "f" / "run"):
+        with pytest.raises(ValueError, match=f"--workdir {w}: "):
+            loop.check_workdir(w)
 
 
 def _no_build(*args, **kwargs):

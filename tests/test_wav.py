@@ -1,6 +1,8 @@
 """Checked WAV I/O: round trips, windowed reads, each bad-input error, atomic writes."""
 
+import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,11 +116,21 @@ def test_atomic_write_leaves_only_target(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    def full(self, data):  # a full disk: the bytes cannot be written
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(ValueError, match=r"b\.wav: write failed \(No space left on device\)"):
+        wav.write(tmp_path / "b.wav", _noise(1, 10))
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_encoding_is_an_error(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
-        raise sf.LibsndfileError(0, "simulated disk error")
+        raise sf.LibsndfileError(0, "simulated encoder error")
 
     monkeypatch.setattr(wav.sf, "write", boom)
-    with pytest.raises(ValueError, match=r"b\.wav: write failed"):
+    with pytest.raises(ValueError, match=r"b\.wav: cannot encode the audio as WAV"):
         wav.write(tmp_path / "b.wav", _noise(1, 10))
     assert os.listdir(tmp_path) == []
 
@@ -126,12 +138,13 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     x = _noise(1, 10)
     wav.write(tmp_path / "k.wav", x)
+    real = Path.write_bytes
 
-    def interrupted(file, *args, **kwargs):
-        open(file, "wb").write(b"RIFF partial")
+    def interrupted(self, data):
+        real(self, b"RIFF partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(wav.sf, "write", interrupted)
+    monkeypatch.setattr(Path, "write_bytes", interrupted)
     with pytest.raises(KeyboardInterrupt):
         wav.write(tmp_path / "k.wav", _noise(1, 30))
     assert os.listdir(tmp_path) == ["k.wav"]

@@ -90,16 +90,20 @@ def num_frames(samples: int) -> int:
     return 1 + samples // HOP
 
 
-def mel_power(x: jnp.ndarray) -> jnp.ndarray:
+def mel_power(x: jnp.ndarray, center: bool = True) -> jnp.ndarray:
     """Mel power spectrogram.
 
     Args:
       x: waveform ``(batch, samples)`` (any leading axes), more than 400 samples.
+      center: False if ``x`` is a window already cut from the reflect-padded signal (samples
+        ``[320·f − 400, 320·(f + n − 1) + 400)`` give frames ``f … f + n − 1``, exactly as the
+        whole signal does).
 
     Returns:
-      ``(batch, frames, 80)`` = mel basis · |STFT|², ``frames = 1 + samples // 320``.
+      ``(batch, frames, 80)`` = mel basis · |STFT|², ``frames = 1 + samples // 320``
+      (``1 + (samples − 800) // 320`` without ``center``).
     """
-    frames = frame(x, N_FFT, HOP) * jnp.asarray(hann(N_FFT), x.dtype)
+    frames = frame(x, N_FFT, HOP, center) * jnp.asarray(hann(N_FFT), x.dtype)
     spec = jnp.fft.rfft(frames, n=N_FFT, axis=-1)
     # nnAudio returns the magnitude and raises it to the power 2; keep that rounding.
     power = jnp.sqrt(spec.real**2 + spec.imag**2).astype(x.dtype) ** 2
@@ -107,14 +111,25 @@ def mel_power(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.einsum("...tk,mk->...tm", power, basis, precision="highest")
 
 
-def log_mel(x: jnp.ndarray) -> jnp.ndarray:
+def log_mel(x: jnp.ndarray, center: bool = True) -> jnp.ndarray:
     """``ln(mel_power(x) + 1.1920929e-07)``, ``(batch, frames, 80)``."""
-    return jnp.log(mel_power(x) + LOG_OFFSET)
+    return jnp.log(mel_power(x, center) + LOG_OFFSET)
 
 
 def normalized_log_mel(
-    x: jnp.ndarray, norm_stats: tuple[float, float] = DEFAULT_NORM_STATS
+    x: jnp.ndarray, norm_stats: tuple[float, float] = DEFAULT_NORM_STATS, center: bool = True
 ) -> jnp.ndarray:
     """``(log_mel(x) − mean) / std``, ``(batch, frames, 80)``; ``norm_stats = (mean, std)``."""
     mean, std = norm_stats
-    return (log_mel(x) - mean) / std
+    return (log_mel(x, center) - mean) / std
+
+
+def padded_window(x: np.ndarray, first: int, frames: int) -> np.ndarray:
+    """Samples of the reflect-padded signal that frames ``first … first + frames − 1`` of a
+    centred STFT read: ``(..., L)`` host array → ``(..., 800 + 320·(frames − 1))``, for
+    ``mel_power(…, center=False)``. Only the window is built, never the padded signal."""
+    n = x.shape[-1]
+    idx = np.arange(HOP * first - N_FFT // 2, HOP * (first + frames - 1) + N_FFT // 2)
+    idx = np.abs(idx)  # reflect at the start ...
+    idx = np.where(idx > n - 1, 2 * (n - 1) - idx, idx)  # ... and at the end
+    return x[..., idx]

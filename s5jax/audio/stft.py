@@ -33,8 +33,18 @@ def num_frames(length: int) -> int:
     return 1 + length // HOP
 
 
-def frame(x: jnp.ndarray, n_fft: int, hop: int) -> jnp.ndarray:
-    """Centred, reflect-padded frames: ``(..., L)`` → ``(..., 1 + L // hop, n_fft)``."""
+def frame(x: jnp.ndarray, n_fft: int, hop: int, center: bool = True) -> jnp.ndarray:
+    """Centred, reflect-padded frames: ``(..., L)`` → ``(..., 1 + L // hop, n_fft)``.
+
+    ``center=False``: ``x`` is already padded (e.g. a window cut from a padded signal) →
+    ``(..., 1 + (L − n_fft) // hop, n_fft)``.
+    """
+    if not center:
+        if x.shape[-1] < n_fft:
+            raise ValueError(f"window of {x.shape[-1]} samples is shorter than n_fft={n_fft}")
+        n = 1 + (x.shape[-1] - n_fft) // hop
+        idx = hop * np.arange(n)[:, None] + np.arange(n_fft)[None, :]
+        return x[..., idx]
     pad = n_fft // 2
     if x.shape[-1] <= pad:
         raise ValueError(

@@ -14,6 +14,7 @@ Arrays are channels-first: ``(channels, frames)`` float32, as in the rest of s5j
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import struct
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from s5jax.atomic import atomic_path
+from s5jax.atomic import write_atomic
 
 SAMPLE_RATE = 32000
 # Largest value representable in 16-bit PCM after soundfile's float → int16 scaling (×32768).
@@ -239,9 +240,15 @@ def write(
         a = np.clip(a, -1.0, _PCM16_MAX)
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {path.parent} does not exist")
+    # Encoded in memory, then written by Python: a full disk or a permission problem is then an
+    # OSError with its reason ("No space left on device"), not libsndfile's "System error".
+    buf = io.BytesIO()
     try:
-        with atomic_path(path) as tmp:
-            sf.write(tmp, a.T, sample_rate, subtype=subtype, format="WAV")
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise ValueError(f"{path}: write failed ({e})") from None
+        sf.write(buf, a.T, sample_rate, subtype=subtype, format="WAV")
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise ValueError(f"{path}: cannot encode the audio as WAV ({e})") from None
+    try:
+        write_atomic(path, buf.getbuffer())
+    except OSError as e:
+        raise ValueError(f"{path}: write failed ({e.strerror or e})") from None
     return path

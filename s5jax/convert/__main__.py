@@ -1,30 +1,32 @@
 """``python -m s5jax.convert {separator,tagger} IN OUT_DIR``: convert official weights.
 
-Reads the PyTorch file without torch (``s5jax.torch_io``), converts it, checks every key and
-shape, and writes an s5jax model directory (``s5jax.modeldir``).
+Reads the PyTorch file without torch (``s5jax.torch_io``), converts it, checks every key, shape
+and that every weight is finite, and writes an s5jax model directory (``s5jax.modeldir``)
+atomically. ``--overwrite`` replaces OUT_DIR only if it is an s5jax model directory (exactly
+``config.json`` and ``variables/``); any other folder is refused and left as it is.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from s5jax.cli import ArgumentParser, fail
 from s5jax.convert import separator, tagger
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s5jax.convert", description=__doc__)
+    parser = ArgumentParser(prog="python -m s5jax.convert", description=__doc__)
     parser.add_argument("kind", choices=["separator", "tagger"])
     parser.add_argument("input", help="official .ckpt (Lightning) or .pth (M2D) file")
     parser.add_argument("output", help="model directory to write (must not exist)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (only an s5jax model directory)")
     args = parser.parse_args(argv)
     try:
         convert = separator if args.kind == "separator" else tagger
         out = convert.convert_file(args.input, args.output, overwrite=args.overwrite)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:
+        return fail(e)
     print(f"wrote {out}")
     return 0
 

@@ -260,6 +260,7 @@ def convert_path(in_path: str | os.PathLike) -> tuple[ml_collections.ConfigDict,
     try:
         obj = torch_io.load(in_path)
         sd = torch_io.state_dict(obj, strip_prefix="model.")
+        torch_io.check_finite(sd, str(in_path))
         return convert_state_dict({k: np.asarray(v) for k, v in sd.items()})
     except ValueError as e:
         msg = str(e)
@@ -270,8 +271,6 @@ def convert_file(
     in_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
 ) -> Path:
     """Convert an official ``.ckpt`` into an s5jax model directory; nothing written on error."""
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: output directory already exists (pass --overwrite)")
+    modeldir.check_output(out_dir, overwrite)  # before any work
     cfg, variables = convert_path(in_path)
-    return modeldir.save_model(out, cfg, variables, overwrite=overwrite)
+    return modeldir.save_model(out_dir, cfg, variables, overwrite=overwrite)

@@ -255,6 +255,7 @@ def convert_state_dict(
       ``(model_config, {"params": ..., "batch_stats": {"head_norm": {"mean", "var"}}})``.
     """
     flat, lightning = _unwrap(sd)
+    torch_io.check_finite(flat, where)
     head_stats = None
     head = None
     slot_dims = None
@@ -375,11 +376,9 @@ def convert_file(
 
     Nothing is written if reading or converting fails. ``kwargs`` go to ``convert_state_dict``.
     """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: output directory already exists (pass overwrite=True)")
+    modeldir.check_output(out_dir, overwrite)  # before any work
     cfg, variables = convert_path(in_path, **kwargs)
-    return modeldir.save_model(out, cfg, variables, overwrite=overwrite)
+    return modeldir.save_model(out_dir, cfg, variables, overwrite=overwrite)
 
 
 def convert_path(

@@ -21,20 +21,20 @@ CLI: ``python -m s5jax.data.embedded --out DIR [--scale small|full] [--seed N]
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import shutil
 import sys
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from s5jax.atomic import make_temp_dir
 from s5jax.audio import wav
+from s5jax.cli import ArgumentParser, fail
 from s5jax.data import rooms, sofa, sounds
 from s5jax.data.splits import write_splits
 from s5jax.data.synth import TASKS
@@ -276,7 +276,7 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
         else:
             stale = True  # older generator version: rebuild and swap
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
+    tmp = make_temp_dir(root.parent, root.name)
     try:
         generate(tmp, scale, seed, _printer if progress else None, task=task)
         write_splits(tmp, seed, scale, task)  # metadata/valid*, test (from the synthesis side)
@@ -302,7 +302,7 @@ def dataset_bytes(root: str | os.PathLike) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m s5jax.data.embedded",
         description="Write the procedural dataset in the DCASE2025Task4Dataset (or, with --task "
                     "dcase2026, DCASE2026Task4Dataset) dev_set layout.",
@@ -316,9 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         root = ensure_embedded(args.out, args.scale, args.seed, progress=True, task=args.task)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:
+        return fail(e)
     print(f"{root} ({dataset_bytes(root) / 1e6:.1f} MB)")
     return 0
 

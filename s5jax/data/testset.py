@@ -121,16 +121,53 @@ class TestSet:
     def __getitem__(self, i: int) -> TestItem:
         return self.items[i]
 
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Audio of item ``i``: ``mixture (4, L)`` and ``references (n_refs, L)`` float32.
+    def check_files(self) -> list[wav.WavInfo]:
+        """Header checks of every soundscape and reference (no audio is read), so that a bad
+        file fails before any work; one ``ValueError`` listing every problem: a soundscape that
+        is not 4 channels, a reference that is not mono (the DCASE oracle targets are mono; a
+        2-channel one is ambiguous), a reference whose sample rate or length differs from its
+        soundscape's, unreadable or truncated files. Returns the soundscapes' ``WavInfo``."""
+        problems: list[str] = []
+        infos: list[wav.WavInfo] = []
+        for item in self.items:
+            try:
+                mi = wav.info(item.path)
+            except ValueError as e:
+                problems.append(str(e))
+                continue
+            infos.append(mi)
+            if mi.channels != MIXTURE_CHANNELS:
+                problems.append(f"{item.path}: {mi.channels} channel(s), expected "
+                                f"{MIXTURE_CHANNELS} (first-order ambisonics)")
+            for r in item.references:
+                try:
+                    ri = wav.info(r.path)
+                except ValueError as e:
+                    problems.append(str(e))
+                    continue
+                if ri.channels != 1:
+                    problems.append(f"{r.path}: {ri.channels} channels, expected a mono reference")
+                if ri.sample_rate != mi.sample_rate:
+                    problems.append(f"{r.path}: {ri.sample_rate} Hz, expected {mi.sample_rate} Hz"
+                                    f" (the rate of {item.path.name})")
+                elif ri.frames != mi.frames:
+                    problems.append(f"{r.path}: {ri.frames} frames, expected {mi.frames} (the "
+                                    f"length of {item.path.name})")
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise ValueError(f"{len(problems)} problem(s) in the test set {self.root}: "
+                             + "; ".join(problems[:5]) + more)
+        return infos
 
-        References are channel 0 of the oracle files (they are mono in the DCASE data).
-        """
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Audio of item ``i`` at 32 kHz: ``mixture (4, L)`` and ``references (n_refs, L)``
+        float32. Files at another rate are resampled (soxr, ``wav.load``); references must be
+        mono."""
         item = self.items[i]
-        mix = wav.read(item.path, channels=MIXTURE_CHANNELS)
+        mix = wav.load(item.path, channels=MIXTURE_CHANNELS)
         refs = np.zeros((len(item.references), mix.shape[1]), np.float32)
         for k, r in enumerate(item.references):
-            a = wav.read(r.path)
+            a = wav.load(r.path, channels=1)
             if a.shape[1] != mix.shape[1]:
                 raise ValueError(
                     f"{r.path}: {a.shape[1]} frames, expected {mix.shape[1]} "

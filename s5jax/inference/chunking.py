@@ -1,15 +1,62 @@
-"""Separation of long inputs in overlapping chunks with raised-cosine cross-fades.
+"""Long inputs in bounded memory: the separator in overlapping chunks with raised-cosine
+cross-fades, the tagger in its own 10-s encoder chunks.
 
-All chunks of all clips go through the separator in ONE batched call; the cross-fade weights sum
-to exactly one at every sample (see docs/inference.md).
+Chunks go through the model in groups of at most ``batch_chunks``, each group one call of a
+function of fixed shape (no recompilation per input length; a short last group is padded); the
+cross-faded output is accumulated in a host (numpy) buffer. Device memory is bounded by the
+chunk size and ``batch_chunks``, host memory by the input and output buffers, whatever the
+length. The cross-fade weights sum to exactly one at every sample (see docs/inference.md).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 
-import jax.numpy as jnp
 import numpy as np
+
+from s5jax.audio import mel
+
+
+def check_chunking(chunk: int, overlap: int) -> None:
+    if chunk <= 0 or overlap < 0:
+        raise ValueError(f"chunk={chunk}, overlap={overlap}: expected chunk > 0, overlap >= 0")
+    # Fade zones of neighbouring joins must not overlap (see docs/inference.md).
+    if 3 * overlap > chunk:
+        raise ValueError(f"overlap {overlap} > chunk/3 ({chunk}/3): fades of two joins would meet")
+
+
+def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
+    """Starts of the chunks of a signal of ``length`` samples (see ``chunk_plan``)."""
+    check_chunking(chunk, overlap)
+    if length <= chunk:
+        return [0]
+    hop = chunk - overlap
+    n = math.ceil((length - chunk) / hop) + 1
+    return [min(k * hop, length - chunk) for k in range(n)]
+
+
+def _fade(t: np.ndarray, starts: list[int], j: int, chunk: int, overlap: int) -> np.ndarray:
+    """Fade-in of chunk ``j + 1`` at the join of chunks ``j`` and ``j + 1``, at samples ``t``."""
+    a, b = starts[j + 1], starts[j] + chunk  # overlap of chunks j and j+1
+    z0 = (a + b - overlap) // 2
+    if overlap:
+        return np.sin(0.5 * np.pi * np.clip((t - z0 + 0.5) / overlap, 0.0, 1.0)) ** 2
+    return (t >= z0).astype(np.float64)
+
+
+def chunk_weight(starts: list[int], k: int, chunk: int, overlap: int, length: int) -> np.ndarray:
+    """Cross-fade weights ``(min(chunk, length),)`` float32 of chunk ``k``: its fade-in at the
+    join before it (sin²) times its fade-out at the join after it (cos²)."""
+    if len(starts) == 1:
+        return np.ones(min(chunk, length), np.float32)
+    t = starts[k] + np.arange(chunk, dtype=np.float64)
+    w = np.ones(chunk)
+    if k > 0:
+        w *= _fade(t, starts, k - 1, chunk, overlap)
+    if k < len(starts) - 1:
+        w *= 1.0 - _fade(t, starts, k, chunk, overlap)
+    return w.astype(np.float32)
 
 
 def chunk_plan(length: int, chunk: int, overlap: int) -> tuple[list[int], np.ndarray]:
@@ -25,55 +72,107 @@ def chunk_plan(length: int, chunk: int, overlap: int) -> tuple[list[int], np.nda
       ``starts`` (n,) and ``weights (n, chunk)`` float32. ``length <= chunk`` gives one chunk
       with ``weights`` of shape ``(1, length)``.
     """
-    if chunk <= 0 or overlap < 0:
-        raise ValueError(f"chunk={chunk}, overlap={overlap}: expected chunk > 0, overlap >= 0")
-    # Fade zones of neighbouring joins must not overlap (see docs/inference.md).
-    if 3 * overlap > chunk:
-        raise ValueError(f"overlap {overlap} > chunk/3 ({chunk}/3): fades of two joins would meet")
-    if length <= chunk:
-        return [0], np.ones((1, length), np.float32)
-    hop = chunk - overlap
-    n = math.ceil((length - chunk) / hop) + 1
-    starts = [min(k * hop, length - chunk) for k in range(n)]
-    t = np.arange(length, dtype=np.float64)
-    rise = np.ones((n, length))  # rise[k]: fade-in of chunk k at join k−1
-    fall = np.ones((n, length))  # fall[k]: fade-out of chunk k at join k
-    for j in range(n - 1):
-        a, b = starts[j + 1], starts[j] + chunk  # overlap of chunks j and j+1
-        z0 = (a + b - overlap) // 2
-        if overlap:
-            f = np.sin(0.5 * np.pi * np.clip((t - z0 + 0.5) / overlap, 0.0, 1.0)) ** 2
-        else:
-            f = (t >= z0).astype(np.float64)
-        rise[j + 1] = f
-        fall[j] = 1.0 - f
-    w = rise * fall
-    weights = np.stack([w[k, s : s + chunk] for k, s in enumerate(starts)]).astype(np.float32)
-    return starts, weights
+    starts = chunk_starts(length, chunk, overlap)
+    return starts, np.stack([chunk_weight(starts, k, chunk, overlap, length)
+                             for k in range(len(starts))])
+
+
+def _groups(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def separate_chunked(
-    separate_fn, mixture: jnp.ndarray, labels: jnp.ndarray, chunk: int, overlap: int
-) -> jnp.ndarray:
-    """Run ``separate_fn(mixture (N, C, chunk), labels (N, S)) -> (N, S, chunk)`` over long
-    inputs in overlapping chunks, in one batched call, and cross-fade the joins.
+    separate_fn: Callable, mixture: np.ndarray, labels: np.ndarray, chunk: int, overlap: int,
+    batch_chunks: int = 1,
+) -> np.ndarray:
+    """Run ``separate_fn(mixture (G, C, chunk), labels (G, S)) -> (G, S, chunk)`` over a long
+    input in overlapping chunks, ``G = min(batch_chunks, chunks)`` per call, and cross-fade the
+    joins into a host buffer.
 
     Args:
-      mixture: ``(batch, channels, samples)``.
+      mixture: ``(batch, channels, samples)`` with ``samples > chunk`` (host or device array).
       labels: ``(batch, slots)`` int32.
+      batch_chunks: chunks per call; the last group is padded with copies of its first chunk.
 
     Returns:
-      ``(batch, slots, samples)``.
+      ``(batch, slots, samples)`` float32 numpy array.
     """
+    mixture, labels = np.asarray(mixture), np.asarray(labels)
     b, c, length = mixture.shape
-    starts, weights = chunk_plan(length, chunk, overlap)
-    if len(starts) == 1:
-        return separate_fn(mixture, labels)
-    n = len(starts)
-    chunks = jnp.stack([mixture[..., s : s + chunk] for s in starts], axis=1)  # (B, n, C, chunk)
-    y = separate_fn(chunks.reshape(b * n, c, chunk), jnp.repeat(labels, n, axis=0))
-    y = y.reshape(b, n, y.shape[1], chunk) * jnp.asarray(weights)[None, :, None, :]
-    out = jnp.zeros((b, y.shape[2], length), y.dtype)
-    for k, s in enumerate(starts):
-        out = out.at[..., s : s + chunk].add(y[:, k])
+    if length <= chunk:
+        raise ValueError(f"{length} samples: chunked separation needs more than {chunk}")
+    if batch_chunks < 1:
+        raise ValueError(f"batch_chunks={batch_chunks}: expected ≥ 1")
+    starts = chunk_starts(length, chunk, overlap)
+    items = [(i, k) for i in range(b) for k in range(len(starts))]
+    g = min(batch_chunks, len(items))
+    out = np.zeros((b, labels.shape[1], length), np.float32)
+
+    def launch(group):
+        x = np.stack([mixture[i, :, starts[k]:starts[k] + chunk] for i, k in group])
+        lab = labels[[i for i, _ in group]]
+        pad = g - len(group)
+        if pad:
+            x = np.concatenate([x, np.repeat(x[:1], pad, 0)])
+            lab = np.concatenate([lab, np.repeat(lab[:1], pad, 0)])
+        return group, separate_fn(x, lab)  # dispatched asynchronously
+
+    def collect(group, y):
+        y = np.asarray(y)
+        for j, (i, k) in enumerate(group):
+            out[i, :, starts[k]:starts[k] + chunk] += (
+                y[j] * chunk_weight(starts, k, chunk, overlap, length))
+
+    pending = None
+    for group in _groups(items, g):
+        nxt = launch(group)  # the next group runs while the previous one is accumulated
+        if pending is not None:
+            collect(*pending)
+        pending = nxt
+    collect(*pending)
     return out
+
+
+def tagger_chunks(length: int, frames: int, patch: int) -> list[tuple[int, int, int]]:
+    """The tagger's encoder chunks of an input of ``length`` samples (spec §4.3).
+
+    The whole-clip path: ``T = 1 + length // 320`` log-mel frames, zero-padded to a multiple of
+    ``patch``, cut into chunks of ``frames`` (1001); a chunk's patch grid keeps ``⌊n / patch⌋``
+    time columns, so its last ``n mod patch`` frames are never seen.
+
+    Returns:
+      per chunk ``(first frame, signal frames used, zero frames appended)``; signal + zero
+      frames is a multiple of ``patch``.
+    """
+    total = mel.num_frames(length)
+    padded = total + (-total) % patch
+    out = []
+    for f0 in range(0, total, frames):
+        n = min(frames, padded - f0)
+        used = n - n % patch  # frames the patch grid sees
+        real = min(used, total - f0)
+        out.append((f0, real, used - real))
+    return out
+
+
+def tag_chunked(chunk_sum_fn: Callable, head_fn: Callable, mixture: np.ndarray, frames: int,
+                patch: int) -> np.ndarray:
+    """The tagger on a long input, one encoder chunk at a time.
+
+    ``chunk_sum_fn(window, zero_frames) -> (sum (batch, F), tokens)`` sums the tokens of one
+    chunk (window: its reflect-padded samples, ``s5jax.audio.mel.padded_window``);
+    ``head_fn(mean (batch, F))`` gives the outputs. Equals the whole-clip tagger (the mean over
+    all tokens) to float32 rounding; memory is that of one chunk.
+    """
+    mixture = np.asarray(mixture)
+    total, count = None, 0
+    for f0, real, zeros in tagger_chunks(mixture.shape[-1], frames, patch):
+        if real + zeros == 0:
+            continue  # a last chunk shorter than one patch has no tokens
+        s, n = chunk_sum_fn(mel.padded_window(mixture, f0, real), zeros)
+        count += int(n)
+        total = s if total is None else total + s
+    if total is None:
+        raise ValueError(f"{mixture.shape[-1]} samples: too short for the tagger")
+    return head_fn(total / count)

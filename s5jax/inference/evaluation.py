@@ -23,9 +23,14 @@ from tqdm import tqdm
 
 from s5jax import metrics
 from s5jax.audio import wav
-from s5jax.data.testset import TestSet
-from s5jax.inference.files import check_submission, output_names, read_estimates
-from s5jax.inference.pipeline import S5Pipeline
+from s5jax.data.testset import ORACLE_DIR, TestSet
+from s5jax.inference.files import (
+    check_submission,
+    output_names,
+    read_estimates,
+    resampled_frames,
+)
+from s5jax.inference.pipeline import S5Pipeline, check_length
 from s5jax.inference.report import empty_per_class
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index, to_slots
 from s5jax.mesh import batch_sharding, make_mesh
@@ -83,6 +88,7 @@ class Scores:
             "n_mixtures": len(self.names),
             "n_references": sum(len(r) for r in self.ref_labels),
             "n_empty_mixtures": sum(math.isnan(r.value) for r in self.ca),
+            "n_without_references": sum(not r for r in self.ref_labels),
         }
 
     def per_class(self) -> list[dict]:
@@ -126,6 +132,41 @@ class Scores:
         return buf.getvalue()
 
 
+def prepare(test_root: str | os.PathLike, allow_empty: bool = False,
+            ) -> tuple[TestSet, list[int], list[str]]:
+    """Every check of a test set that needs no audio, before any work: the layout, each
+    file's header (``TestSet.check_files``), lengths the models take, and soundscapes without
+    references — refused unless ``allow_empty`` (a missing ``oracle_target`` file would
+    otherwise silently change the score; DCASE 2026 has mixtures with no target source).
+
+    Returns:
+      ``(test set, lengths at 32 kHz, notes)``; the notes (resampling, soundscapes scored without
+      references) are for the user.
+    """
+    ts = TestSet(test_root)
+    infos = ts.check_files()
+    for it, info in zip(ts, infos, strict=True):
+        check_length(resampled_frames(info), it.path)
+    notes = []
+    empty = [it.name for it in ts if not it.references]
+    if empty:
+        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        if not allow_empty:
+            raise ValueError(
+                f"{ts.root / ORACLE_DIR}: {len(empty)} soundscape(s) have no reference "
+                f"<name>_<Label>.wav: {shown} (pass --allow-empty if these mixtures have no "
+                "target source)")
+        notes.append(f"{len(empty)} soundscape(s) without any reference ({shown}) are scored as "
+                     "mixtures with no target source: a detection there is a false positive, "
+                     "no detection is excluded from CA-SDRi (n_empty_mixtures)")
+    rates = sorted({i.sample_rate for i in infos if i.sample_rate != wav.SAMPLE_RATE})
+    if rates:
+        n = sum(i.sample_rate != wav.SAMPLE_RATE for i in infos)
+        notes.append(f"{n} soundscape(s) and their references at {', '.join(map(str, rates))} Hz"
+                     f" are resampled to {wav.SAMPLE_RATE} Hz with soxr")
+    return ts, [resampled_frames(i) for i in infos], notes
+
+
 def _num(v: float) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v:.6f}"
 
@@ -153,11 +194,10 @@ def evaluate(
     Returns:
       ``(summary, per_class rows, per-mixture CSV text)``.
     """
-    ts = TestSet(test_root)
     if (pipeline is None) == (estimates is None):
         raise ValueError("give exactly one of a pipeline or an estimates folder")
+    ts, lengths, _ = prepare(test_root, allow_empty)
     est_files = read_estimates(Path(estimates), [it.name for it in ts]) if estimates else None
-    lengths = [wav.info(it.path).frames for it in ts]
     n_dev = jax.device_count()
     batch_size = max(n_dev, -(-batch_size // n_dev) * n_dev)  # a multiple of the device count
     sharding = batch_sharding(make_mesh())
@@ -170,11 +210,13 @@ def evaluate(
         if est_files is None:
             return mix, refs, None
         labs = [class_index(lab) for lab, _ in est_files[ts[i].name]]
-        ests = np.stack([wav.read(p)[0] for _, p in est_files[ts[i].name]]) if labs else \
-            np.zeros((0, mix.shape[1]), np.float32)
-        if ests.shape[1:] != (mix.shape[1],):
-            raise ValueError(f"estimates for {ts[i].name}: {ests.shape[1]} samples, expected "
-                             f"{mix.shape[1]}")
+        ests = np.zeros((len(labs), mix.shape[1]), np.float32)
+        for k, (_, p) in enumerate(est_files[ts[i].name]):
+            e = wav.read(p, channels=1)[0]
+            if e.shape[0] != mix.shape[1]:
+                raise ValueError(f"{p}: {e.shape[0]} samples, expected {mix.shape[1]} (the "
+                                 f"length of soundscape {ts[i].name} at 32 kHz)")
+            ests[k] = e
         return mix, refs, (labs, ests)
 
     scores = Scores()

@@ -1,6 +1,7 @@
-"""Estimate files: ``<soundscape>_<Label>.wav`` (repeats ``_2``, ``_3``, …), as separate and
-evaluate write them and evaluate ``--estimates`` reads them (matched prefix-free, like the
-references of ``s5jax.data.testset``)."""
+"""Input soundscapes (4-channel FOA at any rate, resampled to 32 kHz) and estimate files:
+``<soundscape>_<Label>.wav`` (repeats ``_2``, ``_3``, …), as separate and evaluate write them
+and evaluate ``--estimates`` reads them (matched prefix-free, like the references of
+``s5jax.data.testset``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,36 @@ from pathlib import Path
 
 import numpy as np
 
+from s5jax.audio import wav
 from s5jax.data.testset import parse_reference_name
+from s5jax.inference.pipeline import check_length
 from s5jax.labels import CLASSES, EMPTY, class_index
+
+FOA_CHANNELS = 4
+
+
+def resampled_frames(info: wav.WavInfo, rate: int = wav.SAMPLE_RATE) -> int:
+    """Length after resampling to ``rate`` (``wav.resample``'s ``ceil(frames·rate/r)``)."""
+    return -(-info.frames * rate // info.sample_rate)
+
+
+def check_soundscape(path: str | os.PathLike) -> wav.WavInfo:
+    """Header checks of an input recording, before any work: readable and complete, 4 channels
+    (first-order ambisonics), long enough for the models at 32 kHz. Returns its ``WavInfo``."""
+    info = wav.info(path)
+    if info.channels != FOA_CHANNELS:
+        raise ValueError(f"{path}: {info.channels} channel(s); 4-channel first-order ambisonics "
+                         "(FOA, the DCASE S5 format) is required")
+    if info.frames == 0:
+        raise ValueError(f"{path}: no samples (an empty recording)")
+    check_length(resampled_frames(info), path)
+    return info
+
+
+def read_soundscape(path: str | os.PathLike) -> np.ndarray:
+    """A recording at 32 kHz: ``(4, samples)`` float32, resampled with soxr if needed
+    (``wav.load``); ``ValueError`` naming the file if unusable."""
+    return wav.load(path, channels=FOA_CHANNELS)
 
 
 def output_names(name: str, labels: Sequence[int | str]) -> list[str]:

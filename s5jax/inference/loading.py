@@ -8,7 +8,11 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from flax import traverse_util
 
 from s5jax.convert import separator as convert_separator
 from s5jax.convert import tagger as convert_tagger
@@ -21,25 +25,58 @@ TORCH_SUFFIXES = (".ckpt", ".pth", ".pt")
 
 
 def _read(path: str | os.PathLike, convert_path: Callable, names: Collection[str], what: str,
-          ) -> tuple[ml_collections.ConfigDict, Any]:
+          ) -> tuple[ml_collections.ConfigDict, Any, bool]:
+    """``(model_config, variables, converted)``."""
     p = Path(path)
     if p.is_file() and p.suffix.lower() in TORCH_SUFFIXES:
-        return convert_path(p)
+        return (*convert_path(p), True)
     if not p.exists():
         raise ValueError(f"{p}: no such {what} checkpoint or model directory")
-    return checkpoint.load_any(p, names)
+    return (*checkpoint.load_any(p, names), False)
+
+
+def check_variables(model: Any, variables: Any, init_args: tuple, where: str | os.PathLike,
+                    ) -> None:
+    """``ValueError`` naming ``where`` unless ``variables`` have exactly the parameters and
+    shapes ``model.init(key, *init_args)`` creates (a folder whose config.json and variables/
+    come from different models would otherwise fail deep inside Flax)."""
+    want = jax.eval_shape(lambda: model.init(jax.random.key(0), *init_args, train=False))
+    problems = []
+    for col in ("params", "batch_stats"):
+        w = traverse_util.flatten_dict(dict(want.get(col, {})))
+        h = traverse_util.flatten_dict(dict(variables.get(col, {}) or {}))
+        missing = sorted("/".join(k) for k in w if k not in h)
+        extra = sorted("/".join(k) for k in h if k not in w)
+        shapes = sorted(f"{'/'.join(k)} {tuple(np.shape(h[k]))} (expected {tuple(w[k].shape)})"
+                        for k in w if k in h and tuple(np.shape(h[k])) != tuple(w[k].shape))
+        for kind, items in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes)):
+            if items:
+                problems.append(f"{kind} {col}: " + ", ".join(items[:3])
+                                + (f" and {len(items) - 3} more" if len(items) > 3 else ""))
+    if problems:
+        raise ValueError(f"{where}: the model config does not match the stored variables ("
+                         + "; ".join(problems) + "); config and weights come from different "
+                         "models")
 
 
 def load_separator_any(path: str | os.PathLike):
     """``(model, variables, model_config)`` of a separator at ``path`` (any of the three)."""
-    cfg, variables = _read(path, convert_separator.convert_path, separator_lib.NAMES, "separator")
-    return separator_lib.build_separator(cfg), variables, cfg
+    cfg, variables, converted = _read(path, convert_separator.convert_path,
+                                      separator_lib.NAMES, "separator")
+    model = separator_lib.build_separator(cfg)
+    if not converted:
+        labels = jnp.zeros((1, int(cfg.get("slots", 3))), jnp.int32)
+        check_variables(model, variables, (jnp.zeros((1, 4, 3200)), labels), path)
+    return model, variables, cfg
 
 
 def load_tagger_any(path: str | os.PathLike):
     """``(model, variables, model_config)`` of a tagger at ``path`` (any of the three)."""
-    cfg, variables = _read(path, convert_tagger.convert_path, tagger_lib.NAMES, "tagger")
+    cfg, variables, converted = _read(path, convert_tagger.convert_path, tagger_lib.NAMES,
+                                      "tagger")
     model = tagger_lib.build_tagger(cfg)
+    if not converted:
+        check_variables(model, variables, (jnp.zeros((1, 4, 3200)),), path)
     return model, variables, model.config
 
 

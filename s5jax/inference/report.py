@@ -21,6 +21,7 @@ from s5jax.plots import bar_chart
 
 RESULTS_JSON = "results.json"
 PER_CLASS_CSV = "per_class.csv"
+PER_MIXTURE_CSV = "per_mixture.csv"
 REPORT_MD = "report.md"
 CHART_PNG = "per_class.png"
 COUNTS_PNG = "fp_fn.png"
@@ -54,6 +55,7 @@ _SUMMARY_ROWS = (
     ("fn", "false negatives", "{}"),
     ("n_mixtures", "mixtures", "{}"),
     ("n_references", "reference sources", "{}"),
+    ("n_without_references", "mixtures without references (--allow-empty)", "{}"),
 )
 
 

@@ -195,25 +195,49 @@ class Tagger(nn.Module):
         x = mixture[:, : self.config.in_channels].astype(jnp.float32)
         return mel.normalized_log_mel(x.reshape(-1, x.shape[-1]), stats)
 
-    def tokens(self, mixture: jnp.ndarray) -> jnp.ndarray:
-        lms = self.spectrogram(mixture)
-        tok = self.encoder(lms, stacked=self.config.features == "stacked")  # (B·C, N, F)
+    def _catchan(self, tok: jnp.ndarray, batch: int) -> jnp.ndarray:
+        """Encoder tokens ``(B·C, N, F)`` → ``(B, N, C·F)``, features channel-major."""
         c = self.config.in_channels
         if c == 1:
             return tok
         # Official catchan: (B, C, N, F) → (B, N, C, F) → (B, N, C·F).
-        tok = tok.reshape((mixture.shape[0], c) + tok.shape[1:])
+        tok = tok.reshape((batch, c) + tok.shape[1:])
         return jnp.swapaxes(tok, 1, 2).reshape(tok.shape[0], tok.shape[2], -1)
+
+    def tokens(self, mixture: jnp.ndarray) -> jnp.ndarray:
+        lms = self.spectrogram(mixture)
+        tok = self.encoder(lms, stacked=self.config.features == "stacked")  # (B·C, N, F)
+        return self._catchan(tok, mixture.shape[0])
+
+    def chunk_token_sum(self, window: jnp.ndarray, zero_frames: int = 0,
+                        ) -> tuple[jnp.ndarray, int]:
+        """Sum over the tokens of ONE encoder chunk, for inputs streamed chunk by chunk.
+
+        ``window``: ``(batch, channels ≥ in_channels, samples)`` cut from the reflect-padded
+        signal (``s5jax.audio.mel.padded_window``) for the chunk's frames; ``zero_frames``: the
+        zero frames the whole-clip path appends to this (last) chunk. The chunk's tokens are
+        exactly those ``tokens`` gives for it, so the sums of all chunks divided by the token
+        count is the mean ``__call__`` takes. Returns ``(sum (batch, C·F) float32, tokens)``.
+        """
+        stats = tuple(float(v) for v in self.config.norm_stats)
+        x = window[:, : self.config.in_channels].astype(jnp.float32)
+        lms = mel.normalized_log_mel(x.reshape(-1, x.shape[-1]), stats, center=False)
+        lms = jnp.pad(lms, ((0, 0), (0, zero_frames), (0, 0)))
+        tok = self.encoder.encode_chunk(lms, stacked=self.config.features == "stacked")
+        tok = self._catchan(tok, window.shape[0])
+        return jnp.sum(tok.astype(jnp.float32), axis=1), tok.shape[1]
+
+    def head_output(self, feats: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Mean token features ``(batch, C·F)`` → the outputs of ``__call__``."""
+        out = self.head(self.head_norm(feats, train=train))
+        return out if self.config.head == "slots" else nn.sigmoid(out)
 
     def tokens_and_probabilities(
         self, mixture: jnp.ndarray, train: bool = False
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """``(tokens, outputs)`` from one encoder pass; outputs as ``__call__``."""
         tok = self.tokens(mixture)
-        feats = jnp.mean(tok.astype(jnp.float32), axis=1)
-        feats = self.head_norm(feats, train=train)
-        out = self.head(feats)
-        return tok, out if self.config.head == "slots" else nn.sigmoid(out)
+        return tok, self.head_output(jnp.mean(tok.astype(jnp.float32), axis=1), train)
 
     def __call__(self, mixture: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """``"sigmoid18"``: probabilities ``(batch, 18)``; ``"slots"``: logits

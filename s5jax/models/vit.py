@@ -180,12 +180,16 @@ class ViT(nn.Module):
         total = lms.shape[-2]
         pad = (self.patch - total % self.patch) % self.patch
         lms = jnp.pad(lms, [(0, 0)] * (lms.ndim - 2) + [(0, pad), (0, 0)])
-        n_f = self.grid[0]
-        outs = []
-        for i in range(math.ceil(total / self.frames)):
-            tok = self.forward_encoder(lms[..., i * self.frames : (i + 1) * self.frames, :])[:, 1:]
-            if stacked:
-                b, n, d = tok.shape
-                tok = tok.reshape(b, n_f, n // n_f, d).transpose(0, 2, 1, 3).reshape(b, -1, n_f * d)
-            outs.append(tok)
+        outs = [self.encode_chunk(lms[..., i * self.frames : (i + 1) * self.frames, :], stacked)
+                for i in range(math.ceil(total / self.frames))]
         return jnp.concatenate(outs, axis=1)
+
+    def encode_chunk(self, lms: jnp.ndarray, stacked: bool = False) -> jnp.ndarray:
+        """Patch tokens of one chunk ``(batch, frames ≤ 1001, n_mels)`` (cls dropped): flat
+        ``(batch, n_f·n_t, D)`` or stacked ``(batch, n_t, n_f·D)``."""
+        tok = self.forward_encoder(lms)[:, 1:]
+        if stacked:
+            n_f = self.grid[0]
+            b, n, d = tok.shape
+            tok = tok.reshape(b, n_f, n // n_f, d).transpose(0, 2, 1, 3).reshape(b, -1, n_f * d)
+        return tok

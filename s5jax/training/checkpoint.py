@@ -1,6 +1,11 @@
 """Training work directories: ``<workdir>/train_config.json`` + ``<workdir>/checkpoints/<step>/``
 (Orbax items ``state`` and ``data``), and ``load_any``, which reads the best checkpoint of a work
 directory as a model (model directories themselves are ``s5jax.modeldir``).
+
+``train_config.json`` is the config the run started with and is never rewritten once the run has
+a checkpoint; a run resumed at step ``N`` with a changed config (only what
+``train.allow_config_change`` permits) writes ``train_config.<N>.json``, the config from step
+``N`` on. ``read_train_config`` returns the latest of them.
 """
 
 from __future__ import annotations
@@ -28,22 +33,48 @@ def is_workdir(path: str | os.PathLike) -> bool:
     return (p / TRAIN_CONFIG_FILE).is_file() and (p / CHECKPOINTS_DIR).is_dir()
 
 
+def config_files(workdir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, file)`` of ``train_config.json`` (step 0) and every ``train_config.<N>.json``,
+    by step."""
+    out = []
+    for p in Path(workdir).glob("train_config*.json"):
+        middle = p.name[len("train_config"):-len(".json")]
+        if middle == "":
+            out.append((0, p))
+        elif middle[1:].isdigit() and middle[0] == ".":
+            out.append((int(middle[1:]), p))
+    return sorted(out)
+
+
 def read_train_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict | None:
-    """The training config saved in ``workdir`` (``None`` if there is none)."""
-    f = Path(workdir) / TRAIN_CONFIG_FILE
-    if not f.is_file():
+    """The training config in force at the end of ``workdir`` (its latest config file; ``None``
+    if there is none)."""
+    files = config_files(workdir)
+    if not files:
         return None
+    f = files[-1][1]
     try:
         return ml_collections.ConfigDict(json.loads(f.read_text()))
     except json.JSONDecodeError as e:
         raise ValueError(f"{f}: invalid JSON ({e})") from e
 
 
-def write_train_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
-    """Write ``config`` as ``train_config.json`` atomically."""
-    f = Path(workdir) / TRAIN_CONFIG_FILE
+def write_train_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict,
+                       step: int = 0) -> Path:
+    """Write ``config`` atomically as ``train_config.json`` (a new run, ``step`` 0) or as
+    ``train_config.<step>.json`` (the config of a run resumed at ``step`` with changes)."""
+    f = Path(workdir) / (TRAIN_CONFIG_FILE if step == 0 else f"train_config.{step}.json")
     f.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(f, config.to_json(indent=2))
+    return write_atomic(f, config.to_json(indent=2))
+
+
+def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
+    """Steps of the finished checkpoints in ``workdir`` (Orbax renames a checkpoint to its step
+    number only once it is complete), ascending."""
+    d = Path(workdir) / CHECKPOINTS_DIR
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 class CheckpointManager:

@@ -70,6 +70,9 @@ def experiment(name: str, model: ml_collections.ConfigDict) -> ml_collections.Co
                 # Separators: "none" | "blocks" | "blocks:<jax.checkpoint_policies name>"
                 # (rematerialise the encoder/decoder blocks; s5jax.models.remat).
                 remat="none",
+                # Resume even though fields that change what the checkpoints mean (optim.lr,
+                # num_steps, data.root, …) differ from the run's; see docs/training.md.
+                allow_config_change=False,
             ),
             trainable="all",  # separators: "all"; tagger: "head" | "blocks:k" | "adapters" | "all"
             precision="float32",  # "float32" | "bfloat16" (compute dtype; params, loss fp32)

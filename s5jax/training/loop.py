@@ -11,6 +11,7 @@ directory ``<workdir>/model`` readable by ``load_separator`` / ``load_tagger``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
 from s5jax import metrics as metrics_lib
 from s5jax import modeldir
+from s5jax.atomic import existing_ancestor
 from s5jax.data import catalog as catalog_lib
 from s5jax.data import embedded, loader
 from s5jax.data.recipes import task_config
@@ -38,7 +40,7 @@ from s5jax.models.separator import build_separator, validate_config
 from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
 from s5jax.training import checkpoint as ckpt_lib
 from s5jax.training import optim, steps
-from s5jax.training.logging import Logger
+from s5jax.training.logging import Logger, read_jsonl
 from s5jax.training.state import TrainState, create_state
 
 MODEL_DIR = "model"
@@ -60,8 +62,21 @@ def metric_names(task: str, edition: str = "dcase2025", head: str | None = None
     return ("valid/loss", "valid/accuracy", last)
 
 
-# Fields that must agree between a run and the checkpoints it resumes.
-_RESUME_KEYS = ("model", "trainable", "optim.amsgrad", "optim.clip_norm", "data.batch_size")
+# Resuming a run (docs/training.md, "Work directory and resume"): config fields are compared with
+# the run's latest train_config*.json. These define the parameters themselves: a change is never
+# accepted (the checkpoints could not be restored).
+RESUME_FIXED = ("model", "trainable")
+# These change how a run is watched, not what its checkpoints mean: changes are accepted (and
+# recorded in train_config.<step>.json).
+RESUME_FREE = (
+    "name", "train.log_every", "train.eval_every", "train.eval_at_end", "train.checkpoint_every",
+    "train.keep", "train.progress", "train.audio_examples", "train.max_nonfinite",
+    "train.allow_config_change", "train.remat", "data.num_workers", "data.prefetch",
+    "data.valid_batch_size",
+)
+# Every other field (optim.*, train.num_steps, train.seed, train.best_metric, data.root,
+# data.clip_seconds, data.seed, data.batch_size, data.valid_limit, init, precision, …) changes
+# what the checkpoints mean or what comes next: refused unless config.train.allow_config_change.
 
 
 class NonFiniteError(RuntimeError):
@@ -75,9 +90,18 @@ class Plan:
     task: str
     catalog: Any  # s5jax.data.catalog.Catalog of the dataset root, scanned once
     devices: int
-    resume: bool
+    resume: Resume
     init: dict | None = None  # variables of config.init, loaded once
     valid: Any = None  # s5jax.data.loader.ValidBatches, its metadata resolved up front
+    complete: bool = False  # finished and exported: nothing to do (no dataset scan)
+
+
+@dataclasses.dataclass
+class Resume:
+    """What ``check_resume`` found in the work directory."""
+
+    step: int | None = None  # latest finished checkpoint; None: the run starts from scratch
+    changes: list[str] = dataclasses.field(default_factory=list)  # "field: old → new"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,29 +130,73 @@ def check_model_config(task: str, model: ml_collections.ConfigDict) -> None:
         tagger_config(**model.to_dict())
 
 
-def check_resume(config: ml_collections.ConfigDict, workdir: Path) -> bool:
-    """True if ``workdir`` holds checkpoints of a compatible run; ``ValueError`` if incompatible."""
-    ckpt_dir = workdir / ckpt_lib.CHECKPOINTS_DIR
-    has_ckpts = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, ml_collections.ConfigDict):
+        node = node.to_dict()
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = _normalise(v)
+    return out
+
+
+def _under(key: str, fields: tuple[str, ...]) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in fields)
+
+
+def config_changes(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+                   ) -> list[tuple[str, Any, Any]]:
+    """``(field, saved value, new value)`` of every field both configs have and that differs
+    (a field only one has comes from another s5jax version and is not compared)."""
+    a, b = _flat(saved), _flat(config)
+    return [(k, a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+
+
+def _shown(changes: list[tuple[str, Any, Any]]) -> str:
+    return "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in changes)
+
+
+def check_workdir(workdir: Path) -> None:
+    """``ValueError`` unless ``workdir`` is, or can be created as, a writable folder."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir}: exists and is not a folder")
+    anc = existing_ancestor(workdir)
+    if not anc.is_dir():
+        raise ValueError(f"--workdir {workdir}: cannot create it ({anc} is a file)")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir {workdir}: {anc} is not writable")
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: Path) -> Resume:
+    """Whether ``workdir`` holds checkpoints to resume, and the config changes since; a
+    ``ValueError`` listing the differing fields if they may not change (``RESUME_FIXED``, or
+    any field outside ``RESUME_FREE`` without ``config.train.allow_config_change``)."""
+    steps_done = ckpt_lib.checkpoint_steps(workdir)
     saved = ckpt_lib.read_train_config(workdir)
     if saved is None:
-        if has_ckpts:
+        if steps_done:
             raise ValueError(
                 f"{workdir}: has {ckpt_lib.CHECKPOINTS_DIR}/ but no {ckpt_lib.TRAIN_CONFIG_FILE}; "
                 "not a work directory written by s5jax.train (use another --workdir)"
             )
-        return False
-    diffs = [
-        f"{k}: checkpoint {_get(saved, k)!r} vs config {_get(config, k)!r}"
-        for k in _RESUME_KEYS
-        if _normalise(_get(saved, k)) != _normalise(_get(config, k))
-    ]
-    if diffs:
+        return Resume()
+    if not steps_done:
+        return Resume()  # never reached a checkpoint: starts again from scratch
+    changes = config_changes(saved, config)
+    fixed = [c for c in changes if _under(c[0], RESUME_FIXED)]
+    if fixed:
+        raise ValueError(f"{workdir}: cannot resume, its checkpoints are of another model: "
+                         f"{_shown(fixed)} (use another --workdir)")
+    meaning = [c for c in changes if not _under(c[0], RESUME_FREE)]
+    if meaning and not config.train.get("allow_config_change", False):
+        latest = ckpt_lib.config_files(workdir)[-1][1].name
         raise ValueError(
-            f"{workdir}: cannot resume, the saved run differs in: " + "; ".join(diffs)
-            + " (use another --workdir, or the saved config)"
-        )
-    return has_ckpts
+            f"{workdir}: cannot resume, the config differs from the run's ({latest}) in what "
+            f"its checkpoints mean: {_shown(meaning)} (use another --workdir, the saved "
+            "values, or --config.train.allow_config_change=true to continue with the change)")
+    return Resume(step=steps_done[-1], changes=[_shown([c]) for c in changes])
 
 
 def check_config(config: ml_collections.ConfigDict) -> str:
@@ -190,11 +258,15 @@ def check_config(config: ml_collections.ConfigDict) -> str:
 def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     """Check ``config`` against this machine, the dataset and ``workdir``; no compilation."""
     task = check_config(config)
+    check_workdir(workdir)
     n_dev, d = jax.device_count(), config.data
     init = load_init(config, task) if config.get("init") is not None else None
+    resume = check_resume(config, workdir)
+    if resume.step is not None and resume.step >= int(config.train.num_steps) \
+            and modeldir.is_model_dir(workdir / MODEL_DIR):
+        return Plan(task=task, catalog=None, devices=n_dev, resume=resume, complete=True)
     catalog = _scan_dataset(d, config.task)
     valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
-    resume = check_resume(config, workdir)
     return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init, valid=valid)
 
 
@@ -446,7 +518,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     workdir = Path(workdir).absolute()
     plan = validate(config, workdir)
     task, t, d = plan.task, config.train, config.data
-    if jax.process_index() == 0:
+    main_process = jax.process_index() == 0
+    if plan.complete:
+        if main_process:
+            print(_complete_message(workdir, plan.resume.step, config), file=sys.stderr)
+        return _last_validation(workdir)
+    if main_process and plan.resume.step is None:
         ckpt_lib.write_train_config(workdir, config)
 
     mesh = mesh_lib.make_mesh()
@@ -472,7 +549,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpts = ckpt_lib.CheckpointManager(workdir, keep=int(t.keep), best_metric=t.best_metric,
                                        best_mode=t.best_mode)
     start = 0
-    if plan.resume and ckpts.latest_step() is not None:
+    if plan.resume.step is not None and ckpts.latest_step() is not None:
         step0 = ckpts.latest_step()
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
@@ -483,6 +560,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             raise ValueError(f"{ckpts.directory}/{step0}: checkpoint does not fit this config "
                              f"({type(e).__name__}: {e})") from e
         start = int(state.step)
+        if main_process:
+            print(f"resuming {workdir} from step {start} of {int(t.num_steps)} (checkpoint "
+                  f"{ckpts.directory}/{step0})", file=sys.stderr)
+            if plan.resume.changes:
+                f = ckpt_lib.write_train_config(workdir, config, start)
+                print(f"note: config changed from step {start} on (saved as {f.name}, "
+                      f"{ckpt_lib.TRAIN_CONFIG_FILE} kept): " + "; ".join(plan.resume.changes),
+                      file=sys.stderr)
     train_it = loader.DevicePrefetch(raw_it, mesh, size=int(d.prefetch))
 
     train_step = steps.make_train_step(
@@ -492,7 +577,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     evaluate = Evaluator(task, model, config.model, mesh, valid, limit=d.valid_limit,
                          audio_examples=int(t.audio_examples), edition=config.task)
-    logger = Logger(workdir)
+    logger = Logger(workdir, start_step=start)  # drops what a killed run logged after `start`
     if start == 0:
         logger.text(0, "config", "<pre>" + config.to_json(indent=2) + "</pre>")
         logger.scalars(0, {"params/trainable": n_train, "params/total": n_total})
@@ -535,8 +620,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if s % t.checkpoint_every == 0 or s == num_steps:
                 ckpts.save(s, state, train_it, metrics=evaluated)
         ckpts.wait()
-        if jax.process_index() == 0 and ckpts.latest_step() is not None:
+        if main_process and ckpts.latest_step() is not None:
             export_model(workdir, config.model, ckpts, state)
+            if start >= num_steps:
+                print(_complete_message(workdir, start, config), file=sys.stderr)
     finally:
         bar.close()
         train_it.close()
@@ -544,6 +631,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         ckpts.close()
         logger.close()
     return last_valid
+
+
+def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDict) -> str:
+    t = config.train
+    mgr = ckpt_lib.CheckpointManager(workdir, best_metric=t.best_metric, best_mode=t.best_mode,
+                                      read_only=True)
+    try:
+        best = mgr.best_step()
+    finally:
+        mgr.close()
+    return (f"{workdir}: the run is complete at step {step} (train.num_steps={int(t.num_steps)});"
+            f" exported model: {workdir / MODEL_DIR} (checkpoint {best}, best by "
+            f"{t.best_metric}). Nothing to do: use another --workdir for a new run, or raise "
+            "train.num_steps with --config.train.allow_config_change=true to train further")
+
+
+def _last_validation(workdir: Path) -> dict[str, float]:
+    """The last validation metrics in ``log.jsonl`` (empty if none)."""
+    for rec in reversed(read_jsonl(workdir)):
+        vals = {k: v for k, v in rec.items() if k.startswith("valid/")}
+        if vals:
+            return vals
+    return {}
 
 
 def export_model(workdir: Path, model_config, ckpts: ckpt_lib.CheckpointManager,

@@ -1,0 +1,91 @@
+"""kill -9 between checkpoints, then resume: each step is logged once (log.jsonl and TensorBoard
+as it reads the event files) and the losses equal those of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from s5jax.training.checkpoint import checkpoint_steps
+from s5jax.training.logging import read_jsonl
+from tests.test_logging import tensorboard_scalars
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS, EVERY = 16, 4
+
+
+def _command(workdir: Path, data: Path) -> list[str]:
+    return [sys.executable, "-m", "s5jax.train", "--config", "configs/m2d_at.py:smoke",
+            f"--workdir={workdir}", f"--config.data.root={data}",
+            f"--config.train.num_steps={STEPS}", "--config.train.log_every=1",
+            f"--config.train.checkpoint_every={EVERY}", "--config.train.eval_every=1000",
+            "--config.train.eval_at_end=false", "--config.train.progress=false",
+            "--config.data.clip_seconds=0.5"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")  # the three runs compile their step once
+    return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+                JAX_COMPILATION_CACHE_DIR=str(cache),
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def _logged_steps(workdir: Path) -> list[int]:
+    return [r["step"] for r in read_jsonl(workdir) if "train/loss" in r]
+
+
+def _kill_between_checkpoints(workdir: Path, data: Path, env: dict) -> tuple[int, int]:
+    """Start a run and SIGKILL it once it has logged steps after its last finished checkpoint;
+    returns (last checkpoint, last logged step) at the kill."""
+    proc = subprocess.Popen(_command(workdir, data), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None:
+            done, logged = checkpoint_steps(workdir), _logged_steps(workdir)
+            if done and logged and max(logged) > done[-1]:
+                os.kill(proc.pid, signal.SIGSTOP)  # freeze, then look again
+                done, logged = checkpoint_steps(workdir), _logged_steps(workdir)
+                if done and max(logged) > done[-1]:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return done[-1], max(logged)
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    raise AssertionError("the run ended before it could be killed between checkpoints:\n"
+                         + proc.stderr.read().decode()[-2000:])
+
+
+def test_kill_between_checkpoints_then_resume_logs_each_step_once(tmp_path, embedded_small, env):
+    full, part = tmp_path / "full", tmp_path / "part"
+    r = subprocess.run(_command(full, embedded_small), cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt, last = _kill_between_checkpoints(part, embedded_small, env)
+    assert last > ckpt >= EVERY  # steps were logged that the resumed run will log again
+    r = subprocess.run(_command(part, embedded_small), cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {part} from step {ckpt} of {STEPS}" in r.stderr
+
+    ref = {x["step"]: x["train/loss"] for x in read_jsonl(full) if "train/loss" in x}
+    got = [(x["step"], x["train/loss"]) for x in read_jsonl(part) if "train/loss" in x]
+    assert [s for s, _ in got] == list(range(1, STEPS + 1))  # each step once, in order
+    assert dict(got) == ref  # identical losses: the resumed run continued exactly
+    tb_full, tb_part = tensorboard_scalars(full / "tb"), tensorboard_scalars(part / "tb")
+    assert len(list((part / "tb").iterdir())) == 2  # the killed run's file is still there
+    for tag in ("train/loss", "train/grad_norm", "train/learning_rate"):
+        steps = [s for s, _ in tb_part[tag]]
+        assert steps == list(range(1, STEPS + 1)), (tag, steps)
+        assert tb_part[tag] == tb_full[tag]
+    assert json.loads((part / "train_config.json").read_text())["train"]["num_steps"] == STEPS
