@@ -1,0 +1,151 @@
+"""s5jax.models.conv: the CPU (GEMM) convolutions equal lax's, values and gradients.
+
+Reference: ``lax.conv_general_dilated`` / ``lax.conv_transpose`` as XLA differentiates them, and
+``flax.linen.Conv`` / ``ConvTranspose`` for the parameter trees. Tolerance: float32 noise, max
+|error| ≤ 1e-5 × max |reference| per tensor. Shapes: those the ResUNet uses (3×3 padding 1 with
+in = out, in < out and in > out; 1×1 with bias; transposed stride = kernel (1, 2) and (2, 2)),
+plus asymmetric padding, batch 2 and several row chunks for the kernel-gradient loop.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s5jax.models import conv as conv_lib
+
+TOL = 1e-5
+SAME = ((1, 1), (1, 1))
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def normal(key: int, shape) -> jax.Array:
+    return jax.random.normal(jax.random.key(key), shape, jnp.float32)
+
+
+def value_and_grads(fn, x, kernel, g):
+    y, pullback = jax.vjp(fn, x, kernel)
+    return (y, *pullback(g))
+
+
+@pytest.mark.parametrize(
+    "shape,kernel_size,cout,padding",
+    [
+        ((1, 12, 16, 8), (3, 3), 8, SAME),  # encoder conv2: in = out
+        ((2, 8, 10, 6), (3, 3), 12, SAME),  # encoder conv1: in < out, batch 2
+        ((1, 8, 12, 16), (3, 3), 8, SAME),  # decoder conv1: in > out (patches of the gradient)
+        ((1, 9, 7, 5), (3, 2), 4, ((0, 2), (1, 0))),  # asymmetric kernel and padding
+        ((1, 9, 7, 4), (3, 2), 5, ((2, 0), (0, 1))),  # the same, patches of the input
+        ((2, 8, 12, 4), (1, 1), 6, ((0, 0), (0, 0))),  # pre_conv / shortcut / after_conv
+    ],
+)
+def test_conv2d_matches_lax(shape, kernel_size, cout, padding):
+    x = normal(0, shape)
+    kernel = normal(1, (*kernel_size, shape[-1], cout)) * 0.3
+    y_ref = conv_lib.conv2d(x, kernel, padding, gemm=False)
+    g = normal(2, y_ref.shape)
+    ref = jax.jit(lambda *a: value_and_grads(
+        lambda x, k: conv_lib.conv2d(x, k, padding, gemm=False), *a))(x, kernel, g)
+    out = jax.jit(lambda *a: value_and_grads(
+        lambda x, k: conv_lib.conv2d(x, k, padding, gemm=True), *a))(x, kernel, g)
+    for name, a, b in zip(("value", "d/dx", "d/dkernel"), out, ref, strict=True):
+        assert a.shape == b.shape, name
+        assert rel(a, b) <= TOL, (name, rel(a, b))
+
+
+@pytest.mark.parametrize("cin,cout", [(6, 4), (4, 6)])
+def test_kernel_grad_chunks(cin, cout):
+    """Several row chunks per example and two examples: the loop covers every position once."""
+    x, g = normal(3, (2, 12, 10, cin)), normal(4, (2, 12, 10, cout))
+    ref = jax.vjp(lambda k: conv_lib.conv2d(x, k, SAME, gemm=False),
+                  jnp.zeros((3, 3, cin, cout)))[1](g)[0]
+    for chunk_bytes in (1, 3 * 10 * 9 * 6 * 4, 1 << 30):  # 1 row, 3 rows (of 12), everything
+        got = conv_lib.kernel_grad(x, g, (3, 3), SAME, chunk_bytes)
+        assert got.dtype == jnp.float32
+        assert rel(got, ref) <= TOL, (chunk_bytes, rel(got, ref))
+
+
+@pytest.mark.parametrize("up", [(1, 2), (2, 2)])
+def test_conv_transpose_matches_lax(up):
+    x = normal(5, (2, 5, 6, 8))
+    kernel = normal(6, (*up, 6, 8)) * 0.3
+    g = normal(7, (2, 5 * up[0], 6 * up[1], 6))
+    ref = value_and_grads(lambda x, k: conv_lib.conv_transpose(x, k, gemm=False), x, kernel, g)
+    out = value_and_grads(lambda x, k: conv_lib.conv_transpose(x, k, gemm=True), x, kernel, g)
+    for name, a, b in zip(("value", "d/dx", "d/dkernel"), out, ref, strict=True):
+        assert a.shape == b.shape, name
+        assert rel(a, b) <= TOL, (name, rel(a, b))
+
+
+@pytest.mark.parametrize(
+    "ours,flax",
+    [
+        (conv_lib.Conv(6, (3, 3), SAME, use_bias=False),
+         nn.Conv(6, (3, 3), padding=SAME, use_bias=False)),
+        (conv_lib.Conv(6, (1, 1)), nn.Conv(6, (1, 1))),
+        (conv_lib.ConvTranspose(6, (2, 2), use_bias=False),
+         nn.ConvTranspose(6, (2, 2), strides=(2, 2), padding="VALID", use_bias=False,
+                          transpose_kernel=True)),
+        (conv_lib.ConvTranspose(6, (1, 2)),
+         nn.ConvTranspose(6, (1, 2), strides=(1, 2), padding="VALID", transpose_kernel=True)),
+    ],
+)
+def test_modules_match_flax(ours, flax):
+    """Same parameter tree and initial values as Flax's layer; output and all gradients
+    (input, kernel, bias) equal within float32 noise."""
+    x = normal(8, (1, 6, 8, 4))
+    v_ours = ours.init(jax.random.key(9), x)
+    v_flax = flax.init(jax.random.key(9), x)
+    assert jax.tree.structure(v_ours) == jax.tree.structure(v_flax)
+    for a, b in zip(jax.tree.leaves(v_ours), jax.tree.leaves(v_flax), strict=True):
+        np.testing.assert_array_equal(a, b)
+    params = jax.tree.map(lambda p: p + 0.1, v_flax["params"])  # a non-zero bias
+
+    def run(module):
+        y, pullback = jax.vjp(lambda p, x: module.apply({"params": p}, x), params, x)
+        dp, dx = pullback(normal(10, y.shape))
+        return y, dx, dp
+
+    y, dx, dp = run(ours)
+    y_ref, dx_ref, dp_ref = run(flax)
+    assert rel(y, y_ref) <= TOL and rel(dx, dx_ref) <= TOL
+    for name in dp_ref:
+        assert rel(dp[name], dp_ref[name]) <= TOL, name
+
+
+def test_bfloat16_compute():
+    """``dtype=bfloat16``: bf16 output, float32 kernel gradient close to the float32 layer's."""
+    layer = conv_lib.Conv(8, (3, 3), SAME, use_bias=False, dtype=jnp.bfloat16)
+    x = normal(11, (1, 8, 8, 8))
+    params = layer.init(jax.random.key(0), x)["params"]
+    y, pullback = jax.vjp(lambda p: layer.apply({"params": p}, x), params)
+    assert y.dtype == jnp.bfloat16
+    (dp,) = pullback(jnp.ones_like(y))
+    ref = conv_lib.Conv(8, (3, 3), SAME, use_bias=False)
+    y32, pull32 = jax.vjp(lambda p: ref.apply({"params": p}, x), params)
+    (dp32,) = pull32(jnp.ones_like(y32))
+    assert dp["kernel"].dtype == jnp.float32
+    assert rel(dp["kernel"], dp32["kernel"]) < 2e-2
+
+
+def test_other_backends_use_lax(monkeypatch):
+    """Off CPU the functions are plain lax convolutions (no einsum, no custom VJP)."""
+    monkeypatch.setattr(conv_lib.jax, "default_backend", lambda: "gpu")
+    x = jnp.zeros((1, 4, 4, 3))
+
+    def loss(k3, k1, kt):
+        y = conv_lib.conv2d(x, k3, SAME) + conv_lib.conv2d(x, k1)
+        return jnp.sum(conv_lib.conv_transpose(y, kt))
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(
+        jnp.zeros((3, 3, 3, 5)), jnp.zeros((1, 1, 3, 5)), jnp.zeros((2, 2, 2, 5)))
+    prims = {e.primitive.name for e in jaxpr.jaxpr.eqns}
+    assert "conv_general_dilated" in prims
+    assert not prims & {"dot_general", "custom_vjp_call", "custom_vjp_call_jaxpr", "while"}
