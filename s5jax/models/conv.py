@@ -12,12 +12,13 @@ on a 2-core CPU (issue 15), these made the ResUNetK's backward pass about 10× i
 On CPU (``jax.default_backend() == "cpu"`` when the function is traced) this module therefore
 computes:
 
-* 1×1 convolutions and the kernel = stride transposed convolutions as matrix products (einsum,
-  plus a depth-to-space reshape), whose gradients are matrix products as well;
-* k×k convolutions with ``lax.conv_general_dilated`` forward and for the input gradient, and the
-  kernel gradient under ``jax.custom_vjp`` as a GEMM of patches: the sum over positions of
-  ``a ⊗ patches(b)``, where ``b`` is the one of (input, output gradient) with fewer channels, in
-  chunks of rows small enough to stay in cache (float32 accumulation).
+* the forward pass and the input gradient of 1×1 convolutions and of the kernel = stride
+  transposed convolutions as matrix products (einsum, plus a depth-to-space reshape), those of
+  k×k convolutions with ``lax.conv_general_dilated``;
+* every kernel gradient under ``jax.custom_vjp`` as GEMMs over chunks of rows: the sum over
+  positions of ``a ⊗ patches(b)``, where ``b`` is the one of (input, output gradient) with fewer
+  channels after patching, so that the patches (and the transposes XLA makes for a GEMM that
+  contracts over positions) stay in cache; float32 accumulation.
 
 Elsewhere (GPU, TPU) both are ``lax.conv_general_dilated`` / ``lax.conv_transpose``, as in Flax.
 tests/test_conv.py checks that the two agree to float32 noise, values and gradients.
@@ -37,9 +38,10 @@ from jax import lax
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-# Bytes of patches per chunk of the kernel-gradient GEMM (a few rows of the feature map):
-# small enough for the CPU caches, large enough that the loop overhead is negligible.
-CHUNK_BYTES = 1 << 20
+# Positions (rows × width × examples) per chunk of a kernel-gradient GEMM: deep enough that the
+# accumulator update and the loop are cheap next to the product, shallow enough that a chunk's
+# patches stay in the CPU caches where the layer is wide.
+CHUNK_DEPTH = 512
 
 
 def use_gemm() -> bool:
@@ -69,33 +71,38 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: Padding = ((0, 0), (0, 0)),
         raise ValueError(f"padding {padding}: expected non-negative amounts")
     if not (use_gemm() if gemm is None else gemm):
         return _lax_conv(x, kernel, padding)
-    if kernel.shape[:2] == (1, 1):
-        x = jnp.pad(x, ((0, 0), *padding, (0, 0))) if any(map(any, padding)) else x
-        return jnp.einsum("bhwi,io->bhwo", x, kernel[0, 0])
-    return _conv_gemm_grad(x, kernel, padding)
+    return _conv_gemm(x, kernel, padding)
+
+
+def _conv_forward(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+    """The CPU forward pass: a matrix product for 1×1 kernels, else XLA's convolution."""
+    if kernel.shape[:2] != (1, 1):
+        return _lax_conv(x, kernel, padding)
+    if any(map(any, padding)):
+        x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    return jnp.einsum("bhwi,io->bhwo", x, kernel[0, 0])
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_gemm_grad(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
-    return _lax_conv(x, kernel, padding)
+def _conv_gemm(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+    return _conv_forward(x, kernel, padding)
 
 
-def _conv_gemm_grad_fwd(x, kernel, padding):
-    return _lax_conv(x, kernel, padding), (x, kernel)
+def _conv_gemm_fwd(x, kernel, padding):
+    return _conv_forward(x, kernel, padding), (x, kernel)
 
 
-def _conv_gemm_grad_bwd(padding, residuals, g):
+def _conv_gemm_bwd(padding, residuals, g):
     x, kernel = residuals
-    _, pullback = jax.vjp(lambda x: _lax_conv(x, kernel, padding), x)
-    (dx,) = pullback(g)
+    (dx,) = jax.vjp(lambda x: _conv_forward(x, kernel, padding), x)[1](g)
     return dx, kernel_grad(x, g, kernel.shape[:2], padding).astype(kernel.dtype)
 
 
-_conv_gemm_grad.defvjp(_conv_gemm_grad_fwd, _conv_gemm_grad_bwd)
+_conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
 
 
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_size: Sequence[int], padding: Padding,
-                chunk_bytes: int = CHUNK_BYTES) -> jax.Array:
+                depth: int | None = None) -> jax.Array:
     """Gradient of ``Σ g·conv2d(x, kernel, padding)`` with respect to the kernel, as GEMMs.
 
     With ``xp = pad(x)``, ``dK[a, c] = Σ_{t, f} xp[t + a, f + c] ⊗ g[t, f]`` (patches of ``x``
@@ -104,7 +111,8 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_size: Sequence[int], padding:
     ``g`` over the input grid). The side with fewer channels is patched.
 
     Args:
-      x: ``(batch, H, W, in)``; g: ``(batch, Ho, Wo, out)``; kernel_size: ``(kh, kw)``.
+      x: ``(batch, H, W, in)``; g: ``(batch, Ho, Wo, out)``; kernel_size: ``(kh, kw)``;
+      depth: positions per chunk (``None``: ``CHUNK_DEPTH``; see :func:`_chunked_products`).
 
     Returns:
       ``(kh, kw, in, out)`` float32.
@@ -113,41 +121,49 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_size: Sequence[int], padding:
     (top, bottom), (left, right) = padding
     ci, co = x.shape[-1], g.shape[-1]
     if co <= ci:
-        gq = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-        taps = [(top + kh - 1 - a, left + kw - 1 - c) for a in range(kh) for c in range(kw)]
-        s = _tap_products(x, gq, taps, chunk_bytes)  # (in, kh·kw·out)
-        return s.reshape(ci, kh, kw, co).transpose(1, 2, 0, 3)
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    taps = [(a, c) for a in range(kh) for c in range(kw)]
-    s = _tap_products(g, xp, taps, chunk_bytes)  # (out, kh·kw·in)
-    return s.reshape(co, kh, kw, ci).transpose(1, 2, 3, 0)
+        a, ca, cs = x, ci, co
+        src = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+        taps = [(top + kh - 1 - i, left + kw - 1 - j) for i in range(kh) for j in range(kw)]
+    else:
+        a, ca, cs = g, co, ci
+        src = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        taps = [(i, j) for i in range(kh) for j in range(kw)]
+    rows, width = a.shape[1:3]
+    halo = max(dt for dt, _ in taps)
+
+    def patches(s):  # (e, rows + halo, ≥ width + max df, cs) → (e, rows, width, kh·kw·cs)
+        r = s.shape[1] - halo
+        return jnp.concatenate([s[:, dt:dt + r, df:df + width] for dt, df in taps], axis=-1)
+
+    out = _chunked_products(a, src, halo, patches, depth or CHUNK_DEPTH).reshape(ca, kh, kw, cs)
+    return out.transpose(1, 2, 0, 3) if co <= ci else out.transpose(1, 2, 3, 0)
 
 
-def _tap_products(a: jax.Array, src: jax.Array, taps: Sequence[tuple[int, int]],
-                  chunk_bytes: int) -> jax.Array:
-    """``Σ_{b,t,f} a[b,t,f] ⊗ concat_k src[b, t + dt_k, f + df_k]`` → ``(Ca, K·Cs)`` float32.
+def _chunked_products(a: jax.Array, src: jax.Array, halo: int, patches, depth: int) -> jax.Array:
+    """``Σ_{b,t,f} a[b,t,f] ⊗ patches(src)[b,t,f]`` → ``(Ca, P)`` float32, in chunks.
 
-    ``a (B, T, F, Ca)``; ``src (B, ≥ T + max dt, ≥ F + max df, Cs)``. The sum runs over chunks of
-    ``rows`` rows of one example (a ``fori_loop``), so each chunk's patches stay in cache.
+    ``a (B, T, F, Ca)``; ``src (B, T + halo, …)``; ``patches`` maps ``src[b0:b0+e, r:r+rows+halo]``
+    to ``(e, rows, F, P)``. A chunk is ``rows`` rows of one example, or ``e`` whole examples when
+    one example has fewer than ``depth`` positions: the fewest with at least ``depth`` positions
+    (divisors of T and B), so that the GEMMs are deep and the patches of one chunk stay small.
     """
     b, t, f, ca = a.shape
-    cs = src.shape[-1]
-    span = max(dt for dt, _ in taps) + 1
-    row_bytes = f * len(taps) * cs * jnp.dtype(src.dtype).itemsize
-    rows = max(d for d in range(1, t + 1) if t % d == 0 and d * row_bytes <= max(chunk_bytes,
-                                                                                   row_bytes))
+    rows = min((d for d in range(1, t + 1) if t % d == 0 and d * f >= depth), default=t)
+    e = 1 if rows < t else min((d for d in range(1, b + 1) if b % d == 0 and d * t * f >= depth),
+                               default=b)
     per_example = t // rows
+    zeros = (0,) * (src.ndim - 2)
 
-    def body(i, acc):
-        n, r = i // per_example, (i % per_example) * rows
-        a_c = lax.dynamic_slice(a, (n, r, 0, 0), (1, rows, f, ca))
-        s_c = lax.dynamic_slice(src, (n, r, 0, 0), (1, rows + span - 1, src.shape[2], cs))
-        patches = jnp.concatenate([s_c[:, dt:dt + rows, df:df + f] for dt, df in taps], axis=-1)
-        return acc + jnp.einsum("btfa,btfs->as", a_c, patches,
-                                preferred_element_type=jnp.float32)
+    def product(i):
+        n, r = (i // per_example) * e, (i % per_example) * rows
+        a_c = lax.dynamic_slice(a, (n, r, 0, 0), (e, rows, f, ca))
+        s_c = lax.dynamic_slice(src, (n, r, *zeros), (e, rows + halo, *src.shape[2:]))
+        return jnp.einsum("btfa,btfp->ap", a_c, patches(s_c), preferred_element_type=jnp.float32)
 
-    init = jnp.zeros((ca, len(taps) * cs), jnp.float32)
-    return lax.fori_loop(0, b * per_example, body, init)
+    chunks = (b // e) * per_example
+    if chunks == 1:
+        return product(0)
+    return lax.fori_loop(1, chunks, lambda i, acc: acc + product(i), product(0))
 
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, *, gemm: bool | None = None) -> jax.Array:
@@ -165,13 +181,46 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, *, gemm: bool | None = None)
     Returns:
       ``(batch, kh·T, kw·F, out)``.
     """
-    kh, kw, co, _ = kernel.shape
+    kh, kw = kernel.shape[:2]
     if not (use_gemm() if gemm is None else gemm):
         return lax.conv_transpose(x, kernel, (kh, kw), "VALID", dimension_numbers=_DIMENSIONS,
                                   transpose_kernel=True)
+    return _conv_transpose_gemm(x, kernel)
+
+
+def _upsample_product(x: jax.Array, kernel: jax.Array) -> jax.Array:
     b, t, f, _ = x.shape
+    kh, kw, co, _ = kernel.shape
     y = jnp.einsum("btfi,acoi->btafco", x, kernel)
     return y.reshape(b, kh * t, kw * f, co)
+
+
+@jax.custom_vjp
+def _conv_transpose_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _upsample_product(x, kernel)
+
+
+def _conv_transpose_gemm_fwd(x, kernel):
+    return _upsample_product(x, kernel), (x, kernel)
+
+
+def _conv_transpose_gemm_bwd(residuals, g):
+    """Input gradient by autodiff of the product; kernel gradient in chunks, where the
+    space-to-depth transpose of ``g`` stays in cache (XLA would transpose all of it at once)."""
+    x, kernel = residuals
+    kh, kw, co, ci = kernel.shape
+    b, t, f, _ = x.shape
+    (dx,) = jax.vjp(lambda x: _upsample_product(x, kernel), x)[1](g)
+    src = g.reshape(b, t, kh, f, kw, co)
+
+    def patches(s):  # (e, rows, kh, f, kw, co) → (e, rows, f, kh·kw·co)
+        return s.transpose(0, 1, 3, 2, 4, 5).reshape(*s.shape[:2], f, kh * kw * co)
+
+    dk = _chunked_products(x, src, 0, patches, CHUNK_DEPTH)  # (in, kh·kw·out)
+    return dx, dk.reshape(ci, kh, kw, co).transpose(1, 2, 3, 0).astype(kernel.dtype)
+
+
+_conv_transpose_gemm.defvjp(_conv_transpose_gemm_fwd, _conv_transpose_gemm_bwd)
 
 
 class Conv(nn.Module):
