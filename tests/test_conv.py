@@ -9,6 +9,8 @@ plus asymmetric padding, batch 2 and several row chunks for the kernel-gradient 
 
 from __future__ import annotations
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,8 +28,8 @@ def rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def normal(key: int, shape) -> jax.Array:
-    return jax.random.normal(jax.random.key(key), shape, jnp.float32)
+def normal(seed: int, shape) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
 def value_and_grads(fn, x, kernel, g):
@@ -68,7 +70,7 @@ def test_kernel_grad_chunks(cin, cout):
     ref = jax.vjp(lambda k: conv_lib.conv2d(x, k, SAME, gemm=False),
                   jnp.zeros((3, 3, cin, cout)))[1](g)[0]
     for depth in (1, 15, 60, 1 << 30):
-        got = conv_lib.kernel_grad(x, g, (3, 3), SAME, depth)
+        got = jax.jit(conv_lib.kernel_grad, static_argnums=(2, 3, 4))(x, g, (3, 3), SAME, depth)
         assert got.dtype == jnp.float32
         assert rel(got, ref) <= TOL, (depth, rel(got, ref))
 
@@ -79,8 +81,10 @@ def test_conv_transpose_matches_lax(up, depth, monkeypatch):
     x = normal(5, (2, 5, 6, 8))
     kernel = normal(6, (*up, 6, 8)) * 0.3
     g = normal(7, (2, 5 * up[0], 6 * up[1], 6))
-    ref = value_and_grads(lambda x, k: conv_lib.conv_transpose(x, k, gemm=False), x, kernel, g)
-    out = value_and_grads(lambda x, k: conv_lib.conv_transpose(x, k, gemm=True), x, kernel, g)
+    ref = jax.jit(lambda *a: value_and_grads(
+        lambda x, k: conv_lib.conv_transpose(x, k, gemm=False), *a))(x, kernel, g)
+    out = jax.jit(lambda *a: value_and_grads(
+        lambda x, k: conv_lib.conv_transpose(x, k, gemm=True), *a))(x, kernel, g)
     for name, a, b in zip(("value", "d/dx", "d/dkernel"), out, ref, strict=True):
         assert a.shape == b.shape, name
         assert rel(a, b) <= TOL, (name, rel(a, b))
@@ -100,16 +104,14 @@ def test_conv_transpose_matches_lax(up, depth, monkeypatch):
     ],
 )
 def test_modules_match_flax(ours, flax):
-    """Same parameter tree and initial values as Flax's layer; output and all gradients
+    """Same parameter tree (names, shapes, dtypes) as Flax's layer; output and all gradients
     (input, kernel, bias) equal within float32 noise."""
     x = normal(8, (1, 6, 8, 4))
-    v_ours = ours.init(jax.random.key(9), x)
-    v_flax = flax.init(jax.random.key(9), x)
-    assert jax.tree.structure(v_ours) == jax.tree.structure(v_flax)
-    for a, b in zip(jax.tree.leaves(v_ours), jax.tree.leaves(v_flax), strict=True):
-        np.testing.assert_array_equal(a, b)
-    params = jax.tree.map(lambda p: p + 0.1, v_flax["params"])  # a non-zero bias
+    shapes = jax.eval_shape(ours.init, jax.random.key(9), x)
+    assert shapes == jax.eval_shape(flax.init, jax.random.key(9), x)
+    params = {name: normal(i, s.shape) for i, (name, s) in enumerate(shapes["params"].items())}
 
+    @partial(jax.jit, static_argnums=0)
     def run(module):
         y, pullback = jax.vjp(lambda p, x: module.apply({"params": p}, x), params, x)
         dp, dx = pullback(normal(10, y.shape))
@@ -122,19 +124,30 @@ def test_modules_match_flax(ours, flax):
         assert rel(dp[name], dp_ref[name]) <= TOL, name
 
 
+def test_initial_values_match_flax():
+    """Same initialisers and RNG use as Flax: a fresh ResUNet starts from the same weights."""
+    x = normal(8, (1, 6, 8, 4))
+    inits = dict(kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal())
+    a = jax.jit(conv_lib.Conv(6, (3, 3), SAME, **inits).init)(jax.random.key(9), x)
+    b = jax.jit(nn.Conv(6, (3, 3), padding=SAME, **inits).init)(jax.random.key(9), x)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_bfloat16_compute():
     """``dtype=bfloat16``: bf16 output, float32 kernel gradient close to the float32 layer's."""
-    layer = conv_lib.Conv(8, (3, 3), SAME, use_bias=False, dtype=jnp.bfloat16)
     x = normal(11, (1, 8, 8, 8))
-    params = layer.init(jax.random.key(0), x)["params"]
-    y, pullback = jax.vjp(lambda p: layer.apply({"params": p}, x), params)
-    assert y.dtype == jnp.bfloat16
-    (dp,) = pullback(jnp.ones_like(y))
-    ref = conv_lib.Conv(8, (3, 3), SAME, use_bias=False)
-    y32, pull32 = jax.vjp(lambda p: ref.apply({"params": p}, x), params)
-    (dp32,) = pull32(jnp.ones_like(y32))
-    assert dp["kernel"].dtype == jnp.float32
-    assert rel(dp["kernel"], dp32["kernel"]) < 2e-2
+    params = {"kernel": normal(12, (3, 3, 8, 8))}
+
+    @partial(jax.jit, static_argnums=0)
+    def run(dtype):
+        layer = conv_lib.Conv(8, (3, 3), SAME, use_bias=False, dtype=dtype)
+        y, pullback = jax.vjp(lambda p: layer.apply({"params": p}, x), params)
+        return y, pullback(jnp.ones_like(y))[0]["kernel"]
+
+    y, dk = run(jnp.bfloat16)
+    assert y.dtype == jnp.bfloat16 and dk.dtype == jnp.float32
+    assert rel(dk, run(jnp.float32)[1]) < 2e-2
 
 
 def test_other_backends_use_lax(monkeypatch):
@@ -151,3 +164,62 @@ def test_other_backends_use_lax(monkeypatch):
     prims = {e.primitive.name for e in jaxpr.jaxpr.eqns}
     assert "conv_general_dilated" in prims
     assert not prims & {"dot_general", "custom_vjp_call", "custom_vjp_call_jaxpr", "while"}
+
+
+class _EncoderDecoder(nn.Module):
+    """One ResUNet encoder block and the decoder block that takes its skip: every kind of
+    convolution the trunk has (3×3 with in < out, in = out and in > out, 1×1 shortcuts with bias,
+    the 2×2 transposed convolution), between train-mode BatchNorms and FiLM."""
+
+    @nn.compact
+    def __call__(self, x, film):
+        from s5jax.models.resunet import DecoderBlock, EncoderBlock
+
+        pooled, skip = EncoderBlock(8, (2, 2), name="enc")(x, film["enc"], True)
+        return DecoderBlock(8, (2, 2), name="dec")(pooled, skip, film["dec"], True)
+
+
+def test_resunet_blocks_gradients_match_lax_path(monkeypatch):
+    """Train-mode ResUNet blocks: output, every parameter gradient, the input gradient and the
+    BatchNorm statistics equal those of the lax path. Float32 noise through a stack: per tensor
+    max |error| ≤ 1e-4 × max |reference|, plus a floor of 1e-6 × the largest gradient, because
+    some gradients are zero in exact arithmetic (a bias feeding a train-mode BatchNorm) and come
+    out as rounding noise whose relative error means nothing."""
+    x = normal(12, (2, 8, 12, 4))
+
+    def beta(key, c):
+        return (None, normal(key, (2, c)))
+
+    film = {"enc": {"conv_block1": {"beta1": beta(13, 4), "beta2": beta(14, 8)}},
+            "dec": {"beta1": beta(15, 8), "conv_block2": {"beta1": beta(16, 16),
+                                                          "beta2": beta(17, 8)}}}
+    model = _EncoderDecoder()
+    variables = jax.jit(model.init)(jax.random.key(0), x, film)
+    g = normal(18, (2, 8, 12, 8))
+
+    def run(gemm: bool):
+        monkeypatch.setattr(conv_lib, "use_gemm", lambda: gemm)
+
+        def f(params, x):
+            return model.apply({**variables, "params": params}, x, film,
+                               mutable=["batch_stats"])
+
+        (y, stats), pullback = jax.vjp(f, variables["params"], x)
+        zero_stats = jax.tree.map(jnp.zeros_like, stats)
+        return y, stats, pullback((g, zero_stats))
+
+    # The switch is effective: only the CPU path has matrix products.
+    assert "dot_general" in str(jax.make_jaxpr(lambda: run(True))())
+    assert "dot_general" not in str(jax.make_jaxpr(lambda: run(False))())
+    y_ref, s_ref, (dp_ref, dx_ref) = jax.jit(lambda: run(False))()
+    y, s, (dp, dx) = jax.jit(lambda: run(True))()
+    assert rel(y, y_ref) <= 1e-5 and rel(dx, dx_ref) <= 1e-4
+    for ref, got in zip(jax.tree.leaves(s_ref), jax.tree.leaves(s), strict=True):
+        assert rel(got, ref) <= 1e-5
+    scale = max(float(jnp.max(jnp.abs(t))) for t in jax.tree.leaves(dp_ref))
+    paths = jax.tree_util.tree_flatten_with_path(dp_ref)[0]
+    assert len(paths) == len(jax.tree.leaves(dp)) == 19  # 6 convs (2 with bias), 1 ConvT, 5 BNs
+    for (path, ref), got in zip(paths, jax.tree.leaves(dp), strict=True):
+        err = float(jnp.max(jnp.abs(got - ref)))
+        assert err <= 1e-4 * float(jnp.max(jnp.abs(ref))) + 1e-6 * scale, (
+            jax.tree_util.keystr(path), err)
