@@ -22,6 +22,7 @@ median over ``--repeats`` rounds, so load from other processes hits both sides a
 from __future__ import annotations
 
 import importlib
+import statistics
 import sys
 from pathlib import Path
 
@@ -150,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     theirs, label, threads = torch_runs(data, args.official)
     fns = {f"{side} {kind}": fn for side, runs in (("s5jax", ours), ("torch", theirs))
            for kind, fn in runs.items()}
-    t = benchlib.alternating_medians(fns, args.repeats, warmup=2)
+    times = benchlib.alternating_times(fns, args.repeats, warmup=2)
+    for name, ts in times.items():
+        print(f"{name:15s} " + " ".join(f"{1000 * x:.0f}" for x in ts) + " ms")
+    t = {name: statistics.median(ts) for name, ts in times.items()}
     lines = []
     for kind, title in (("fwd_bwd", "forward+backward"), ("step", "full step")):
         a, b = t[f"s5jax {kind}"], t[f"torch {kind}"]

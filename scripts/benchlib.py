@@ -51,12 +51,12 @@ def median_time(fn: Callable[[], object], repeats: int, *, warmup: int = 0) -> f
     return statistics.median(times)
 
 
-def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int, *,
-                        warmup: int = 0) -> dict[str, float]:
-    """Median wall time in seconds of each ``fns[name]()``, timed in alternating rounds.
+def alternating_times(fns: dict[str, Callable[[], object]], repeats: int, *,
+                      warmup: int = 0) -> dict[str, list[float]]:
+    """Wall times in seconds of ``repeats`` calls of each ``fns[name]()``, in alternating rounds.
 
-    ``warmup`` untimed calls of each come first; then each of ``repeats`` rounds times every
-    function once, in order, so that load from other processes falls on all of them alike.
+    ``warmup`` untimed calls of each come first; then each round times every function once, in
+    order, so that load from other processes falls on all of them alike.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -67,7 +67,7 @@ def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int, *,
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
 def device_kind() -> str:
