@@ -1,14 +1,22 @@
-"""Training-step throughput: jitted s5jax ResUNetK step vs the PyTorch reference model; with
-``--config``, the real training step of a config and its achieved TFLOP/s and MFU.
+"""Training-step time: jitted s5jax ResUNetK vs the official ResUNet30 (PyTorch), one run.
 
-Default mode — both sides do one full step on the same batch: train-mode forward (BatchNorm
-batch statistics), masked −SNR loss over the 3·B slots, backward, global-norm clipping 0.5,
-AdamW-AMSGrad. Architecture: the official ResUNetK (β FiLM, no DPRNN; tests/reference/resunet.py
-is the baseline model), float32, full widths. Times are medians over repeats after a warm-up
-(JAX: after compilation). The PyTorch side needs torch (parity extra).
+Two measurements, each on the same batch and in train mode (BatchNorm batch statistics):
 
-    python scripts/bench_train_step.py [--batch 2] [--seconds 1] [--repeats 5] \
-        [--append docs/benchmarks.md]
+* forward + backward: masked −SNR loss over the 3·B slots and its gradient with respect to all
+  parameters;
+* full step: the same plus global-norm clipping 0.5 and an AdamW-AMSGrad update.
+
+Architecture: ResUNetK baseline (β FiLM, no DPRNN, official widths), float32. The PyTorch model is
+the official ``ResUNet30(input_channels=4, output_channels=1, target_sources_num=3,
+label_len=54)`` (config/separation/resunetk.yaml) imported from a checkout of the official 2025
+baseline given with ``--official PATH`` (``src/models/resunet2/resunet_mod.py`` under it; nothing
+is copied). Without ``--official``, the fallback is tests/reference/resunet.py, a module written
+here from the spec — slower than the official one; the row says which reference ran. After a
+warm-up (JAX: compilation), the timed calls alternate s5jax and PyTorch, and each figure is the
+median over ``--repeats`` rounds, so load from other processes hits both sides alike.
+
+    python scripts/bench_train_step.py [--batch 1] [--seconds 4] [--repeats 5] \
+        [--official PATH] [--append docs/benchmarks.md]
 
 ``--config`` mode — the training step exactly as ``s5jax.train`` builds it for the config
 (``train.remat``, ``optim.accumulate``, precision, synthesis inside the step from a synthetic
@@ -28,9 +36,9 @@ machine state, and reports both medians (no torch side).
 from __future__ import annotations
 
 import ast
+import importlib
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -51,6 +59,7 @@ from s5jax.training.state import create_state  # noqa: E402
 
 OPTIM = dict(lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=True,
              clip_norm=0.5, schedule="constant", warmup_steps=0)
+OFFICIAL_MODULE = "src/models/resunet2/resunet_mod.py"
 
 
 def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -65,22 +74,29 @@ def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"mixture": mixture.astype(np.float32), "dry": dry, "labels": labels}
 
 
-def bench_jax(data, repeats: int) -> float:
+def jax_runs(data) -> dict[str, object]:
+    """``{"fwd_bwd": fn, "step": fn}``: s5jax callables that block until their result is ready."""
     cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
     model = build_separator(cfg)
     variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
     tx = optim.build_optimizer(ml_collections.ConfigDict(OPTIM), 1000)
     mesh = mesh_lib.make_mesh()
-    state = create_state(variables, tx, 0)
     step = steps.make_train_step(steps.SEPARATOR, model, tx, mesh)
     batch = mesh_lib.put_batch(data, mesh)
-    holder = [state]
+    key = jax.random.key(0)
+    grad = jax.jit(jax.grad(
+        lambda p, s, d: steps.loss_fn(steps.SEPARATOR, model, p, s, d, key), has_aux=True))
+    holder = [create_state(variables, tx, 0)]  # the step donates its state
 
-    def run():
+    def fwd_bwd():
+        state = holder[0]
+        jax.block_until_ready(grad(state.params, state.batch_stats, batch))
+
+    def full_step():
         holder[0], m = step(holder[0], batch)
         jax.block_until_ready(m["loss"])
 
-    return benchlib.median_time(run, repeats, warmup=2)  # the first call compiles
+    return {"fwd_bwd": fwd_bwd, "step": full_step}
 
 
 def repeated_labels(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -112,21 +128,6 @@ def _loss_runner(data, edition: str):
     return run
 
 
-def _alternate(runs: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each of ``runs``, called in turn ``repeats`` times (after 2 warm-up
-    calls each: the first compiles)."""
-    for run in runs.values():
-        run()
-        run()
-    times = {e: [] for e in runs}
-    for _ in range(repeats):
-        for e, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[e].append(time.perf_counter() - t0)
-    return times
-
-
 def _loss_only(data, edition: str):
     """The loss and its gradient alone, on estimates of the batch's shape."""
     est = jnp.asarray(data["dry"]) + 0.1
@@ -142,37 +143,67 @@ def bench_losses(data, repeats: int) -> dict[str, dict[str, list[float]]]:
     """Step times with the 2025 and the 2026 loss, and the two losses alone, alternating."""
     editions = ("dcase2025", "dcase2026")
     return {
-        "step": _alternate({e: _loss_runner(data, e) for e in editions}, repeats),
-        "loss": _alternate({e: _loss_only(data, e) for e in editions}, max(repeats, 50)),
+        "step": benchlib.alternating_times({e: _loss_runner(data, e) for e in editions}, repeats,
+                                          warmup=2),
+        "loss": benchlib.alternating_times({e: _loss_only(data, e) for e in editions},
+                                          max(repeats, 50), warmup=2),
     }
 
 
-def bench_torch(data, repeats: int) -> tuple[float, int]:
+def torch_model(official: Path | None):
+    """``(model, call, label)``: ``call(model, mixture, query) → (B, 3, L)``."""
     import torch
 
-    from tests.reference.resunet import ResUNet30
-
     torch.manual_seed(0)
-    model = ResUNet30(slots=3).train()
+    if official is None:
+        from tests.reference.resunet import ResUNet30
+
+        return (ResUNet30(slots=3), lambda m, x, q: m(x, q),
+                "tests/reference (written here)")
+    official = official.resolve()
+    if not (official / OFFICIAL_MODULE).is_file():
+        raise SystemExit(f"--official {official}: no {OFFICIAL_MODULE} there (expected a checkout "
+                         "of the DCASE 2025 task 4 baseline)")
+    sys.path.insert(0, str(official))  # the official code imports itself as the package `src`
+    resunet_mod = importlib.import_module("src.models.resunet2.resunet_mod")
+    model = resunet_mod.ResUNet30(input_channels=4, output_channels=1, target_sources_num=3,
+                                  label_len=54)
+
+    def call(m, x, q):
+        out = m({"mixture": x, "label_vector": q})["waveform"]  # (B, 3, 1, L)
+        return out[:, :, 0]
+
+    return model, call, f"official ResUNet30 at {official}"
+
+
+def torch_runs(data, official: Path | None) -> tuple[dict[str, object], str, int]:
+    """``({"fwd_bwd": fn, "step": fn}, reference label, torch threads)``."""
+    import torch
+
+    model, call, label = torch_model(official)
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                             amsgrad=True)
     mixture = torch.from_numpy(data["mixture"])
     dry = torch.from_numpy(data["dry"])
-    query = torch.from_numpy(np.asarray(labels_lib.query(jnp.asarray(data["labels"]))))
+    query = torch.from_numpy(np.array(labels_lib.query(jnp.asarray(data["labels"]))))
     active = torch.from_numpy(data["labels"] != -1).float()
     eps = torch.finfo(torch.float32).eps
 
-    def run():
+    def fwd_bwd():
         opt.zero_grad(set_to_none=True)
-        est = model(mixture, query)
+        est = call(model, mixture, query)
         snr = 10 * torch.log10(((dry**2).sum(-1) + eps) / (((dry - est) ** 2).sum(-1) + eps))
         loss = -(active * snr).sum() / active.numel()
         loss.backward()
+
+    def full_step():
+        fwd_bwd()
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         opt.step()
 
-    return benchlib.median_time(run, repeats, warmup=1), torch.get_num_threads()
+    return {"fwd_bwd": fwd_bwd, "step": full_step}, label, torch.get_num_threads()
 
 
 # Dense peak TFLOP/s by device kind and step precision. H100 SXM (and H200, the same compute):
@@ -281,6 +312,8 @@ def config_main(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = benchlib.parser(__doc__, batch=None, repeats=5)
     ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--official", type=Path, default=None,
+                    help="checkout of the official DCASE 2025 task 4 baseline to compare against")
     ap.add_argument("--config", default=None, help="config[:presets]: the real step's MFU")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -291,24 +324,36 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.config:
         return config_main(args)
-    args.batch = 2 if args.batch is None else args.batch
-    args.seconds = 1.0 if args.seconds is None else args.seconds
+    args.batch = 1 if args.batch is None else args.batch
+    args.seconds = 4.0 if args.seconds is None else args.seconds
     length = int(args.seconds * 32000)
     data = make_batch(args.batch, length)
     if args.task == "dcase2026":
         return main_losses(args, repeated_labels(data))
-    t_jax = bench_jax(data, args.repeats)
-    t_torch, threads = bench_torch(data, args.repeats)
-    eps_jax, eps_torch = args.batch / t_jax, args.batch / t_torch
-    result = (f"jitted {1000 * t_jax:.0f} ms/step ({eps_jax:.2f} examples/s), B={args.batch}, "
-              f"{args.seconds:g} s, fp32, median of {args.repeats}; torch CPU reference "
-              f"{1000 * t_torch:.0f} ms/step ({eps_torch:.2f} examples/s, {threads} threads)")
+    ours = jax_runs(data)
+    theirs, label, threads = torch_runs(data, args.official)
+    fns = {f"{side} {kind}": fn for side, runs in (("s5jax", ours), ("torch", theirs))
+           for kind, fn in runs.items()}
+    times = benchlib.alternating_times(fns, args.repeats, warmup=2)
+    for name, ts in times.items():
+        print(f"{name:15s} " + " ".join(f"{1000 * x:.0f}" for x in ts) + " ms")
+    t = {name: statistics.median(ts) for name, ts in times.items()}
+    lines = []
+    for kind, title in (("fwd_bwd", "forward+backward"), ("step", "full step")):
+        a, b = t[f"s5jax {kind}"], t[f"torch {kind}"]
+        lines.append(f"{title}: s5jax {1000 * a:.0f} ms, torch {1000 * b:.0f} ms "
+                     f"(s5jax/torch {a / b:.2f})")
+        print(lines[-1])
+    result = (f"B={args.batch}, {args.seconds:g} s, fp32, CPU, medians of {args.repeats} "
+              f"alternating rounds; " + "; ".join(lines) +
+              f"; reference: {label}, {threads} torch threads")
     print(result)
     if args.append:
-        cmd = (f"python scripts/bench_train_step.py --batch {args.batch} --seconds {args.seconds:g}"
-               f" --repeats {args.repeats} --append {args.append}")
-        benchlib.append_row(args.append, benchmark="train step (ResUNetK, official widths)",
-                            command=cmd, result=result, ratio=f"{t_torch / t_jax:.2f}x")
+        ratio = t["torch fwd_bwd"] / t["s5jax fwd_bwd"]
+        benchlib.append_row(args.append,
+                            benchmark="train step (ResUNetK baseline, official widths)",
+                            command=benchlib.command("bench_train_step.py", argv),
+                            result=result, ratio=f"{ratio:.2f}x (forward+backward)")
     return 0
 
 

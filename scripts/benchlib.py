@@ -51,6 +51,25 @@ def median_time(fn: Callable[[], object], repeats: int, *, warmup: int = 0) -> f
     return statistics.median(times)
 
 
+def alternating_times(fns: dict[str, Callable[[], object]], repeats: int, *,
+                      warmup: int = 0) -> dict[str, list[float]]:
+    """Wall times in seconds of ``repeats`` calls of each ``fns[name]()``, in alternating rounds.
+
+    ``warmup`` untimed calls of each come first; then each round times every function once, in
+    order, so that load from other processes falls on all of them alike.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def device_kind() -> str:
     """``platform:device_kind`` of the first JAX device, e.g. ``cpu:cpu`` or ``gpu:NVIDIA H100``."""
     device = jax.devices()[0]

@@ -182,7 +182,12 @@ MODEL_FLAGS = ("--xla_backend_optimization_level=0",
 
 
 def model_flags() -> None:
-    """Add ``MODEL_FLAGS`` to ``XLA_FLAGS`` (call before JAX starts its backends)."""
+    """Add ``MODEL_FLAGS`` to ``XLA_FLAGS`` (call before JAX starts its backends) and select the
+    accelerators' convolutions (``lax``), not XLA:CPU's fast path of s5jax.models.conv, whose
+    kernel-gradient chunks would be modelled instead of the GPU's buffers."""
+    from s5jax.models import conv
+
+    conv.use_gemm = lambda: False
     flags = os.environ.get("XLA_FLAGS", "")
     for flag in MODEL_FLAGS:
         if flag.split("=")[0] not in flags:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from s5jax.audio.stft import istft, magphase, stft
 from s5jax.models import remat as remat_lib
+from s5jax.models.conv import Conv, ConvTranspose
 from s5jax.models.dprnn import DPRNN
 from s5jax.models.film import apply_film
 from s5jax.models.layers import BatchNorm
@@ -45,11 +46,11 @@ class ConvBlockRes(nn.Module):
     def __call__(self, x: jnp.ndarray, film: dict, train: bool) -> jnp.ndarray:
         conv = dict(padding=((1, 1), (1, 1)), use_bias=False, kernel_init=_xavier, dtype=self.dtype)
         h = _lrelu(apply_film(BatchNorm(BN_MOMENTUM, name="bn1")(x, train), film["beta1"]))
-        h = nn.Conv(self.features, (3, 3), name="conv1", **conv)(h)
+        h = Conv(self.features, (3, 3), name="conv1", **conv)(h)
         h = _lrelu(apply_film(BatchNorm(BN_MOMENTUM, name="bn2")(h, train), film["beta2"]))
-        h = nn.Conv(self.features, (3, 3), name="conv2", **conv)(h)
+        h = Conv(self.features, (3, 3), name="conv2", **conv)(h)
         if x.shape[-1] != self.features:
-            x = nn.Conv(
+            x = Conv(
                 self.features, (1, 1), kernel_init=_xavier, dtype=self.dtype, name="shortcut"
             )(x)
         return x + h
@@ -85,13 +86,10 @@ class DecoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, skip: jnp.ndarray, film: dict, train: bool) -> jnp.ndarray:
         h = BatchNorm(BN_MOMENTUM, name="bn1")(x, train)
-        u = nn.ConvTranspose(
+        u = ConvTranspose(  # stride = kernel, no padding
             self.features,
             self.up,
-            strides=self.up,
-            padding="VALID",
-            use_bias=False,
-            transpose_kernel=True,  # kernel (kh, kw, out, in) = torch (in, out, kh, kw).T(2,3,1,0)
+            use_bias=False,  # kernel (kh, kw, out, in) = torch (in, out, kh, kw).T(2,3,1,0)
             kernel_init=_xavier,
             dtype=self.dtype,
             name="conv1",
@@ -139,7 +137,7 @@ class ResUNet(nn.Module):
         x = jnp.pad(x, ((0, 0), (0, pad_t), (0, 0), (0, 0)))[:, :, : bins - 1, :]
         x = x.astype(self.dtype)
         ch = list(self.channels)
-        x = nn.Conv(ch[0], (1, 1), kernel_init=_xavier, dtype=self.dtype, name="pre_conv")(x)
+        x = Conv(ch[0], (1, 1), kernel_init=_xavier, dtype=self.dtype, name="pre_conv")(x)
 
         encoder = remat_lib.wrap(EncoderBlock, self.remat, static_argnums=(3,))  # train
         decoder = remat_lib.wrap(DecoderBlock, self.remat, static_argnums=(4,))
@@ -165,7 +163,7 @@ class ResUNet(nn.Module):
             x = decoder(cout, up, self.dtype, name=name)(x, skips[5 - j], film[name], train)
             self.sow("intermediates", name + "_out", x)
 
-        z = nn.Conv(
+        z = Conv(
             self.slots * c_in * K, (1, 1), kernel_init=_xavier, dtype=self.dtype, name="after_conv"
         )(x).astype(jnp.float32)
         # Zero top bin after the bias (exact zeros), drop the time padding.
