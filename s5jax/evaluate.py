@@ -68,9 +68,9 @@ def resolve_test_root(root: str | os.PathLike) -> Path:
     found = find_test_dir(root)
     if found is not None:
         return found
-    raise ValueError(f"{root}: none of {root}/{SOUNDSCAPE_DIR}/, {root}/test/{SOUNDSCAPE_DIR}/, "
-                     f"{root}/synthesized/test/{SOUNDSCAPE_DIR}/ exists (expected a dataset root "
-                     "or a test folder)")
+    raise ValueError(f"{root}: neither {root}/{SOUNDSCAPE_DIR}/ nor {root}/test/{SOUNDSCAPE_DIR}/ "
+                     f"nor {root}/synthesized/test/{SOUNDSCAPE_DIR}/ exists (expected a dataset "
+                     "root or a test folder)")
 
 
 REPORT_FILES = (RESULTS_JSON, PER_CLASS_CSV, PER_MIXTURE_CSV, REPORT_MD, CHART_PNG, COUNTS_PNG)
@@ -170,26 +170,27 @@ def run(args: argparse.Namespace) -> dict:
     if sub is not None and _overlap(sub, out):
         raise ValueError(f"--submission {sub} and --out {out}: expected two separate folders")
     test_root = resolve_test_root(args.data) if args.data else None
-    pipeline = head = None
-    if not args.estimates:  # before the test set: a slot-head tagger means DCASE 2026
-        pipeline = load_pipeline(
-            tagger=None if args.oracle_labels else args.tagger, separator=args.separator,
-            threshold=args.threshold, allow_empty=args.allow_empty,
-            chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
-            batch_chunks=args.batch_chunks)
-        if pipeline.tagger_model is not None:
-            head = pipeline.tagger_model.config.get("head")
-    if test_root is None:
-        task = args.task or (DCASE2026 if head == "slots" else DCASE2025)
-        test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress, task=task))
-    # headers, before any work
-    ts, lengths, notes, task = prepare(test_root, args.allow_empty, args.task, head)
-    args.task = task
-    ed = edition(task)
-    names = {it.name for it in ts}
     with Staging() as staging:
-        out_tmp = staging.stage(out, overwrite=args.overwrite)
+        out_tmp = staging.stage(out, overwrite=args.overwrite)  # before the models
         staging.require_absent(out, REPORT_FILES, args.overwrite)
+        pipeline = head = None
+        if not args.estimates:  # before the test set: a slot-head tagger means DCASE 2026
+            pipeline = load_pipeline(
+                tagger=None if args.oracle_labels else args.tagger, separator=args.separator,
+                threshold=args.threshold, allow_empty=args.allow_empty,
+                chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
+                batch_chunks=args.batch_chunks)
+            if pipeline.tagger_model is not None:
+                head = pipeline.tagger_model.config.get("head")
+        if test_root is None:
+            task = args.task or (DCASE2026 if head == "slots" else DCASE2025)
+            test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress,
+                                                          task=task))
+        # headers, before any work
+        ts, lengths, notes, task = prepare(test_root, args.allow_empty, args.task, head)
+        args.task = task
+        ed = edition(task)
+        names = {it.name for it in ts}
         wav_dir = sub_dir = None
         if args.write_wavs:
             wav_dir = staging.stage(out / "estimates", overwrite=args.overwrite,
