@@ -67,8 +67,8 @@ def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_slot_tagger(tmp_path_factory) -> Path:
     """Model directory of a tiny random 2026 slot tagger (4 channels) that always decides
-    silence, Speech, Speech by slot — so ``predict`` moves the silence slot last and every
-    mixture gets a repeated class. Pairs with ``tiny_models``' separator."""
+    silence, VacuumCleaner, VacuumCleaner by slot — so ``predict`` moves the silence slot last
+    and every mixture gets a repeated class. Pairs with ``tiny_models``' separator."""
     from s5jax.labels import class_index
     from s5jax.modeldir import save_model
     from s5jax.models import tagger as tag
@@ -78,7 +78,7 @@ def tiny_slot_tagger(tmp_path_factory) -> Path:
                             in_channels=4, slot_dims=(16, 8))
     variables = jax.tree.map(np.asarray, tag.init_variables(tag.build_tagger(cfg), samples=8000))
     bias = np.zeros((3, tag.SLOT_CLASSES), np.float32)
-    bias[0, tag.SILENCE_CLASS] = bias[1, class_index("Speech")] = bias[2, class_index("Speech")] \
-        = 30.0
+    bias[0, tag.SILENCE_CLASS] = bias[1, class_index("VacuumCleaner")] \
+        = bias[2, class_index("VacuumCleaner")] = 30.0
     variables["params"]["head"]["tracks"]["fc2"]["bias"] = bias
     return save_model(d / "tagger", cfg, variables)
