@@ -23,7 +23,9 @@ Writes ``DIR/results.json`` (class-aware SDRi and SI-SDRi, mixture and source ac
 oracle labels, TP/FP/FN counts, mixture count, set-up), ``DIR/per_class.csv``,
 ``DIR/per_mixture.csv``, ``DIR/report.md``, ``DIR/per_class.png`` and ``DIR/fp_fn.png``; with
 ``--write-wavs`` the float32 estimates in ``DIR/estimates/``; with ``--submission`` the challenge
-layout (16-bit PCM, named as above). Everything is checked (test set headers, output folders,
+layout (16-bit PCM, named as above; 2026: the folder the official ``generate_waveform.py``
+writes, ``eval_out/`` with the wavs and ``eval_results.json`` listing file, label and tagger
+probability of every estimate). Everything is checked (test set headers, output folders,
 models) before any work, and written all-or-nothing: a failure leaves the output folders as they
 were. The work is ``s5jax.inference.evaluation.evaluate``.
 """
@@ -44,7 +46,7 @@ from s5jax.data.catalog import find_test_dir
 from s5jax.data.embedded import ensure_embedded
 from s5jax.data.synth import TASKS
 from s5jax.data.testset import SOUNDSCAPE_DIR, match_soundscape
-from s5jax.inference.editions import DCASE2025, DCASE2026, edition
+from s5jax.inference.editions import DCASE2025, DCASE2026, Edition, edition
 from s5jax.inference.evaluation import evaluate, prepare
 from s5jax.inference.loading import load_pipeline
 from s5jax.inference.pipeline import chunk_samples
@@ -93,6 +95,28 @@ def estimates_only(names: set[str]):
     return check
 
 
+def submission_only(names: set[str], ed: Edition):
+    """For ``Staging.stage(replace=…)`` of ``--submission DIR``: what an earlier run wrote there
+    (2025: estimate wavs; 2026: ``eval_out/`` of estimate wavs and ``eval_results.json``)."""
+    wavs = estimates_only(names)
+    if not ed.submission_wavs:
+        return wavs
+
+    def check(folder: Path) -> str | None:
+        for p in sorted(folder.iterdir()):
+            if p.name == ed.submission_json and p.is_file():
+                continue
+            if p.name == ed.submission_wavs and p.is_dir():
+                reason = wavs(p)
+                if reason is not None:
+                    return f"{p.name}/ {reason}"
+                continue
+            return f"holds {p.name}, which is not part of a submission of this test set"
+        return None
+
+    return check
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m s5jax.evaluate", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-wavs", action="store_true",
                         help="also write the float32 estimates to OUT/estimates/")
     parser.add_argument("--submission", metavar="DIR",
-                        help="write 16-bit PCM <soundscape>_<Label>.wav files (challenge layout)")
+                        help="write the challenge layout: 16-bit PCM estimates (2026: in "
+                        "DIR/eval_out/, with DIR/eval_results.json)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--allow-empty", action="store_true",
@@ -196,7 +221,8 @@ def run(args: argparse.Namespace) -> dict:
             wav_dir = staging.stage(out / "estimates", overwrite=args.overwrite,
                                     replace=estimates_only(names))
         if sub is not None:
-            sub_dir = staging.stage(sub, overwrite=args.overwrite, replace=estimates_only(names))
+            sub_dir = staging.stage(sub, overwrite=args.overwrite,
+                                    replace=submission_only(names, ed))
         per_wav = (4 if args.write_wavs else 0) + (2 if sub is not None else 0)
         at_least_one = not (args.allow_empty or ed.empty_mixtures)
         check_free_space(out, per_wav * sum(lengths) if at_least_one else 0, "the estimates")

@@ -17,9 +17,14 @@ import soundfile as sf
 from s5jax import evaluate, metrics, separate
 from s5jax.audio import wav
 from s5jax.data.testset import TestSet, match_soundscape
+from s5jax.inference.editions import edition
 from s5jax.inference.files import output_names, read_estimates
 from s5jax.labels import CLASSES
-from tests.reference.official_evaluate import evaluate_estimates, verify_output_filenames
+from tests.reference.official_evaluate import (
+    evaluate_estimates,
+    verify_json,
+    verify_output_filenames,
+)
 
 SLOTTED = re.compile(r"^(.+)_(\d+)_([A-Za-z]+)\.wav$")
 
@@ -93,9 +98,25 @@ def test_evaluate_2026_end_to_end(tiny_slot_tagger, tiny_models, embedded_2026, 
     assert res["tp"] + res["fp"] == 2 * n
 
     # The official layout: <name>_<i>_<Label>.wav, silence (slot 0 of the tagger, moved last)
-    # writes nothing, the repeated class keeps its two slots; 16-bit PCM in the submission.
+    # writes nothing, the repeated class keeps its two slots; the submission folder holds
+    # eval_out/ (16-bit PCM) and eval_results.json, as generate_waveform.py writes them.
     names = sorted(p.name for p in (out / "estimates").iterdir())
     assert names == sorted(f"{it.name}_{i}_VacuumCleaner.wav" for it in ts for i in (0, 1))
+    assert sorted(p.name for p in sub.iterdir()) == ["eval_out", "eval_results.json"]
+    listing = json.loads((sub / "eval_results.json").read_text())["probabilities"]
+    assert [m["soundscape"] for m in listing] == [it.name for it in ts]
+    first = listing[0]["estimate"]
+    assert [(e["filename"], e["label"]) for e in first] == [
+        (f"{ts[0].name}_{i}_VacuumCleaner.wav", "VacuumCleaner") for i in (0, 1)]
+    assert all(e["probability"] > 0.99 for m in listing for e in m["estimate"])
+    verify_json(str(sub / "eval_results.json"), str(sub / "eval_out"))
+    # --overwrite may replace what a run wrote there, and nothing else.
+    may_replace = evaluate.submission_only({it.name for it in ts}, edition("dcase2026"))
+    assert may_replace(sub) is None
+    (sub / "notes.txt").write_text("mine")
+    assert "notes.txt" in may_replace(sub)
+    (sub / "notes.txt").unlink()
+    sub = sub / "eval_out"
     # Real pairings to check: a mixture with the class once (1 TP + 1 FP), one with it twice.
     counts = sorted(it.labels.count("VacuumCleaner") for it in ts)
     assert counts[-1] == 2 and 1 in counts and res["tp"] == sum(counts) > 0

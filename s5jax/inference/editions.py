@@ -8,7 +8,10 @@ One code path serves both years; these values are the whole difference (docs/dca
   and ``evaluate.py``: ``enumerate`` over the three slots, silence slots last and not written);
 * whether a soundscape may have no reference and no estimate (2026: mixtures without any target
   are part of the data; 2025: a missing reference file would silently change the score);
-* the names of the class-aware metric and of the label accuracy in ``results.json``.
+* the names of the class-aware metric and of the label accuracy in ``results.json``;
+* the submission folder: 2025 the wavs themselves; 2026 the folder the official
+  ``generate_waveform.py`` writes and ``generate_waveform.sh`` zips, ``eval_out/`` with the wavs
+  and ``eval_results.json`` with each estimate's file name, label and tagger probability.
 
 The edition is ``--task`` when given; otherwise 2026 if the tagger has the slot head (which
 exists only in 2026) or the test set's references are named ``<name>_<i>_<Label>.wav`` (only
@@ -33,15 +36,19 @@ class Edition:
     si_sdri_key: str
     accuracy_key: str  # results.json key of the mixture (label-set) accuracy
     sdri_name: str  # as the challenge names it
+    submission_wavs: str  # sub-folder of --submission DIR for the wavs ("" = DIR itself)
+    submission_json: str | None  # file in DIR listing the estimates, or None
 
 
 EDITIONS = {
     DCASE2025: Edition(DCASE2025, slotted_names=False, empty_mixtures=False,
                        sdri_key="ca_sdri", si_sdri_key="ca_si_sdri",
-                       accuracy_key="label_accuracy", sdri_name="CA-SDRi"),
+                       accuracy_key="label_accuracy", sdri_name="CA-SDRi",
+                       submission_wavs="", submission_json=None),
     DCASE2026: Edition(DCASE2026, slotted_names=True, empty_mixtures=True,
                        sdri_key="capi_sdri", si_sdri_key="capi_si_sdri",
-                       accuracy_key="mixture_accuracy", sdri_name="CAPI-SDRi"),
+                       accuracy_key="mixture_accuracy", sdri_name="CAPI-SDRi",
+                       submission_wavs="eval_out", submission_json="eval_results.json"),
 }
 assert set(EDITIONS) == set(TASKS)
 

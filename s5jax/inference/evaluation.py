@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import io
+import json
 import math
 import os
 import sys
@@ -25,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from s5jax import metrics
+from s5jax.atomic import write_atomic
 from s5jax.audio import wav
 from s5jax.data.testset import ORACLE_DIR, TestSet, slotted
 from s5jax.inference.editions import Edition, edition, infer_task
@@ -38,6 +40,7 @@ from s5jax.inference.pipeline import S5Pipeline, check_length
 from s5jax.inference.report import empty_per_class
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index, to_slots
 from s5jax.mesh import batch_sharding, make_mesh
+from s5jax.models.tagger import slot_decision
 
 
 def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -202,7 +205,10 @@ def evaluate(
     the true labels if ``oracle_labels`` — or the wavs in ``estimates`` are scored. With a
     pipeline and ``oracle_pass`` the separator also runs with the true labels for the
     class-agnostic SDRi. ``task`` (None: inferred, ``editions.infer_task``) sets the estimate
-    file names, whether soundscapes without references are expected and the summary's keys.
+    file names, whether soundscapes without references are expected, the summary's keys and
+    the layout of ``submission_dir`` (2026: ``eval_out/`` + ``eval_results.json``, whose
+    probability is the tagger's winning softmax per slot, 1.0 with oracle labels as the official
+    ``Evaluator``, null for estimates read from files).
 
     Returns:
       ``(summary, per_class rows, per-mixture CSV text)``.
@@ -218,9 +224,15 @@ def evaluate(
     n_dev = jax.device_count()
     batch_size = max(n_dev, -(-batch_size // n_dev) * n_dev)  # a multiple of the device count
     sharding = batch_sharding(make_mesh())
+    sub_json = None
+    if submission_dir is not None:
+        if ed.submission_json is not None:
+            sub_json = Path(submission_dir) / ed.submission_json
+        submission_dir = Path(submission_dir) / ed.submission_wavs
     for d in (wav_dir, submission_dir):
         if d is not None:
             Path(d).mkdir(parents=True, exist_ok=True)
+    listing: list[dict] = []  # eval_results.json "probabilities"
 
     def load(i):
         mix, refs = ts.load(i)
@@ -262,6 +274,9 @@ def evaluate(
                         oracle_out = pipeline(mix_dev, slots)
                 est_slots = np.asarray(out["labels"])[: len(idx)]
                 est_waves = np.asarray(out["waveforms"])[: len(idx)]
+                est_probs = np.ones(est_slots.shape, np.float32)  # oracle labels: the official 1
+                if out["probabilities"] is not None and np.ndim(out["probabilities"]) == 3:
+                    est_probs = np.asarray(slot_decision(out["probabilities"])[1])[: len(idx)]
                 orc_waves = None if oracle_out is None else \
                     np.asarray(oracle_out["waveforms"])[: len(idx)]
             for j, i in enumerate(idx):
@@ -273,6 +288,7 @@ def evaluate(
                 else:
                     labs, ests = est
                     row = labs
+                    est_probs = None
                 scores.add(ts[i].name, ref_labels[j], refs, labs, ests, mix[0],
                            None if orc_waves is None else orc_waves[j])
                 for d, subtype in ((wav_dir, "FLOAT"), (submission_dir, "PCM_16")):
@@ -280,10 +296,19 @@ def evaluate(
                         names = output_names(ts[i].name, row, ed.slotted_names)
                         for n, e in zip(names, ests, strict=True):
                             wav.write(Path(d) / n, e, subtype=subtype)
+                if sub_json is not None:
+                    names = output_names(ts[i].name, row, ed.slotted_names)
+                    probs = [None] * len(names) if est_probs is None else \
+                        [float(est_probs[j][k]) for k, c in enumerate(row) if c != EMPTY]
+                    listing.append({"soundscape": ts[i].name, "estimate": [
+                        {"filename": n, "label": CLASSES[c], "probability": q}
+                        for n, c, q in zip(names, labs, probs, strict=True)]})
             bar.update(len(idx))
     seconds = time.perf_counter() - t0
     if submission_dir is not None and not allow_empty and not ed.empty_mixtures:
         check_submission(submission_dir, [it.name for it in ts])
+    if sub_json is not None:
+        write_atomic(sub_json, json.dumps({"probabilities": listing}, indent=4) + "\n")
     summary = scores.summary(ed)
     summary["seconds"] = seconds
     summary["mixtures_per_second"] = len(ts) / seconds if seconds > 0 else None

@@ -86,3 +86,14 @@ def verify_output_filenames(soundscape_dir: str, output_dir: str, classes: list[
         match = re.match(rf"^{re.escape(owners[0])}(?:_(\d+))?_(.+)\.wav$", est)
         assert match, est
         assert match.group(2) in classes, est
+
+
+def verify_json(eval_results_json: str, output_dir: str) -> None:
+    """The official ``verify_json``: ``eval_results.json`` lists every wav of ``eval_out/``
+    exactly once, and nothing else."""
+    import json
+
+    with open(eval_results_json) as f:
+        listed = [e["filename"] for m in json.load(f)["probabilities"] for e in m["estimate"]]
+    assert len(set(listed)) == len(listed), "duplicated wav filename in eval_results.json"
+    assert set(listed) == {f for f in os.listdir(output_dir) if f.endswith(".wav")}
