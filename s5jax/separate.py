@@ -11,7 +11,9 @@ edition (``--task``; default ``dcase2026`` for a slot-head tagger, else ``dcase2
 2025 ``DIR/<name>_<Label>.wav``, a class given twice ``<name>_Speech.wav``,
 ``<name>_Speech_2.wav``; DCASE 2026 ``DIR/<name>_<i>_<Label>.wav`` with ``i`` the output slot
 (``<name>_0_Speech.wav``, ``<name>_1_Speech.wav``; silence slots are last and write nothing), as
-the official 2026 ``generate_waveform.py``. A DCASE 2026 input may yield no source at all.
+the official 2026 ``generate_waveform.py``. A DCASE 2026 input may yield no source at all, and
+its ``--submission`` is the folder the official writes: ``DIR/eval_out/`` with the wavs and
+``DIR/eval_results.json`` listing file, label and tagger probability of every estimate.
 
 Inputs must be 4-channel first-order ambisonics (FOA); any sample rate (44.1 kHz, 48 kHz, …) is
 resampled to 32 kHz with soxr. All inputs and the output folder are checked, and the models
@@ -141,9 +143,13 @@ def run(args: argparse.Namespace) -> int:
                              overlap_seconds=args.overlap_seconds, batch_chunks=args.batch_chunks)
         head = None if pipe.tagger_model is None else pipe.tagger_model.config.get("head")
         ed = edition(args.task or (DCASE2026 if head == "slots" else DCASE2025))
+        sub_wavs = ed.submission_wavs if args.submission else ""
         names = [] if args.submission else [f"{p.stem}.json" for p in paths]
+        if args.submission and ed.submission_json:
+            names.append(ed.submission_json)
         if given is not None:
-            names += [n for p in paths for n in output_names(p.stem, given, ed.slotted_names)]
+            names += [str(Path(sub_wavs) / n) for p in paths
+                      for n in output_names(p.stem, given, ed.slotted_names)]
         staging.require_absent(out, names, args.overwrite)
         sample_bytes = 2 if args.submission else 4
         at_least_one = not (args.allow_empty or ed.empty_mixtures)
@@ -158,15 +164,25 @@ def run(args: argparse.Namespace) -> int:
             more = f" and {len(resampled) - 3} more" if len(resampled) > 3 else ""
             print(f"note: {len(resampled)} input(s) resampled to {wav.SAMPLE_RATE} Hz with soxr: "
                   f"{shown}{more}; outputs are at {wav.SAMPLE_RATE} Hz", file=sys.stderr)
-        count = 0
+        (tmp / sub_wavs).mkdir(exist_ok=True)
+        count, listing = 0, []
         for p, info in zip(paths, infos, strict=True):
-            count += _separate_one(args, ed, pipe, given, p, info, tmp)
+            n, entry = _separate_one(args, ed, pipe, given, p, info, tmp / sub_wavs)
+            count += n
+            listing.append(entry)
+        if args.submission and ed.submission_json:  # the official eval_results.json
+            write_atomic(tmp / ed.submission_json,
+                         json.dumps({"probabilities": listing}, indent=4) + "\n")
+            count += 1
         staging.commit()
     return count
 
 
-def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Path) -> int:
-    """Separate one input into the staging folder ``tmp``; returns the files written."""
+def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Path,
+                  ) -> tuple[int, dict]:
+    """Separate one input into the staging folder ``tmp``; returns the number of files written
+    and its entry of the 2026 ``eval_results.json`` (file, label and probability per estimate:
+    the tagger's winning softmax, 1.0 for given labels as the official oracle-label mode)."""
     x = read_soundscape(path)
     res = pipe(x[None], None if given is None else [given])
     labels = [int(v) for v in np.asarray(res["labels"])[0]]
@@ -178,13 +194,19 @@ def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Pat
     if args.submission and not kept and not (args.allow_empty or ed.empty_mixtures):
         raise ValueError(f"{path}: no class detected (the challenge expects at least one)")
     names = output_names(path.stem, labels, ed.slotted_names)
+    slot_probs = np.ones(len(labels))
+    if given is None and probs is not None and np.ndim(probs) == 3:
+        slot_probs = np.asarray(slot_decision(probs)[1])[0]
+    entry = {"soundscape": path.stem, "estimate": [
+        {"filename": n, "label": CLASSES[lab], "probability": float(slot_probs[k])}
+        for (k, lab), n in zip(kept, names, strict=True)]}
     for (k, lab), n in zip(kept, names, strict=True):
         if not np.isfinite(wave[k]).all():
             raise ValueError(f"{path}: the separated {CLASSES[lab]} is not finite (NaN or inf); "
                              "check the separator's weights")
         wav.write(tmp / n, wave[k], subtype="PCM_16" if args.submission else "FLOAT")
     if args.submission:
-        return len(names)
+        return len(names), entry
     meta = {
         "input": str(path),
         "input_sample_rate": info.sample_rate,
@@ -204,7 +226,7 @@ def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Pat
         meta["probabilities"] = {c: float(v) for c, v in zip(CLASSES, np.asarray(probs)[0],
                                                              strict=True)}
     write_atomic(tmp / f"{path.stem}.json", json.dumps(meta, indent=2) + "\n")
-    return len(names) + 1
+    return len(names) + 1, entry
 
 
 if __name__ == "__main__":

@@ -182,11 +182,25 @@ def test_separate_2026_names_and_slots(tiny_slot_tagger, tiny_models, tmp_path):
     assert info["task"] == "dcase2026" and info["labels"] == ["VacuumCleaner"] * 2
     assert [s["label"] for s in info["slots"]] == ["VacuumCleaner"] * 2 + ["silence"]
     assert all(s["probability"] > 0.99 for s in info["slots"])
+    sub = tmp_path / "sub_tagged"
+    assert separate.main(["--tagger", str(tiny_slot_tagger), "--separator", str(separator),
+                          str(tmp_path / "scene.wav"), "--out", str(sub), "--submission"]) == 0
+    listing = json.loads((sub / "eval_results.json").read_text())["probabilities"]
+    assert [e["filename"] for e in listing[0]["estimate"]] == [
+        "scene_0_VacuumCleaner.wav", "scene_1_VacuumCleaner.wav"]
+    assert all(e["probability"] > 0.99 for e in listing[0]["estimate"])
+    verify_json(str(sub / "eval_results.json"), str(sub / "eval_out"))
     # Given labels, no tagger: the edition is --task; 2026 names, 16-bit PCM.
     sub = tmp_path / "sub"
     assert separate.main(["--separator", str(separator), str(tmp_path / "scene.wav"), "--out",
                           str(sub), "--labels", "Dishes,Speech,Dishes", "--submission",
                           "--task", "dcase2026"]) == 0
-    names = sorted(p.name for p in sub.iterdir())
+    assert sorted(p.name for p in sub.iterdir()) == ["eval_out", "eval_results.json"]
+    names = sorted(p.name for p in (sub / "eval_out").iterdir())
     assert names == ["scene_0_Dishes.wav", "scene_1_Speech.wav", "scene_2_Dishes.wav"]
-    assert all(sf.info(str(sub / n)).subtype == "PCM_16" for n in names)
+    assert all(sf.info(str(sub / "eval_out" / n)).subtype == "PCM_16" for n in names)
+    listing = json.loads((sub / "eval_results.json").read_text())["probabilities"]
+    assert listing == [{"soundscape": "scene", "estimate": [
+        {"filename": n, "label": n[8:-4], "probability": 1.0}
+        for n in ("scene_0_Dishes.wav", "scene_1_Speech.wav", "scene_2_Dishes.wav")]}]
+    verify_json(str(sub / "eval_results.json"), str(sub / "eval_out"))
