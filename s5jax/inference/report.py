@@ -45,9 +45,14 @@ def _json_safe(x):
 
 
 _SUMMARY_ROWS = (
+    ("task", "challenge edition", "{}"),
     ("ca_sdri", "CA-SDRi (dB)", "{:.3f}"),
     ("ca_si_sdri", "CA-SI-SDRi (dB)", "{:.3f}"),
+    ("capi_sdri", "CAPI-SDRi (dB)", "{:.3f}"),
+    ("capi_si_sdri", "CAPI-SI-SDRi (dB)", "{:.3f}"),
     ("label_accuracy", "label accuracy (%)", "{:.2f}"),
+    ("mixture_accuracy", "mixture accuracy (%)", "{:.2f}"),
+    ("source_accuracy", "source accuracy (%)", "{:.2f}"),
     ("oracle_sdri", "SDRi with oracle labels (dB)", "{:.3f}"),
     ("oracle_si_sdri", "SI-SDRi with oracle labels (dB)", "{:.3f}"),
     ("tp", "true positives", "{}"),
@@ -55,7 +60,8 @@ _SUMMARY_ROWS = (
     ("fn", "false negatives", "{}"),
     ("n_mixtures", "mixtures", "{}"),
     ("n_references", "reference sources", "{}"),
-    ("n_without_references", "mixtures without references (--allow-empty)", "{}"),
+    ("n_without_references", "mixtures without references", "{}"),
+    ("n_empty_mixtures", "mixtures not scored (nothing estimated, nothing to find)", "{}"),
 )
 
 
@@ -78,7 +84,10 @@ def render_markdown(results: dict, per_class: Sequence[dict]) -> str:
         "",
         "CA-SDRi / CA-SI-SDRi: per mixture, the mean over TP ∪ FP ∪ FN of the (SI-)SNR "
         "improvement over mixture channel 0 for a true positive and 0 for a false positive or "
-        "negative; averaged over mixtures. Label accuracy: exact label-set match. SDRi with "
+        "negative; averaged over mixtures (DCASE 2026 CAPI-SDRi: the same, a repeated class "
+        "paired by the best mean SDR; a mixture with nothing estimated and nothing to find is "
+        "not scored). Label (mixture) accuracy: exact label-multiset match; source accuracy: "
+        "TP / (TP + FP + FN) over all sources. SDRi with "
         "oracle labels: the separator queried with the true labels, mean SNR improvement over "
         "all references (class-agnostic separation quality).",
         "",
