@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from s5jax.atomic import write_atomic
+from s5jax.inference.editions import DCASE2025, edition
 from s5jax.labels import CLASSES
 from s5jax.plots import bar_chart
 
@@ -123,9 +124,10 @@ def write_report(out_dir: str | os.PathLike, results: dict, per_class: Sequence[
         w.writerow({k: ("" if _json_safe(r[k]) is None else r[k]) for k in PER_CLASS_FIELDS})
     paths["per_class"] = write_atomic(out / PER_CLASS_CSV, buf.getvalue())
     names = [r["class"] for r in per_class]
-    bar_chart(names, {"CA-SDRi": [r["ca_sdri"] for r in per_class],
+    metric = edition(results.get("task", DCASE2025)).sdri_name  # CA-SDRi or CAPI-SDRi
+    bar_chart(names, {metric: [r["ca_sdri"] for r in per_class],
                       "oracle SDRi": [r["oracle_sdri"] for r in per_class]}, out / CHART_PNG,
-              xlabel="SDR improvement (dB)", title="CA-SDRi and oracle-label SDRi per class")
+              xlabel="SDR improvement (dB)", title=f"{metric} and oracle-label SDRi per class")
     bar_chart(names, {k.upper(): [r[k] for r in per_class] for k in ("tp", "fp", "fn")},
               out / COUNTS_PNG, xlabel="count", title="TP, FP and FN per class")
     paths["chart"], paths["counts"] = out / CHART_PNG, out / COUNTS_PNG
