@@ -123,11 +123,21 @@ def read(
         raise ValueError(
             f"{path}: window [{start}, {start + frames}) is outside the file's {i.frames} frames"
         )
+    return _read_window(path, start, frames)
+
+
+def _read_window(path: Path, start: int, frames: int) -> np.ndarray:
+    """Frames ``[start, start + frames)`` (checked to lie in the file) as ``(channels, frames)``
+    float32."""
     try:
         with sf.SoundFile(str(path)) as f:
             if start:
                 f.seek(start)
-            data = f.read(frames, dtype="float32", always_2d=True)
+            # 16-bit PCM is read as integers and scaled here: the same float32 values as
+            # soundfile's own conversion (x / 32768, exact), written straight into channels-first
+            # order, and integers cannot be non-finite.
+            pcm16 = f.subtype == "PCM_16"
+            data = f.read(frames, dtype="int16" if pcm16 else "float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise ValueError(f"{path}: read failed ({e})") from None
     if data.shape[0] != frames:
@@ -135,6 +145,10 @@ def read(
             f"{path}: truncated file: expected {frames} frames from frame {start}, "
             f"got {data.shape[0]}"
         )
+    if pcm16:
+        out = np.empty((data.shape[1], frames), np.float32)
+        np.multiply(data.T, np.float32(1.0 / 32768.0), out=out)
+        return out
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: non-finite samples (NaN or inf); expected finite audio")
     return np.ascontiguousarray(data.T)
@@ -196,7 +210,7 @@ def load(
     if start < 0 or frames < 0 or start >= i.frames:
         raise ValueError(f"{path}: window of {duration} s at {offset} s is outside the file's "
                          f"{i.frames / i.sample_rate:.6g} s")
-    x = read(path, sample_rate=i.sample_rate, start=start, frames=min(frames, i.frames - start))
+    x = _read_window(path, start, min(frames, i.frames - start))  # checked above
     if mono and x.shape[0] > 1:
         x = x.mean(axis=0, keepdims=True)
     return resample(x, i.sample_rate, sample_rate)
