@@ -39,12 +39,19 @@ normalised differently (2025 ``h / mean_r ‖h_r‖``, 2026 ``h / sqrt(mean_r �
 cannot change the output: the gain is computed from the wet image afterwards, so any scale of
 ``h`` cancels in the mixture and the dry target alike; the 2025 normalisation is used for both.
 
-The jitted renderer places each source at its onset in the time domain (the loader guarantees
-``onset + source_len ≤ L``, so the placed source holds every sample and the wet power is
-unchanged), then works in the frequency domain: one rFFT per placed source and per IR channel,
-the wet power by Parseval (``Σ_f |X|²·Σ_r |H_r|²``), the sum over events in the spectrum, and one
-inverse FFT per mixture channel and per dry target — no scatter, no per-event inverse
-transforms.
+The jitted renderer is an overlap-add on a grid of the mixture: blocks ``g`` of ``H = M − N + 1``
+samples (``M`` the block FFT length, :func:`block_fft_length`). The loader guarantees
+``onset + source_len ≤ L``, so each event is its source placed at its onset and touches only the
+blocks it overlaps; the work is a loop over those (event, block) pairs only, ``chunk`` at a time
+(static shapes, a data-dependent trip count), so silent slots and short events cost nothing.
+Pass 1 transforms each pair's block ``x_g`` and extended block ``x[gH, gH + M)`` and sums their
+cross-spectrum per event: the source's autocorrelation ``r(τ)`` at lags ``|τ| < N``, from which
+the power of the full wet image is ``Σ_τ r(τ)·Σ_r (h_r ⋆ h_r)(τ)`` (exact: an IR is N samples
+long). Pass 2 adds ``g·X_g·H_r`` into the spectrum of its (mixture, block) and inverts each dry
+target's block; one inverse FFT per (mixture, block, channel) and the overlap-add of the block
+tails finish the mixture. On the 2-core CPU this costs 0.43× the CPU time of transforming every
+slot at the full ``Ls + N − 1`` (10-s mixtures of the embedded data; XLA:CPU's FFT is also
+~2.5× slower per sample at 340 k points than at 48 k).
 """
 
 from __future__ import annotations
@@ -195,25 +202,28 @@ def block_fft_length(ir_frames: int) -> int:
     return fast_fft_length(3 * ir_frames)
 
 
-def _block_pairs(active, source_len, hop, nb_max, num_targets, with_dry):
-    """The (slot, block) pairs to convolve, flat slot ``j = b·E + e``, sorted by (group, slot,
+def _block_pairs(active, source_len, onset, hop, grid, num_targets, with_dry):
+    """The (slot, grid block) pairs to convolve: flat slot ``j = b·E + e``, grid block ``g``
+    (mixture samples ``[gH, gH + H)``) that the placed source overlaps; sorted by (group, slot,
     block) with group 0 = targets with a dry image, 1 = the other events; padded with pair 0.
 
-    Returns ``slot (P,), block (P,), counts (2,)`` int32, ``P = B·E·nb_max``.
+    Returns ``slot (P,), block (P,), counts (2,)`` int32, ``P = B·E·G``.
     """
     bsz, e_n = active.shape
-    nb = jnp.where(active, (source_len + hop - 1) // hop, 0).reshape(-1)  # (B·E,)
+    on, n = onset.reshape(-1), source_len.reshape(-1)
+    first = on // hop
+    nb = jnp.where(active.reshape(-1) & (n > 0), (on + n - 1) // hop - first + 1, 0)  # (J,)
     dry = jnp.tile(jnp.arange(e_n) < num_targets, bsz) & with_dry
     group = jnp.where(dry, 0, 1)
-    k = jnp.arange(nb_max, dtype=jnp.int32)
+    k = jnp.arange(grid, dtype=jnp.int32)
     j = jnp.arange(bsz * e_n, dtype=jnp.int32)
-    valid = k[None, :] < nb[:, None]  # (B·E, nb_max)
-    key = jnp.where(valid, group[:, None] * (bsz * e_n * nb_max) + j[:, None] * nb_max + k, -1)
-    big = 2 * bsz * e_n * nb_max
+    valid = k[None, :] < nb[:, None]  # (J, G)
+    key = jnp.where(valid, group[:, None] * (bsz * e_n * grid) + j[:, None] * grid + k, -1)
+    big = 2 * bsz * e_n * grid
     order = jnp.argsort(jnp.where(key >= 0, key, big).reshape(-1)).astype(jnp.int32)
     counts = jnp.stack([jnp.sum(valid & (group[:, None] == g)) for g in (0, 1)])
-    slot, block = order // nb_max, order % nb_max
-    return slot, block, counts.astype(jnp.int32)
+    slot = order // grid
+    return slot, first[slot] + order % grid, counts.astype(jnp.int32)
 
 
 def _chunk(a: jnp.ndarray, i, c: int) -> jnp.ndarray:
@@ -235,18 +245,16 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk
     m, c = nfft, chunk
     bsz, e_n, ls = batch["source"].shape
     r, n_ir = batch["ir"].shape[-2:]
-    s_n = num_targets
-    hop = m - n_ir + 1
-    nb_max = -(-ls // hop)
+    s_n, j_n = num_targets, bsz * e_n
+    hop = m - n_ir + 1  # ≥ N − 1: a block's tail reaches into the next block only
+    grid = -(-length // hop)  # G blocks cover the mixture
     t = jnp.arange(m, dtype=jnp.int32)
 
-    x_all = batch["source"].astype(f32).reshape(bsz * e_n, ls)  # (J, Ls), J = B·E slots
-    if ls < m:  # room for a whole window when one block holds a source
-        x_all = jnp.pad(x_all, ((0, 0), (0, m - ls)))
-    lsp = x_all.shape[-1]
-    peak = jnp.max(jnp.abs(x_all), axis=-1)
-    inv_peak = 1.0 / jnp.where(peak > 0, peak, 1.0)  # (J,)
-    h = batch["ir"].astype(f32).reshape(bsz * e_n, r, n_ir)
+    x_all = batch["source"].astype(f32).reshape(j_n, ls)  # (J, Ls), J = B·E slots
+    peak = jnp.max(jnp.abs(x_all), axis=-1, keepdims=True)
+    # Source sample i at index H + i: every window [gH − onset + H, … + M) lies inside.
+    x_pad = jnp.pad(x_all / jnp.where(peak > 0, peak, 1.0), ((0, 0), (hop, m)))
+    h = batch["ir"].astype(f32).reshape(j_n, r, n_ir)
     norm = jnp.mean(jnp.sqrt(jnp.sum(h * h, axis=-1)), axis=-1)
     h = h / jnp.where(norm > 0, norm, 1.0)[:, None, None]
     hf = jnp.fft.rfft(h, n=m, axis=-1)  # (J, R, F)
@@ -265,39 +273,32 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk
         hd = jnp.where((tn >= pk - d0) & (tn < stop), h0, 0.0)
         hdf = jnp.fft.rfft(hd, n=m, axis=-1).reshape(bsz * s_n, -1)  # (B·S, F)
 
-    slot, block, counts = _block_pairs(batch["active"], batch["source_len"], hop, nb_max, s_n,
-                                       with_dry)
+    onset = batch["onset"].reshape(-1).astype(jnp.int32)
+    slot, block, counts = _block_pairs(batch["active"], batch["source_len"], onset, hop, grid,
+                                       s_n, with_dry)
     total = counts[0] + counts[1]
     slot = jnp.concatenate([slot, jnp.zeros(c, jnp.int32)])  # room for a partial last chunk
     block = jnp.concatenate([block, jnp.zeros(c, jnp.int32)])
 
     def windows(q0):
-        """Chunk ``[q0, q0 + c)`` of the pairs: slots (c,), window starts ``s`` (c,), lead
-        ``d`` (c,) and the block ``x_k`` / extended block ``x_ext`` (c, M), peak-normalised.
-
-        Block ``k`` of a source is ``x[kH, kH + H)``; its extended block ``x[kH, kH + M)``. The
-        window read is ``x[s, s + M)``, ``s = min(kH, Ls − M)`` so that it stays inside the
-        source: the block sits at lead ``d = kH − s`` in it (d > 0 only at the source's end,
-        where everything past ``Ls`` is zero)."""
-        js, ks = _chunk(slot, q0, c), _chunk(block, q0, c)
-        start = ks * hop
-        s = jnp.minimum(start, lsp - m)
-        d = start - s
-        win = jnp.concatenate([lax.dynamic_slice(x_all, (js[q], s[q]), (1, m)) for q in range(c)])
-        x_ext = jnp.where(t >= d[:, None], win * inv_peak[js][:, None], 0.0)
-        x_k = jnp.where(t < (d + hop)[:, None], x_ext, 0.0)
-        return js, s, d, x_k, x_ext
+        """Chunk ``[q0, q0 + c)`` of the pairs: slots, grid blocks (c,), and the placed
+        source's block ``x_k = x_p[gH, gH + H)`` / extended block ``x_p[gH, gH + M)`` (c, M)."""
+        js, gs = _chunk(slot, q0, c), _chunk(block, q0, c)
+        at = gs * hop - onset[js] + hop
+        x_ext = jnp.concatenate([lax.dynamic_slice(x_pad, (js[q], at[q]), (1, m))
+                                 for q in range(c)])
+        return js, gs, jnp.where(t < hop, x_ext, 0.0), x_ext
 
     # Pass 1: each block's spectrum (kept for pass 2) and the source's autocorrelation at lags
     # [0, N): r(τ) = Σ_k Σ_t x_k(t) x_ext,k(t + τ) (no wrap-around: M ≥ H + N − 1).
     f_n = m // 2 + 1
     spectra = jnp.zeros((slot.shape[0], f_n), jnp.complex64)
-    corr = jnp.zeros((bsz * e_n, f_n), jnp.complex64)
+    corr = jnp.zeros((j_n, f_n), jnp.complex64)
 
     def pass1(i, carry):
         spectra, corr = carry
         q0 = i * c
-        js, _, _, x_k, x_ext = windows(q0)
+        js, _, x_k, x_ext = windows(q0)
         xkf = jnp.fft.rfft(x_k, axis=-1)  # (c, F)
         ok = (q0 + jnp.arange(c)) < total
         cc = jnp.where(ok[:, None], jnp.conj(xkf) * jnp.fft.rfft(x_ext, axis=-1), 0.0)
@@ -316,35 +317,35 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk
     gain_db = batch["level_db"].reshape(-1).astype(f32) - 10.0 * jnp.log10(
         jnp.where(safe, power, 1.0))
     gain = jnp.where(safe, 10.0 ** (gain_db / 20.0), 0.0)  # (J,)
-    onset = batch["onset"].reshape(-1).astype(jnp.int32)
 
-    # Pass 2: wet (and dry) image of each block, added at onset + window start; a block's lead
-    # [0, d) holds only wrap-around and is dropped.
+    # Pass 2: the wet spectra summed per (mixture, grid block); dry images of the targets
+    # inverted per block and added at gH.
     def pass2(i, carry, *, base, count, dry):
-        y, yd = carry
+        acc, yd = carry
         q0 = base + i * c
-        js, s, d, _, _ = windows(q0)
+        js, gs = _chunk(slot, q0, c), _chunk(block, q0, c)
         ok = (i * c + jnp.arange(c)) < count
         xg = _chunk(spectra, q0, c) * jnp.where(ok, gain[js], 0.0)[:, None]  # (c, F)
-        keep = t >= d[:, None]  # (c, M)
-        w = jnp.where(keep[:, None], jnp.fft.irfft(hf[js] * xg[:, None], n=m, axis=-1), 0.0)
-        b, e, at = js // e_n, js % e_n, onset[js] + s
+        w = hf[js] * xg[:, None]  # (c, R, F)
+        b, e = js // e_n, js % e_n
         for q in range(c):
-            y = _add_at(y, w[q][None], (b[q], 0, at[q]))
+            acc = _add_at(acc, w[q][None], (b[q] * grid + gs[q], 0, 0))
         if dry:
             dd = jnp.fft.irfft(xg * hdf[b * s_n + jnp.minimum(e, s_n - 1)], n=m, axis=-1)
-            dd = jnp.where(keep, dd, 0.0)
             for q in range(c):
-                yd = _add_at(yd, dd[q][None, None], (b[q], e[q], at[q]))
-        return y, yd
+                yd = _add_at(yd, dd[q][None, None], (b[q], e[q], gs[q] * hop))
+        return acc, yd
 
-    y = jnp.zeros((bsz, r, length + m), f32)
-    yd = jnp.zeros((bsz, s_n if with_dry else 1, length + m), f32)
+    acc = jnp.zeros((bsz * grid, r, f_n), jnp.complex64)
+    yd = jnp.zeros((bsz, s_n if with_dry else 1, grid * hop + m), f32)
     n0, n1 = counts[0], counts[1]
     for base, count, dry in ((0, n0, with_dry), (n0, n1, False)):
         body = functools.partial(pass2, base=base, count=count, dry=dry)
-        y, yd = lax.fori_loop(0, (count + c - 1) // c, body, (y, yd))
-    y = y[..., :length]
+        acc, yd = lax.fori_loop(0, (count + c - 1) // c, body, (acc, yd))
+    # Overlap-add of the G blocks: block g's samples [H, M) continue into block g + 1.
+    blocks = jnp.fft.irfft(acc, n=m, axis=-1).reshape(bsz, grid, r, m).transpose(0, 2, 1, 3)
+    tail = jnp.pad(blocks[..., hop:], ((0, 0), (0, 0), (1, 0), (0, 2 * hop - m)))[:, :, :grid]
+    y = (blocks[..., :hop] + tail).reshape(bsz, r, grid * hop)[..., :length]
 
     noise = batch["noise"].astype(f32)[..., :length]  # (B, R, L)
     npow = jnp.mean(noise * noise, axis=(-2, -1))
