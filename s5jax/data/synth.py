@@ -197,7 +197,7 @@ def _sum_last(x: jnp.ndarray) -> jnp.ndarray:
 
 def block_fft_length(ir_frames: int) -> int:
     """Default block FFT length ``M`` of the overlap-add: the fast length ≥ ``3N`` (hop
-    ``H = M − N + 1 ≈ 2N``). On the 2-core CPU with 0.5-s RIRs, 10-s mixtures: M = 2N…6N
+    ``H = M − N + 1 ≈ 2N``). On the 2-core CPU with 0.5-s RIRs, 10-s mixtures: M = 2N…5N
     cost within 10 % of each other, 3N the least."""
     return fast_fft_length(3 * ir_frames)
 
@@ -381,7 +381,7 @@ def render(
       nfft: block FFT length ``M`` of the overlap-add, ``2N − 1 ≤ M ≤ 2^21`` (default
         :func:`block_fft_length`); the result does not depend on it.
       chunk: blocks transformed together in one loop step (the last step of each of the three
-        loops is padded to it). On the CPU 4–8 cost ~30 % less than 1.
+        loops is padded to it). On the CPU 8 costs ~25 % less than 1.
 
     Returns:
       ``{"mixture": (B, R, L), "dry": (B, S, L) (if with_dry), "labels": (B, S) int32}``, float32.
