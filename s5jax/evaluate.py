@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         return fail(e)
     print(f"CA-SDRi {_fmt(summary['ca_sdri'])} dB | CA-SI-SDRi {_fmt(summary['ca_si_sdri'])} dB"
-          f" | label accuracy {_fmt(summary['label_accuracy'], 2)} % | oracle-label SDRi "
+          f" (scaled-mixture floor {_fmt(summary['floor_ca_sdri'])} / "
+          f"{_fmt(summary['floor_ca_si_sdri'])} dB) | label accuracy "
+          f"{_fmt(summary['label_accuracy'], 2)} % | oracle-label SDRi "
           f"{_fmt(summary['oracle_sdri'])} dB | {summary['n_mixtures']} mixtures → {args.out}")
     return 0
 

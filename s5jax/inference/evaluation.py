@@ -57,6 +57,10 @@ class Scores:
         self.ca: list[metrics.ClassAwareResult] = []
         self.ca_si: list[metrics.ClassAwareResult] = []
         self.oracle: list[list[tuple[int, float, float]]] = []  # (class, SDRi, SI-SDRi) per ref
+        # The scaled-mixture floor: every reference's class queried, each answered with mixture
+        # channel 0 scaled by its least-squares gain (metrics.scaled_mixture).
+        self.floor: list[metrics.ClassAwareResult] = []
+        self.floor_si: list[metrics.ClassAwareResult] = []
 
     def add(self, name, ref_labels, refs, est_labels, ests, mix0, oracle_ests=None):
         self.names.append(name)
@@ -65,6 +69,10 @@ class Scores:
         self.ca.append(metrics.class_aware_sdri(est_labels, ests, ref_labels, refs, mix0, "snr"))
         self.ca_si.append(
             metrics.class_aware_sdri(est_labels, ests, ref_labels, refs, mix0, "si_snr"))
+        floor = metrics.scaled_mixture(mix0, refs)
+        self.floor.append(metrics.class_aware_sdri(ref_labels, floor, ref_labels, refs, mix0))
+        self.floor_si.append(
+            metrics.class_aware_sdri(ref_labels, floor, ref_labels, refs, mix0, "si_snr"))
         if oracle_ests is not None:
             rows = []
             for k, c in enumerate(ref_labels):
@@ -79,6 +87,8 @@ class Scores:
         return {
             "ca_sdri": metrics.mean_value(self.ca),
             "ca_si_sdri": metrics.mean_value(self.ca_si),
+            "floor_ca_sdri": metrics.mean_value(self.floor),
+            "floor_ca_si_sdri": metrics.mean_value(self.floor_si),
             "label_accuracy": metrics.label_accuracy(self.est_labels, self.ref_labels),
             "oracle_sdri": float(np.mean([x[1] for x in orc])) if orc else None,
             "oracle_si_sdri": float(np.mean([x[2] for x in orc])) if orc else None,
