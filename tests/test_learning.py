@@ -7,6 +7,7 @@ Not a timing test: fixed seeds, a fixed step count (about a minute on a 2-core C
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,20 @@ def test_evaluate_reports_what_the_run_logged(learned_run, embedded_small, tmp_p
     for key in ("ca_sdri", "ca_si_sdri", "floor_ca_sdri", "floor_ca_si_sdri"):
         assert res[key] == pytest.approx(best[f"valid/{key}"], abs=1e-3), key
     assert res["oracle_sdri"] == pytest.approx(best["valid/sdri"], abs=1e-3)
+
+
+def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, embedded_small,
+                                                                   tmp_path):
+    workdir, points = learned_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    cfg = _config()
+    cfg.data.root = str(embedded_small)
+    cfg.train.num_steps = STEPS + 20
+    cfg.train.max_minutes = 1e-6  # already spent by the run it resumes: one more step
+    cfg.train.allow_config_change = True
+    loop.train_and_evaluate(cfg, str(copy))
+    after = [r for r in read_jsonl(copy) if "valid/ca_si_sdri" in r]
+    assert after[-1]["step"] == STEPS + 1  # validated at the step that stopped it
+    assert after[-1]["train/seconds"] > points[-1]["train/seconds"]  # the count continues
+    assert (copy / "checkpoints" / str(STEPS + 1)).is_dir()

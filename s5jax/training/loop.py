@@ -94,7 +94,8 @@ class Plan:
     devices: int
     resume: Resume
     init: dict | None = None  # variables of config.init, loaded once
-    valid: Any = None  # s5jax.data.loader.ValidBatches, its metadata resolved up front
+    valid: Any = None  # loader.ValidBatches (metadata resolved up front) or, valid_split
+    # "test", the checked data.testset.TestSet
     complete: bool = False  # finished and exported: nothing to do (no dataset scan)
 
 
@@ -241,6 +242,8 @@ def check_config(config: ml_collections.ConfigDict) -> str:
     for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep"):
         if int(t[name]) < 1:
             raise ValueError(f"config.train.{name}={t[name]}: expected ≥ 1")
+    if t.get("max_minutes") is not None and not float(t.max_minutes) > 0:
+        raise ValueError(f"config.train.max_minutes={t.max_minutes}: expected > 0 (or unset)")
     if d.num_workers < 0:
         raise ValueError(f"config.data.num_workers={d.num_workers}: expected ≥ 0")
     if t.best_mode not in ("min", "max"):
