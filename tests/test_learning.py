@@ -84,10 +84,15 @@ def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, e
     cfg = _config()
     cfg.data.root = str(embedded_small)
     cfg.train.num_steps = STEPS + 20
-    cfg.train.max_minutes = 1e-6  # already spent by the run it resumes: one more step
+    # A budget the resumed run exhausts with its first step (the count continues).
+    cfg.train.max_minutes = (points[-1]["train/seconds"] + 1e-3) / 60
     cfg.train.allow_config_change = True
     loop.train_and_evaluate(cfg, str(copy))
     after = [r for r in read_jsonl(copy) if "valid/ca_si_sdri" in r]
     assert after[-1]["step"] == STEPS + 1  # validated at the step that stopped it
-    assert after[-1]["train/seconds"] > points[-1]["train/seconds"]  # the count continues
+    assert after[-1]["train/seconds"] > points[-1]["train/seconds"]
     assert (copy / "checkpoints" / str(STEPS + 1)).is_dir()
+    # Spent: running it again does nothing (no step, nothing logged).
+    n = len(read_jsonl(copy))
+    loop.train_and_evaluate(cfg, str(copy))
+    assert len(read_jsonl(copy)) == n

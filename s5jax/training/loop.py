@@ -273,8 +273,8 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     n_dev, d = jax.device_count(), config.data
     init = load_init(config, task) if config.get("init") is not None else None
     resume = check_resume(config, workdir)
-    if resume.step is not None and resume.step >= int(config.train.num_steps) \
-            and modeldir.is_model_dir(workdir / MODEL_DIR):
+    if resume.step is not None and modeldir.is_model_dir(workdir / MODEL_DIR) and (
+            resume.step >= int(config.train.num_steps) or _budget_spent(config, workdir)):
         return Plan(task=task, catalog=None, devices=n_dev, resume=resume, complete=True)
     catalog = _scan_dataset(d, config.task)
     if d.get("valid_split", "valid") == "test":
@@ -696,10 +696,19 @@ def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDic
         best = mgr.best_step()
     finally:
         mgr.close()
-    return (f"{workdir}: the run is complete at step {step} (train.num_steps={int(t.num_steps)});"
+    limit = (f"train.max_minutes={t.max_minutes} spent" if step < int(t.num_steps)
+             else f"train.num_steps={int(t.num_steps)}")
+    return (f"{workdir}: the run is complete at step {step} ({limit});"
             f" exported model: {workdir / MODEL_DIR} (checkpoint {best}, best by "
             f"{t.best_metric}). Nothing to do: use another --workdir for a new run, or raise "
-            "train.num_steps with --config.train.allow_config_change=true to train further")
+            "train.num_steps (train.max_minutes) with --config.train.allow_config_change=true "
+            "to train further")
+
+
+def _budget_spent(config: ml_collections.ConfigDict, workdir: Path) -> bool:
+    """Whether the run in ``workdir`` has used up ``train.max_minutes`` of training."""
+    limit = config.train.get("max_minutes")
+    return limit is not None and _last_value(workdir, "train/seconds") >= 60.0 * float(limit)
 
 
 def _last_value(workdir: Path, name: str) -> float:
