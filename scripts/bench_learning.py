@@ -183,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             have = {k for v in learning.values() for s in v.values() for p in s
                     for k, x in p.items() if x is not None}
             metrics = [m for m in ("ca_si_sdri", "ca_sdri", "sdri", "accuracy") if m in have]
-            plot_learning_curves(learning, metrics, out / "learning.png")
+            floor = [p for v in learning.values() for s in v.values() for p in s
+                     if p.get("floor_ca_sdri") is not None]
+            lines = {"ca_sdri": (floor[0]["floor_ca_sdri"], "scaled-mixture floor"),
+                     "ca_si_sdri": (0.0, "scaled-mixture floor")} if floor else None
+            plot_learning_curves(learning, metrics, out / "learning.png", lines=lines)
     line = summarise(learning, runs)
     print(line)
     if args.append:
