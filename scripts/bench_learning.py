@@ -170,12 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     learning: dict = {}
     runs: dict = {}
+    # A finished run is only read again on a re-run: keep what was measured while it trained.
+    before = (json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file()
+              else {})
     for spec in variants:
         load_config(spec)  # every variant loads before the first run starts
     for spec in variants:
         for seed in range(args.seeds):
             r = run_one(spec, seed, args, out / "runs" / slug(spec) / f"seed{seed}")
-            learning.setdefault(spec, {})[str(seed)] = r.pop("points")
+            pts = r.pop("points")
+            old = before.get(spec, {}).get(str(seed))
+            if old is not None and old.get("steps") == r["steps"]:
+                r = old
+            learning.setdefault(spec, {})[str(seed)] = pts
             runs.setdefault(spec, {})[str(seed)] = r
             # Written after every run: an interrupted benchmark keeps what it measured.
             write_atomic(out / "learning.json", json.dumps(learning, indent=1) + "\n")
