@@ -6,6 +6,8 @@ Presets (comma-separated after the file name, e.g. `configs/resunet.py:baseline,
   baseline  official architecture and hyper-parameters (β FiLM, no DPRNN, global batch 40)
   baseline_1gpu  baseline on one 80 GB accelerator: batch 40 = 4 accumulated micro-batches of 10
   dcase2026 DCASE 2026 data (repeats), its loss and CAPI-SDRi; model unchanged
+  small     CPU-sized (1/4 widths, 3-s clips, embedded `full`, held-out validation;
+            docs/learning.md); `small,baseline` = the baseline variant
   smoke     tiny model, 1-s clips, 20 steps on the small embedded dataset (~1 min on CPU)
   bf16      bfloat16 compute (parameters, optimiser and loss stay float32)
 """

@@ -9,6 +9,8 @@ Presets (comma-separated after the file name, e.g. `configs/resunetk.py:baseline
   baseline2026  the official 2026 separator (config/separation/resunetk_capisdr.yaml): dcase2026
                 + β FiLM, no DPRNN, global batch 16 (4 per GPU × 4 GPUs), lr 1e-4,
                 validation + checkpoint every 632 steps (one 10 112-mixture epoch)
+  small         CPU-sized (1/4 widths, 3-s clips, embedded `full`, held-out validation;
+                docs/learning.md); `small,baseline` = the baseline variant
   smoke         tiny model, 1-s clips, 20 steps on the small embedded dataset (~1 min on CPU)
   bf16          bfloat16 compute (parameters, optimiser and loss stay float32)
 """

@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     ed = edition(summary["task"])
     si_name = ed.sdri_name.replace("SDR", "SI-SDR")
     print(f"{ed.sdri_name} {_fmt(summary[ed.sdri_key])} dB | {si_name} "
-          f"{_fmt(summary[ed.si_sdri_key])} dB | mixture accuracy "
-          f"{_fmt(summary[ed.accuracy_key], 2)} % | source accuracy "
+          f"{_fmt(summary[ed.si_sdri_key])} dB (scaled-mixture floor "
+          f"{_fmt(summary['floor_' + ed.sdri_key])} / {_fmt(summary['floor_' + ed.si_sdri_key])} "
+          f"dB) | mixture accuracy {_fmt(summary[ed.accuracy_key], 2)} % | source accuracy "
           f"{_fmt(summary['source_accuracy'], 2)} % | oracle-label SDRi "
           f"{_fmt(summary['oracle_sdri'])} dB | {summary['n_mixtures']} mixtures → {args.out}")
     return 0

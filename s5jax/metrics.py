@@ -386,6 +386,27 @@ def class_aware_sdri(
     )
 
 
+def scaled_mixture(mixture_ref: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """The "scaled-mixture floor" estimates: ``mixture_ref`` times the least-squares gain of each
+    reference, ``g_k = ⟨m, s_k⟩ / ⟨m, m⟩`` (the best a separator that outputs a scaled copy of the
+    mixture can do).
+
+    Its SNR improvement is what a do-nothing separator scores on CA-SDRi (positive, since the dry
+    reference is quieter than the mixture); its SI-SNR improvement is exactly 0 dB.
+
+    Args:
+      mixture_ref: ``(samples,)``, the mixture's reference channel (channel 0).
+      references: ``(K, samples)``.
+
+    Returns:
+      ``(K, samples)`` float32.
+    """
+    m = np.asarray(mixture_ref, np.float64)
+    r = np.asarray(references, np.float64)
+    gain = r @ m / max(float(m @ m), np.finfo(np.float64).tiny)
+    return (gain[:, None] * m[None, :]).astype(np.float32)
+
+
 def mean_value(results: Iterable[ClassAwareResult]) -> float:
     """Unweighted mean of ``value`` over mixtures, skipping NaN (empty) mixtures."""
     values = [r.value for r in results if not math.isnan(r.value)]

@@ -47,13 +47,15 @@ def bar_chart(categories: Sequence[str], series: Mapping[str, Sequence[float | N
 
 
 def plot_learning_curves(data: Mapping[str, Mapping[Any, Sequence[Mapping[str, Any]]]],
-                         metrics: Sequence[str], path: str | os.PathLike) -> Figure:
+                         metrics: Sequence[str], path: str | os.PathLike, *,
+                         lines: Mapping[str, tuple[float, str]] | None = None) -> Figure:
     """One panel per metric: per variant, the mean over seeds against ``step`` with a band of
     ± one standard deviation over the seeds logged at that step (legend: ``variant (n=seeds)``).
 
     ``data[variant][seed]`` is a list of records ``{"step": int, <metric>: float, …}`` (e.g.
     ``s5jax.training.logging.read_jsonl(workdir)``); records without the metric, or with a
-    non-finite value, are skipped.
+    non-finite value, are skipped. ``lines[metric] = (value, label)`` draws a dashed horizontal
+    reference line (e.g. the scaled-mixture floor) in that metric's panel.
     """
     fig = Figure(figsize=(4.5 * len(metrics), 3.5), layout="constrained")
     for i, metric in enumerate(metrics):
@@ -69,9 +71,13 @@ def plot_learning_curves(data: Mapping[str, Mapping[Any, Sequence[Mapping[str, A
                 steps = sorted(at)
                 mean = np.array([np.mean(at[s]) for s in steps])
                 sd = np.array([np.std(at[s]) for s in steps])
-                (line,) = ax.plot(steps, mean, label=f"{variant} (n={len(runs)})")
+                (line,) = ax.plot(steps, mean, marker="o", markersize=3,
+                                  label=f"{variant} (n={len(runs)})")
                 ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2,
                                 linewidth=0)
+        if lines and metric in lines:
+            value, label = lines[metric]
+            ax.axhline(value, color="black", linestyle="--", linewidth=0.8, label=label)
         ax.set(xlabel="step", ylabel=metric, title=metric)
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
-VALUES = {str: "/some/where/x", int: 7}  # a value of each placeholder type
+VALUES = {str: "/some/where/x", int: 7, float: 2.5}  # a value of each placeholder type
 
 
 def _module(name: str):

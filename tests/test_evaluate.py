@@ -80,6 +80,13 @@ def test_metric_parity_with_independent_ca_sdri(scored_set, tmp_path):
     assert res["label_accuracy"] == pytest.approx(25.0)  # only mix_3 matches exactly
     assert res["oracle_sdri"] is None  # no separator ran
     assert math.isfinite(res["ca_si_sdri"])
+    # The scaled-mixture floor: each reference answered by the least-squares-scaled channel 0.
+    floor = [np.mean([_snr(m * (np.dot(m, s) / np.dot(m, m)), s) - _snr(m, s)
+                      for s in r.values()]) for _, r, m, _ in truth.values()]
+    assert res["floor_ca_sdri"] == pytest.approx(np.mean(floor), abs=1e-4)
+    assert res["floor_ca_sdri"] > 0
+    assert res["floor_ca_si_sdri"] == pytest.approx(0.0, abs=1e-4)
+    assert "scaled-mixture floor" in (out / "report.md").read_text()
     rows = {r["soundscape"]: r for r in csv.DictReader(open(out / "per_mixture.csv"))}
     for name, v in per_mix.items():
         assert float(rows[name]["ca_sdri"]) == pytest.approx(v, abs=1e-4)

@@ -352,3 +352,20 @@ def test_pairing_is_exhaustive():
             for cols in itertools.permutations(range(n_ref), min(n_est, n_ref))
         )
         assert best == pytest.approx(brute)
+
+
+def test_scaled_mixture_is_the_least_squares_scale():
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal(2000).astype(np.float32)
+    refs = np.stack([0.3 * m + 0.1 * rng.standard_normal(2000),
+                     -0.2 * m + rng.standard_normal(2000)]).astype(np.float32)
+    floor = metrics.scaled_mixture(m, refs)
+    assert floor.shape == refs.shape and floor.dtype == np.float32
+    for k in range(2):
+        best = metrics.snr(floor[k], refs[k])
+        gain = float(floor[k] @ m / (m @ m))
+        for g in (0.9 * gain, 1.1 * gain, 1.0):  # any other scale does worse
+            assert best >= metrics.snr(np.float32(g) * m, refs[k])
+        assert metrics.si_snr(floor[k], refs[k]) == pytest.approx(
+            metrics.si_snr(m, refs[k]), abs=1e-4)
+    assert metrics.scaled_mixture(m, refs[:0]).shape == (0, 2000)

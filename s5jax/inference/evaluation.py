@@ -64,6 +64,10 @@ class Scores:
         self.ca: list[metrics.ClassAwareResult] = []
         self.ca_si: list[metrics.ClassAwareResult] = []
         self.oracle: list[list[tuple[int, float, float]]] = []  # (class, SDRi, SI-SDRi) per ref
+        # The scaled-mixture floor: every reference's class queried, each answered with mixture
+        # channel 0 scaled by its least-squares gain (metrics.scaled_mixture).
+        self.floor: list[metrics.ClassAwareResult] = []
+        self.floor_si: list[metrics.ClassAwareResult] = []
 
     def add(self, name, ref_labels, refs, est_labels, ests, mix0, oracle_ests=None):
         """``oracle_ests``: the separator's outputs for the true labels, row k for reference k;
@@ -74,6 +78,10 @@ class Scores:
         self.ca.append(metrics.class_aware_sdri(est_labels, ests, ref_labels, refs, mix0, "snr"))
         self.ca_si.append(
             metrics.class_aware_sdri(est_labels, ests, ref_labels, refs, mix0, "si_snr"))
+        floor = metrics.scaled_mixture(mix0, refs)
+        self.floor.append(metrics.class_aware_sdri(ref_labels, floor, ref_labels, refs, mix0))
+        self.floor_si.append(
+            metrics.class_aware_sdri(ref_labels, floor, ref_labels, refs, mix0, "si_snr"))
         if oracle_ests is not None:
             n = len(ref_labels)
             snr_i = metrics.class_aware_sdri(ref_labels, oracle_ests[:n], ref_labels, refs, mix0,
@@ -89,6 +97,8 @@ class Scores:
             "task": ed.task,
             ed.sdri_key: metrics.mean_value(self.ca),
             ed.si_sdri_key: metrics.mean_value(self.ca_si),
+            "floor_" + ed.sdri_key: metrics.mean_value(self.floor),
+            "floor_" + ed.si_sdri_key: metrics.mean_value(self.floor_si),
             ed.accuracy_key: metrics.label_accuracy(self.est_labels, self.ref_labels),
             "source_accuracy": metrics.source_accuracy(self.est_labels, self.ref_labels),
             "oracle_sdri": float(np.mean([x[1] for x in orc])) if orc else None,

@@ -39,7 +39,7 @@ from s5jax.models import remat as remat_lib
 from s5jax.models.separator import build_separator, validate_config
 from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
 from s5jax.training import checkpoint as ckpt_lib
-from s5jax.training import optim, steps
+from s5jax.training import heldout, optim, steps
 from s5jax.training.logging import Logger, read_jsonl
 from s5jax.training.state import TrainState, create_state
 
@@ -47,17 +47,19 @@ MODEL_DIR = "model"
 PRECISIONS = ("float32", "bfloat16")
 
 
-def metric_names(task: str, edition: str = "dcase2025", head: str | None = None
-                 ) -> tuple[str, ...]:
+def metric_names(task: str, edition: str = "dcase2025", head: str | None = None,
+                 valid_split: str = "valid") -> tuple[str, ...]:
     """The validation metrics a run reports (and may select its best checkpoint by).
 
     Separators: loss, CA-SDRi (2025; oracle labels) or CAPI-SDRi (2026; the same pairing, now
     over repeated classes, empty mixtures unscored), mean SNR. Tagger: loss, mixture accuracy,
-    and mAP (18 sigmoids) or source accuracy (slot head).
+    and mAP (18 sigmoids) or source accuracy (slot head). Validating on the test split adds
+    CA-SI-SDRi, the oracle-label SDRi and the scaled-mixture floor (``heldout.EXTRA_METRICS``).
     """
     if task == steps.SEPARATOR:
         sdri = "valid/capi_sdri" if edition == "dcase2026" else "valid/ca_sdri"
-        return ("valid/loss", sdri, "valid/snr")
+        extra = heldout.EXTRA_METRICS if valid_split == "test" else ()
+        return ("valid/loss", sdri, "valid/snr", *extra)
     last = "valid/source_accuracy" if head == "slots" else "valid/map"
     return ("valid/loss", "valid/accuracy", last)
 
@@ -72,7 +74,7 @@ RESUME_FREE = (
     "name", "train.log_every", "train.eval_every", "train.eval_at_end", "train.checkpoint_every",
     "train.keep", "train.progress", "train.audio_examples", "train.max_nonfinite",
     "train.allow_config_change", "train.remat", "data.num_workers", "data.prefetch",
-    "data.valid_batch_size",
+    "data.valid_batch_size", "train.eval_at_start", "train.max_minutes",
 )
 # Every other field (optim.*, train.num_steps, train.seed, train.best_metric, data.root,
 # data.clip_seconds, data.seed, data.batch_size, data.valid_limit, init, precision, …) changes
@@ -92,7 +94,8 @@ class Plan:
     devices: int
     resume: Resume
     init: dict | None = None  # variables of config.init, loaded once
-    valid: Any = None  # s5jax.data.loader.ValidBatches, its metadata resolved up front
+    valid: Any = None  # loader.ValidBatches (metadata resolved up front) or, valid_split
+    # "test", the checked data.testset.TestSet
     complete: bool = False  # finished and exported: nothing to do (no dataset scan)
 
 
@@ -239,11 +242,19 @@ def check_config(config: ml_collections.ConfigDict) -> str:
     for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep"):
         if int(t[name]) < 1:
             raise ValueError(f"config.train.{name}={t[name]}: expected ≥ 1")
+    if t.get("max_minutes") is not None and not float(t.max_minutes) > 0:
+        raise ValueError(f"config.train.max_minutes={t.max_minutes}: expected > 0 (or unset)")
     if d.num_workers < 0:
         raise ValueError(f"config.data.num_workers={d.num_workers}: expected ≥ 0")
     if t.best_mode not in ("min", "max"):
         raise ValueError(f"config.train.best_mode={t.best_mode!r}: expected 'min' or 'max'")
-    names = metric_names(task, config.task, config.model.get("head"))
+    split = d.get("valid_split", "valid")
+    if split not in ("valid", "test"):
+        raise ValueError(f"config.data.valid_split={split!r}: expected 'valid' or 'test'")
+    if split == "test" and (task != steps.SEPARATOR or config.task != "dcase2025"):
+        raise ValueError("config.data.valid_split='test': only DCASE 2025 separators validate on "
+                         "the test soundscapes (use 'valid')")
+    names = metric_names(task, config.task, config.model.get("head"), split)
     if t.best_metric not in names:
         raise ValueError(f"config.train.best_metric={t.best_metric!r}: expected one of {names}")
     if task == steps.SEPARATOR and config.trainable != "all":
@@ -262,11 +273,18 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     n_dev, d = jax.device_count(), config.data
     init = load_init(config, task) if config.get("init") is not None else None
     resume = check_resume(config, workdir)
-    if resume.step is not None and resume.step >= int(config.train.num_steps) \
-            and modeldir.is_model_dir(workdir / MODEL_DIR):
+    if resume.step is not None and modeldir.is_model_dir(workdir / MODEL_DIR) and (
+            resume.step >= int(config.train.num_steps) or _budget_spent(config, workdir)):
         return Plan(task=task, catalog=None, devices=n_dev, resume=resume, complete=True)
     catalog = _scan_dataset(d, config.task)
-    valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
+    if d.get("valid_split", "valid") == "test":
+        test_dir = catalog_lib.find_test_dir(catalog.root)
+        if test_dir is None:
+            raise ValueError(f"config.data.valid_split='test': {catalog.root} has no test/"
+                             "soundscape/ folder")
+        valid = heldout.check_test_set(test_dir)
+    else:
+        valid = loader.make_valid_batches(catalog, batch_size=d.valid_batch_size, mode=task)
     return Plan(task=task, catalog=catalog, devices=n_dev, resume=resume, init=init, valid=valid)
 
 
@@ -575,8 +593,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         param_labels=labels, lr_schedule=lr_schedule, edition=config.task,
         accumulate=int(config.optim.get("accumulate", 1)),
     )
-    evaluate = Evaluator(task, model, config.model, mesh, valid, limit=d.valid_limit,
-                         audio_examples=int(t.audio_examples), edition=config.task)
+    if d.get("valid_split", "valid") == "test":
+        evaluate = heldout.HeldOutEvaluator(model, mesh, valid, batch_size=d.valid_batch_size,
+                                            limit=d.valid_limit,
+                                            audio_examples=int(t.audio_examples))
+    else:
+        evaluate = Evaluator(task, model, config.model, mesh, valid, limit=d.valid_limit,
+                             audio_examples=int(t.audio_examples), edition=config.task)
     logger = Logger(workdir, start_step=start)  # drops what a killed run logged after `start`
     if start == 0:
         logger.text(0, "config", "<pre>" + config.to_json(indent=2) + "</pre>")
@@ -585,23 +608,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     last_valid: dict[str, float] = {}
     records: list[dict] = []
     num_steps = int(t.num_steps)
+    # Training wall time, validation excluded (compilation and checkpoints included); a resumed
+    # run continues the count of the run it resumes.
+    seconds = _last_value(workdir, "train/seconds") if start else 0.0
+    if start == 0 and t.get("eval_at_start", False):
+        last_valid = evaluate(state, logger, 0)
+        logger.scalars(0, {**last_valid, "train/seconds": 0.0})
     bar = tqdm(total=num_steps, initial=start, disable=not t.progress or jax.process_index() != 0,
                desc=config.get("name", task), dynamic_ncols=True)
     tic, tic_step = time.perf_counter(), start
+    seg = tic  # start of the current stretch of training (for `seconds`)
+    pending = None  # the previous step's metrics: blocking on them keeps one step in flight
+    budget = None if t.get("max_minutes") is None else 60.0 * float(t.max_minutes)
     try:
         for step in range(start, num_steps):
             batch = next(train_it)
             state, m = train_step(state, batch)
             records.append(m)
             s = step + 1
-            bar.update(1)
-            if s % t.log_every == 0 or s == num_steps:
-                scalars = _host_mean(records)
+            # The bar counts computed steps, not dispatched ones: wait for the previous step
+            # (the current one is already queued behind it, so the device never idles).
+            if pending is not None:
+                jax.block_until_ready(pending)
+                bar.update(1)
+            pending = m
+            last = s == num_steps or (
+                budget is not None and seconds + time.perf_counter() - seg >= budget)
+            if s % t.log_every == 0 or last:
+                scalars = _host_mean(records)  # waits for this step too
+                bar.update(1)
+                pending = None
                 records = []
-                elapsed = time.perf_counter() - tic
+                now = time.perf_counter()
+                elapsed = now - tic
                 n = s - tic_step
                 scalars["step_time"] = elapsed / n
                 scalars["examples_per_second"] = n * d.batch_size / elapsed
+                scalars["seconds"] = seconds + now - seg
                 logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
                 bar.set_postfix(loss=f"{scalars['loss']:.4g}")
                 if scalars["bad_streak"] >= t.max_nonfinite:
@@ -613,12 +656,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     )
                 tic, tic_step = time.perf_counter(), s
             evaluated = None
-            if s % t.eval_every == 0 or (s == num_steps and t.get("eval_at_end", True)):
+            if s % t.eval_every == 0 or (last and t.get("eval_at_end", True)):
+                if pending is not None:
+                    jax.block_until_ready(pending)
+                    bar.update(1)
+                    pending = None
+                seconds += time.perf_counter() - seg
                 evaluated = last_valid = evaluate(state, logger, s)
-                logger.scalars(s, evaluated)
-                tic = time.perf_counter()  # keep validation out of the step time
-            if s % t.checkpoint_every == 0 or s == num_steps:
+                logger.scalars(s, {**evaluated, "train/seconds": seconds})
+                tic = seg = time.perf_counter()  # keep validation out of the step time
+            if s % t.checkpoint_every == 0 or last:
                 ckpts.save(s, state, train_it, metrics=evaluated)
+            if last:
+                if s < num_steps and main_process:
+                    print(f"stopping at step {s}: config.train.max_minutes={t.max_minutes} of "
+                          "training reached", file=sys.stderr)
+                break
+        if pending is not None:
+            bar.update(1)
         ckpts.wait()
         if main_process and ckpts.latest_step() is not None:
             export_model(workdir, config.model, ckpts, state)
@@ -641,10 +696,27 @@ def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDic
         best = mgr.best_step()
     finally:
         mgr.close()
-    return (f"{workdir}: the run is complete at step {step} (train.num_steps={int(t.num_steps)});"
+    limit = (f"train.max_minutes={t.max_minutes} spent" if step < int(t.num_steps)
+             else f"train.num_steps={int(t.num_steps)}")
+    return (f"{workdir}: the run is complete at step {step} ({limit});"
             f" exported model: {workdir / MODEL_DIR} (checkpoint {best}, best by "
             f"{t.best_metric}). Nothing to do: use another --workdir for a new run, or raise "
-            "train.num_steps with --config.train.allow_config_change=true to train further")
+            "train.num_steps (train.max_minutes) with --config.train.allow_config_change=true "
+            "to train further")
+
+
+def _budget_spent(config: ml_collections.ConfigDict, workdir: Path) -> bool:
+    """Whether the run in ``workdir`` has used up ``train.max_minutes`` of training."""
+    limit = config.train.get("max_minutes")
+    return limit is not None and _last_value(workdir, "train/seconds") >= 60.0 * float(limit)
+
+
+def _last_value(workdir: Path, name: str) -> float:
+    """The last logged value of scalar ``name`` in ``log.jsonl`` (0 if none)."""
+    for rec in reversed(read_jsonl(workdir)):
+        if name in rec:
+            return float(rec[name])
+    return 0.0
 
 
 def _last_validation(workdir: Path) -> dict[str, float]:

@@ -1,0 +1,42 @@
+"""scripts/bench_learning.py: the points it reads from a run's log and its summary line (the
+training itself is tests/test_learning.py)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_learning  # noqa: E402
+
+from s5jax import plots  # noqa: E402
+
+
+def _rec(step, seconds, si):
+    return {"step": step, "time": 0.0, "valid/loss": 1.0, "valid/snr": 0.0,
+            "valid/ca_sdri": 5.0 + si / 10, "valid/ca_si_sdri": si, "valid/sdri": 4.0,
+            "valid/floor_ca_sdri": 6.2, "valid/floor_ca_si_sdri": 0.0, "train/seconds": seconds}
+
+
+def test_points_keep_validation_records_only():
+    log = [{"step": 0, "params/total": 3.0}, _rec(0, 0.0, -9.0),
+           {"step": 25, "train/loss": 0.5, "train/seconds": 60.0}, _rec(50, 120.0, 1.0),
+           {"step": 50, "valid/loss": 0.4, "valid/accuracy": 85.0, "train/seconds": 9.0}]
+    pts = bench_learning.points(log)
+    assert [p["step"] for p in pts] == [0, 50, 50]
+    assert pts[1] == {"step": 50, "seconds": 120.0, "ca_sdri": 5.1, "ca_si_sdri": 1.0,
+                      "sdri": 4.0, "floor_ca_sdri": 6.2, "floor_ca_si_sdri": 0.0}
+    assert pts[2] == {"step": 50, "seconds": 9.0, "accuracy": 85.0}
+
+
+def test_summary_reports_the_spread_and_the_bar(tmp_path):
+    learning = {"a": {"0": bench_learning.points([_rec(0, 0, -9), _rec(100, 600, 4.0)]),
+                      "1": bench_learning.points([_rec(0, 0, -9), _rec(100, 610, 2.0)])}}
+    runs = {"a": {"0": {"load_average_start": 1.5}, "1": {"load_average_start": 2.5}}}
+    line = bench_learning.summarise(learning, runs)
+    assert "CA-SI-SDRi 3.00 ± 1.41 dB" in line and "NOT met" in line  # one seed below +3
+    assert "floor 6.20 dB" in line and "load average 1.5–2.5" in line
+    fig = plots.plot_learning_curves(learning, ["ca_si_sdri", "ca_sdri"], tmp_path / "c.png",
+                                     lines={"ca_sdri": (6.2, "floor")})
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert any(line.get_label() == "floor" for line in fig.axes[1].lines)
