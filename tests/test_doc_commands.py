@@ -27,12 +27,13 @@ import importlib.util
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -147,14 +148,16 @@ class Args:
         return roles.get(index, roles.get(0) if 0 in roles and 1 not in roles else None)
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _words(cmd: dc.DocCommand) -> list[str]:
     text = dc.expand_synopsis(cmd.text) if cmd.is_synopsis else cmd.text
     return shlex.split(text)
+
+
+def _same_config(cmd: dc.DocCommand, args: Args) -> bool:
+    words = _words(cmd)
+    other = Args(words[2], words[3:])
+    return (words[2] == "s5jax.train" and not other.has("--dry_run")
+            and other.get("--config") == args.get("--config"))
 
 
 def _config_name(spec: str) -> str:
@@ -186,10 +189,14 @@ def outputs(cmd: dc.DocCommand) -> list[str]:
 class Runner:
     """Runs documented commands once each (dependencies first), in their own sandboxes."""
 
-    def __init__(self, base: Path, datasets: dict[str, Path]):
+    def __init__(self, base: Path, datasets: dict[str, Path], workers: int = 2):
         self.base, self.datasets = base, datasets
         self.done: dict[str, dict] = {}
-        self.running: set[str] = set()
+        # Commands run `workers` at a time, each after the commands whose outputs it reads
+        # (submitted first, so a waiting command never holds the pool against its producer).
+        self.pool = ThreadPoolExecutor(workers)
+        self.futures: dict[str, Future] = {}
+        self.lock = threading.RLock()
         self.producers: dict[str, dc.DocCommand] = {}
         for cmd in COMMANDS:
             if cmd.text not in SKIP:
@@ -201,10 +208,15 @@ class Runner:
             (self.data_home / root.name).symlink_to(root)
         self.store = base / "store"
         self.store.mkdir()
+        self.store_lock = threading.Lock()
 
     # -- inputs --
     def checkpoint(self, kind: str) -> Path:
         """An official-format file of this kind with tiny widths (random weights), written once."""
+        with self.store_lock:
+            return self._checkpoint(kind)
+
+    def _checkpoint(self, kind: str) -> Path:
         path = self.store / f"{kind}.{'pth' if kind == 'm2d_pth' else 'ckpt'}"
         if path.exists():
             return path
@@ -238,12 +250,14 @@ class Runner:
 
     def model_dir(self, kind: str) -> Path:
         path = self.store / f"model-{kind}"
-        if not path.exists():
+        with self.store_lock:
+            if path.exists():
+                return path
+            checkpoint = self._checkpoint(kind)
             from s5jax.convert import separator, tagger
 
             convert = separator if kind.startswith("resunet") else tagger
-            convert.convert_file(self.checkpoint(kind), path)
-        return path
+            return convert.convert_file(checkpoint, path)
 
     def dataset(self, value: str) -> Path:
         for pattern, name in DATASETS:
@@ -266,8 +280,8 @@ class Runner:
             assert found, f"{cmd.sources}: checkpoint {value!r} matches no entry of CHECKPOINTS"
             target.symlink_to(self.checkpoint(found))
         elif role == MODEL:
-            producer = self.producers.get(value.rstrip("/"))
-            if producer is not None and producer is not cmd:
+            producer = self.producer(value, cmd)
+            if producer is not None:
                 made = self.run(producer)["sandbox"] / value.rstrip("/")
                 target.symlink_to(made)
             else:
@@ -284,12 +298,36 @@ class Runner:
                     shutil.copy(s, target / s.name)
         return value
 
+    def producer(self, value: str, cmd: dc.DocCommand) -> dc.DocCommand | None:
+        """The documented command that writes the model/work directory ``value``, if any."""
+        if value.endswith((".ckpt", ".pth")):
+            return None
+        producer = self.producers.get(_relative(value).rstrip("/"))
+        return producer if producer is not None and producer is not cmd else None
+
+    def dependencies(self, cmd: dc.DocCommand) -> list[dc.DocCommand]:
+        words = _words(cmd)
+        args = Args(words[2], words[3:])
+        found = [self.producer(item[1], cmd) for item in args.items if args.role(item) == MODEL]
+        if words[2] == "s5jax.train" and not args.has("--dry_run"):
+            # The same config after an earlier command of it: its compilations are then cached.
+            found.append(next(c for c in COMMANDS if c.text not in SKIP and _same_config(c, args)))
+        return [p for p in found if p is not None and p is not cmd]
+
     # -- running --
+    def submit(self, cmd: dc.DocCommand, chain: tuple = ()) -> Future:
+        with self.lock:
+            assert cmd.text not in chain, f"dependency cycle at {cmd.sources}"
+            if cmd.text not in self.futures:
+                for dep in self.dependencies(cmd):
+                    self.submit(dep, (*chain, cmd.text))
+                self.futures[cmd.text] = self.pool.submit(self._run, cmd)
+            return self.futures[cmd.text]
+
     def run(self, cmd: dc.DocCommand) -> dict:
-        if cmd.text in self.done:
-            return self.done[cmd.text]
-        assert cmd.text not in self.running, f"dependency cycle at {cmd.sources}"
-        self.running.add(cmd.text)
+        return self.submit(cmd).result()
+
+    def _run(self, cmd: dc.DocCommand) -> dict:
         words = _words(cmd)
         module, args = words[2], Args(words[2], words[3:])
         assert module in ROLES, f"{cmd.sources}: no rules for {module}: add it to ROLES"
@@ -310,29 +348,38 @@ class Runner:
                    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {XLA_QUICK_COMPILE}".strip())
         if module.startswith("s5jax.data."):
             env["S5JAX_DATA"] = str(sandbox / "s5jax-data")
-        start, cpu = time.perf_counter(), _children_cpu()
-        proc = subprocess.run(argv, cwd=sandbox, env=env, text=True, capture_output=True,
-                              timeout=900)
+        start = time.perf_counter()
+        with open(sandbox / "stdout.txt", "w") as out, open(sandbox / "stderr.txt", "w") as err:
+            proc = subprocess.Popen(argv, cwd=sandbox, env=env, stdout=out, stderr=err)
+        timer = threading.Timer(900, proc.kill)  # a hung command must not hang the suite
+        timer.start()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time
+        timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
         result = dict(sandbox=sandbox, args=args, argv=argv, rc=proc.returncode,
-                      stdout=proc.stdout, stderr=proc.stderr,
-                      seconds=time.perf_counter() - start, cpu=_children_cpu() - cpu)
-        (sandbox / "command.log").write_text(
+                      stdout=(sandbox / "stdout.txt").read_text(),
+                      stderr=(sandbox / "stderr.txt").read_text(),
+                      seconds=time.perf_counter() - start, cpu=usage.ru_utime + usage.ru_stime)
+        (sandbox / "command.txt").write_text(
             f"{shlex.join(argv)}\nexit {proc.returncode} after {result['seconds']:.1f} s "
-            f"({result['cpu']:.1f} s CPU)\n"
-            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+            f"({result['cpu']:.1f} s CPU)\n")
         self.done[cmd.text] = result
-        self.running.discard(cmd.text)
         assert proc.returncode == 0, (
             f"{', '.join(cmd.sources)}: `{cmd.text}` exited {proc.returncode}\n"
-            f"ran: {shlex.join(argv[1:])}\n{proc.stderr[-3000:]}")
+            f"ran: {shlex.join(argv[1:])}\n{result['stderr'][-3000:]}")
         return result
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory, embedded_small, embedded_2026):
+def runner(request, tmp_path_factory, embedded_small, embedded_2026):
     runner = Runner(tmp_path_factory.mktemp("doc_commands"),
                     {"embedded_small": embedded_small, "embedded_2026": embedded_2026})
+    for item in request.session.items:  # start every selected command now, 2 at a time
+        cmd = getattr(item, "callspec", None) and item.callspec.params.get("cmd")
+        if item.module is request.module and cmd is not None and cmd.text not in SKIP:
+            runner.submit(cmd)
     yield runner
+    runner.pool.shutdown(wait=True, cancel_futures=True)
     rows = [f"{r['seconds']:7.1f} s {r['cpu']:7.1f} s CPU  {text}"
             for text, r in runner.done.items()]
     total = sum(r["seconds"] for r in runner.done.values())
@@ -454,6 +501,7 @@ def test_collector_parsing(tmp_path):
     ) == "python -m s5jax.train --config c.py:smoke --config.train.log_every=1"
 
 
+@pytest.mark.xdist_group("doc_commands")  # one worker: commands share outputs and compilations
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[c.sources[0] for c in COMMANDS])
 def test_documented_command(cmd, runner):
     if cmd.text in SKIP:
