@@ -16,6 +16,8 @@ commands writing ``models/resunetk`` never meet. Its words are kept; only these 
   docs/training.md, "Documented commands are tests"), except for fields the command sets
   itself; nothing of the command is removed.
 
+Commands run two at a time, each after the commands whose outputs it reads; training commands
+that differ only in their explicit ``--workdir`` are one run (:func:`_train_signature`).
 ``$S5JAX_DATA`` points at the session's embedded datasets (``s5jax.data`` commands get an empty
 one, so that they really generate). A command that cannot run this way goes into :data:`SKIP`
 with its reason; ``test_every_command_is_run_or_skipped_for_a_reason`` keeps that honest.
@@ -160,6 +162,20 @@ def _same_config(cmd: dc.DocCommand, args: Args) -> bool:
             and other.get("--config") == args.get("--config"))
 
 
+def _train_signature(cmd: dc.DocCommand):
+    """What a training command does apart from where it writes (None: not such a command).
+    Commands that differ only in an explicit ``--workdir`` are one run: their work directories
+    are handled alike (an absolute one is moved into the sandbox)."""
+    words = _words(cmd)
+    args = Args(words[2], words[3:])
+    if words[2] != "s5jax.train" or args.has("--dry_run") or not args.has("--workdir"):
+        return None
+    config = Path(args.get("--config").partition(":")[0]).stem
+    overrides = TINY[config] | {f.removeprefix("--config."): v for f, v, _ in args.items
+                                if f and f.startswith("--config.")}
+    return args.get("--config"), tuple(sorted(overrides.items()))
+
+
 def _config_name(spec: str) -> str:
     """``runs/<name>``'s name for ``configs/x.py:a,b`` (what `train` uses by default)."""
     path, _, presets = spec.partition(":")
@@ -197,6 +213,7 @@ class Runner:
         self.pool = ThreadPoolExecutor(workers)
         self.futures: dict[str, Future] = {}
         self.lock = threading.RLock()
+        self.signatures: dict = {}
         self.producers: dict[str, dc.DocCommand] = {}
         for cmd in COMMANDS:
             if cmd.text not in SKIP:
@@ -319,9 +336,15 @@ class Runner:
         with self.lock:
             assert cmd.text not in chain, f"dependency cycle at {cmd.sources}"
             if cmd.text not in self.futures:
+                same = self.signatures.get(_train_signature(cmd))
+                if same is not None:  # the same training run written elsewhere: run once
+                    self.futures[cmd.text] = self.submit(same, chain)
+                    return self.futures[cmd.text]
                 for dep in self.dependencies(cmd):
                     self.submit(dep, (*chain, cmd.text))
                 self.futures[cmd.text] = self.pool.submit(self._run, cmd)
+                self.signatures.setdefault(_train_signature(cmd), cmd)
+                self.signatures.pop(None, None)
             return self.futures[cmd.text]
 
     def run(self, cmd: dc.DocCommand) -> dict:
