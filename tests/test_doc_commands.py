@@ -485,7 +485,8 @@ CHECKS = {"s5jax.train": _check_train, "s5jax.convert": _check_convert,
 def test_collector_finds_the_documented_commands():
     """The docs hold (at least) the commands written when this test was; each is run or skipped
     for a stated reason, and no indented code block hides a command from the collector."""
-    assert len(COMMANDS) >= 25, [c.text for c in COMMANDS]
+    # 31 when this test was written; lower it only when the docs drop commands.
+    assert len(COMMANDS) >= 31, [c.text for c in COMMANDS]
     modules = {c.module for c in COMMANDS}
     assert modules >= set(CHECKS), modules
     assert modules <= set(CHECKS), f"no checks for {modules - set(CHECKS)}: add them to CHECKS"
