@@ -2,21 +2,32 @@
 
     python -m s5jax.evaluate --tagger TAGGER --separator SEPARATOR [--data ROOT]
         [--oracle-labels] --out DIR [--write-wavs] [--submission DIR] [--batch-size N]
+        [--task dcase2025|dcase2026]
     python -m s5jax.evaluate --estimates DIR [--data ROOT] --out DIR     # score files on disk
 
-ROOT is a dataset root holding ``test/`` (or a test folder itself, with ``soundscape/`` and
-``oracle_target/``); default: the embedded dataset (generated on first use). TAGGER/SEPARATOR are
-s5jax model directories, training work directories or official PyTorch checkpoints. Soundscapes
-at another sample rate (with their references) are resampled to 32 kHz; references must be mono;
-a soundscape without any reference is refused unless ``--allow-empty``.
+ROOT is a dataset root holding ``test/`` (DCASE 2025) or ``synthesized/test/`` (DCASE 2026), or a
+test folder itself, with ``soundscape/`` and ``oracle_target/``; default: the embedded dataset of
+the edition (generated on first use). TAGGER/SEPARATOR are s5jax model directories, training work
+directories or official PyTorch checkpoints. Soundscapes at another sample rate (with their
+references) are resampled to 32 kHz; references must be mono.
 
-Writes ``DIR/results.json`` (CA-SDRi, CA-SI-SDRi, label accuracy, SDRi with oracle labels,
-TP/FP/FN counts, mixture count, set-up), ``DIR/per_class.csv``, ``DIR/per_mixture.csv``,
-``DIR/report.md``, ``DIR/per_class.png`` and ``DIR/fp_fn.png``; with ``--write-wavs`` the
-float32 estimates in ``DIR/estimates/``; with ``--submission`` the challenge layout (16-bit PCM
-``<soundscape>_<Label>.wav``). Everything is checked (test set headers, output folders, models)
-before any work, and written all-or-nothing: a failure leaves the output folders as they were.
-The work is ``s5jax.inference.evaluation.evaluate``.
+The edition (``--task``; by default ``dcase2026`` for a slot-head tagger or references named
+``<name>_<i>_<Label>.wav``, else ``dcase2025``) decides the rest: DCASE 2025 refuses a soundscape
+without any reference unless ``--allow-empty``, names estimates ``<soundscape>_<Label>.wav`` and
+reports ``ca_sdri``/``label_accuracy``; DCASE 2026 scores mixtures without targets (unscored
+when nothing is estimated either, as the official CAPI-SDRi), names estimates
+``<soundscape>_<i>_<Label>.wav`` (``i`` the output slot, as the official ``generate_waveform.py``)
+and reports ``capi_sdri``/``mixture_accuracy``. Both report ``source_accuracy``.
+
+Writes ``DIR/results.json`` (class-aware SDRi and SI-SDRi, mixture and source accuracy, SDRi with
+oracle labels, TP/FP/FN counts, mixture count, set-up), ``DIR/per_class.csv``,
+``DIR/per_mixture.csv``, ``DIR/report.md``, ``DIR/per_class.png`` and ``DIR/fp_fn.png``; with
+``--write-wavs`` the float32 estimates in ``DIR/estimates/``; with ``--submission`` the challenge
+layout (16-bit PCM, named as above; 2026: the folder the official ``generate_waveform.py``
+writes, ``eval_out/`` with the wavs and ``eval_results.json`` listing file, label and tagger
+probability of every estimate). Everything is checked (test set headers, output folders,
+models) before any work, and written all-or-nothing: a failure leaves the output folders as they
+were. The work is ``s5jax.inference.evaluation.evaluate``.
 """
 
 from __future__ import annotations
@@ -31,8 +42,11 @@ import jax
 
 from s5jax.atomic import Staging, check_free_space, write_atomic
 from s5jax.cli import ArgumentParser, fail
+from s5jax.data.catalog import find_test_dir
 from s5jax.data.embedded import ensure_embedded
-from s5jax.data.testset import SOUNDSCAPE_DIR, parse_reference_name
+from s5jax.data.synth import TASKS
+from s5jax.data.testset import SOUNDSCAPE_DIR, match_soundscape
+from s5jax.inference.editions import DCASE2025, DCASE2026, Edition, edition
 from s5jax.inference.evaluation import evaluate, prepare
 from s5jax.inference.loading import load_pipeline
 from s5jax.inference.pipeline import chunk_samples
@@ -49,14 +63,16 @@ from s5jax.labels import MAX_SOURCES
 
 
 def resolve_test_root(root: str | os.PathLike) -> Path:
-    """``root`` if it holds ``soundscape/``, else ``root/test``."""
+    """``root`` if it holds ``soundscape/``, else ``root/test`` or ``root/synthesized/test``."""
     root = Path(root)
     if (root / SOUNDSCAPE_DIR).is_dir():
         return root
-    if (root / "test" / SOUNDSCAPE_DIR).is_dir():
-        return root / "test"
+    found = find_test_dir(root)
+    if found is not None:
+        return found
     raise ValueError(f"{root}: neither {root}/{SOUNDSCAPE_DIR}/ nor {root}/test/{SOUNDSCAPE_DIR}/ "
-                     "exists (expected a dataset root or a test folder)")
+                     f"nor {root}/synthesized/test/{SOUNDSCAPE_DIR}/ exists (expected a dataset "
+                     "root or a test folder)")
 
 
 REPORT_FILES = (RESULTS_JSON, PER_CLASS_CSV, PER_MIXTURE_CSV, REPORT_MD, CHART_PNG, COUNTS_PNG)
@@ -69,11 +85,33 @@ def estimates_only(names: set[str]):
     def check(folder: Path) -> str | None:
         for p in sorted(folder.iterdir()):
             try:
-                ok = p.is_file() and p.suffix == ".wav" and parse_reference_name(p.name)[0] in names
+                ok = p.is_file() and p.suffix == ".wav" and bool(match_soundscape(p.name, names))
             except ValueError:
                 ok = False
             if not ok:
                 return f"holds {p.name}, which is not an estimate of this test set"
+        return None
+
+    return check
+
+
+def submission_only(names: set[str], ed: Edition):
+    """For ``Staging.stage(replace=…)`` of ``--submission DIR``: what an earlier run wrote there
+    (2025: estimate wavs; 2026: ``eval_out/`` of estimate wavs and ``eval_results.json``)."""
+    wavs = estimates_only(names)
+    if not ed.submission_wavs:
+        return wavs
+
+    def check(folder: Path) -> str | None:
+        for p in sorted(folder.iterdir()):
+            if p.name == ed.submission_json and p.is_file():
+                continue
+            if p.name == ed.submission_wavs and p.is_dir():
+                reason = wavs(p)
+                if reason is not None:
+                    return f"{p.name}/ {reason}"
+                continue
+            return f"holds {p.name}, which is not part of a submission of this test set"
         return None
 
     return check
@@ -97,11 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-wavs", action="store_true",
                         help="also write the float32 estimates to OUT/estimates/")
     parser.add_argument("--submission", metavar="DIR",
-                        help="write 16-bit PCM <soundscape>_<Label>.wav files (challenge layout)")
+                        help="write the challenge layout: 16-bit PCM estimates (2026: in "
+                        "DIR/eval_out/, with DIR/eval_results.json)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--allow-empty", action="store_true",
-                        help="allow an empty label set (default: the arg-max class is kept)")
+                        help="DCASE 2025: allow an empty label set (default: the arg-max class is "
+                        "kept) and soundscapes without references (DCASE 2026 has both anyway)")
+    parser.add_argument("--task", choices=TASKS,
+                        help="challenge edition (default: dcase2026 for a slot-head tagger or "
+                        "references named <name>_<i>_<Label>.wav, else dcase2025)")
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
     parser.add_argument("--overlap-seconds", type=float, default=1.0)
     parser.add_argument("--batch-chunks", type=int, default=1,
@@ -114,8 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args)
     except (ValueError, OSError) as e:
         return fail(e)
-    print(f"CA-SDRi {_fmt(summary['ca_sdri'])} dB | CA-SI-SDRi {_fmt(summary['ca_si_sdri'])} dB"
-          f" | label accuracy {_fmt(summary['label_accuracy'], 2)} % | oracle-label SDRi "
+    ed = edition(summary["task"])
+    si_name = ed.sdri_name.replace("SDR", "SI-SDR")
+    print(f"{ed.sdri_name} {_fmt(summary[ed.sdri_key])} dB | {si_name} "
+          f"{_fmt(summary[ed.si_sdri_key])} dB | mixture accuracy "
+          f"{_fmt(summary[ed.accuracy_key], 2)} % | source accuracy "
+          f"{_fmt(summary['source_accuracy'], 2)} % | oracle-label SDRi "
           f"{_fmt(summary['oracle_sdri'])} dB | {summary['n_mixtures']} mixtures → {args.out}")
     return 0
 
@@ -147,38 +194,45 @@ def run(args: argparse.Namespace) -> dict:
     sub = Path(args.submission) if args.submission else None
     if sub is not None and _overlap(sub, out):
         raise ValueError(f"--submission {sub} and --out {out}: expected two separate folders")
-    if args.data:
-        test_root = resolve_test_root(args.data)
-    else:
-        test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress))
-    ts, lengths, notes = prepare(test_root, args.allow_empty)  # headers, before any work
-    names = {it.name for it in ts}
+    test_root = resolve_test_root(args.data) if args.data else None
     with Staging() as staging:
-        out_tmp = staging.stage(out, overwrite=args.overwrite)
+        out_tmp = staging.stage(out, overwrite=args.overwrite)  # before the models
         staging.require_absent(out, REPORT_FILES, args.overwrite)
-        wav_dir = sub_dir = None
-        if args.write_wavs:
-            wav_dir = staging.stage(out / "estimates", overwrite=args.overwrite,
-                                    replace=estimates_only(names))
-        if sub is not None:
-            sub_dir = staging.stage(sub, overwrite=args.overwrite, replace=estimates_only(names))
-        per_wav = (4 if args.write_wavs else 0) + (2 if sub is not None else 0)
-        check_free_space(out, 0 if args.allow_empty else per_wav * sum(lengths),
-                         "the estimates")
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        pipeline = None
-        if not args.estimates:
+        pipeline = head = None
+        if not args.estimates:  # before the test set: a slot-head tagger means DCASE 2026
             pipeline = load_pipeline(
                 tagger=None if args.oracle_labels else args.tagger, separator=args.separator,
                 threshold=args.threshold, allow_empty=args.allow_empty,
                 chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
                 batch_chunks=args.batch_chunks)
+            if pipeline.tagger_model is not None:
+                head = pipeline.tagger_model.config.get("head")
+        if test_root is None:
+            task = args.task or (DCASE2026 if head == "slots" else DCASE2025)
+            test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress,
+                                                          task=task))
+        # headers, before any work
+        ts, lengths, notes, task = prepare(test_root, args.allow_empty, args.task, head)
+        args.task = task
+        ed = edition(task)
+        names = {it.name for it in ts}
+        wav_dir = sub_dir = None
+        if args.write_wavs:
+            wav_dir = staging.stage(out / "estimates", overwrite=args.overwrite,
+                                    replace=estimates_only(names))
+        if sub is not None:
+            sub_dir = staging.stage(sub, overwrite=args.overwrite,
+                                    replace=submission_only(names, ed))
+        per_wav = (4 if args.write_wavs else 0) + (2 if sub is not None else 0)
+        at_least_one = not (args.allow_empty or ed.empty_mixtures)
+        check_free_space(out, per_wav * sum(lengths) if at_least_one else 0, "the estimates")
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         summary, per_class, per_mixture = evaluate(
             test_root, pipeline=pipeline, estimates=args.estimates,
             oracle_labels=args.oracle_labels, oracle_pass=not args.no_oracle_pass,
             batch_size=args.batch_size, wav_dir=wav_dir, submission_dir=sub_dir,
-            allow_empty=args.allow_empty, progress=not args.no_progress)
+            allow_empty=args.allow_empty, task=task, progress=not args.no_progress)
         _finish(args, summary, per_class, per_mixture, test_root, out_tmp)
         staging.commit()
     return summary
@@ -187,6 +241,7 @@ def run(args: argparse.Namespace) -> dict:
 def _finish(args, summary, per_class, per_mixture, test_root: Path, out_tmp: Path) -> None:
     """The set-up in ``summary``; the report files into ``out_tmp``."""
     summary["setup"] = {
+        "task": args.task,
         "data": str(test_root),
         "tagger": None if args.estimates or args.oracle_labels else str(args.tagger),
         "separator": None if args.estimates else str(args.separator),

@@ -2,13 +2,18 @@
 
     python -m s5jax.separate --tagger TAGGER --separator SEPARATOR IN.wav [IN2.wav | DIR ...]
         --out DIR [--labels Speech,Doorbell] [--overwrite] [--submission] [--allow-empty]
-        [--batch-chunks N]
+        [--batch-chunks N] [--task dcase2025|dcase2026]
 
-For each input ``<name>.wav`` it writes ``DIR/<name>_<Label>.wav`` per detected (or given) class
-(32 kHz float32; 16-bit PCM with ``--submission``, the challenge layout) and ``DIR/<name>.json``
-with the tagger's probabilities (not in ``--submission`` mode, which writes only the wavs). A
-class given twice (allowed from DCASE 2026 on) gets distinct names: ``<name>_Speech.wav``,
-``<name>_Speech_2.wav``.
+For each input ``<name>.wav`` it writes one wav per detected (or given) source (32 kHz float32;
+16-bit PCM with ``--submission``, the challenge layout) and ``DIR/<name>.json`` with the tagger's
+probabilities (not in ``--submission`` mode, which writes only the wavs). The names follow the
+edition (``--task``; default ``dcase2026`` for a slot-head tagger, else ``dcase2025``): DCASE
+2025 ``DIR/<name>_<Label>.wav``, a class given twice ``<name>_Speech.wav``,
+``<name>_Speech_2.wav``; DCASE 2026 ``DIR/<name>_<i>_<Label>.wav`` with ``i`` the output slot
+(``<name>_0_Speech.wav``, ``<name>_1_Speech.wav``; silence slots are last and write nothing), as
+the official 2026 ``generate_waveform.py``. A DCASE 2026 input may yield no source at all, and
+its ``--submission`` is the folder the official writes: ``DIR/eval_out/`` with the wavs and
+``DIR/eval_results.json`` listing file, label and tagger probability of every estimate.
 
 Inputs must be 4-channel first-order ambisonics (FOA); any sample rate (44.1 kHz, 48 kHz, …) is
 resampled to 32 kHz with soxr. All inputs and the output folder are checked, and the models
@@ -31,6 +36,8 @@ import numpy as np
 from s5jax.atomic import Staging, check_free_space, write_atomic
 from s5jax.audio import wav
 from s5jax.cli import ArgumentParser, fail
+from s5jax.data.synth import TASKS
+from s5jax.inference.editions import DCASE2025, DCASE2026, edition
 from s5jax.inference.files import (
     check_soundscape,
     output_names,
@@ -39,7 +46,8 @@ from s5jax.inference.files import (
 )
 from s5jax.inference.loading import load_pipeline
 from s5jax.inference.pipeline import chunk_samples
-from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index
+from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, SILENCE, class_index
+from s5jax.models.tagger import slot_decision
 
 JSON_BYTES = 2048  # upper bound of one <name>.json, for the free-space estimate
 
@@ -92,9 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                         "instead of the tagger's decision, e.g. Speech,Doorbell")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--submission", action="store_true",
-                        help="challenge layout: 16-bit PCM wavs only, ≥1 estimate per input")
+                        help="challenge layout: 16-bit PCM wavs only (DCASE 2025: ≥1 estimate "
+                        "per input)")
     parser.add_argument("--allow-empty", action="store_true",
-                        help="allow no detected class (default: the arg-max class is kept)")
+                        help="DCASE 2025: allow no detected class (default: the arg-max class is "
+                        "kept)")
+    parser.add_argument("--task", choices=TASKS,
+                        help="challenge edition, for the output names (default: dcase2026 for a "
+                        "slot-head tagger, else dcase2025)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
     parser.add_argument("--overlap-seconds", type=float, default=1.0)
@@ -124,19 +137,26 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with Staging() as staging:
         tmp = staging.stage(out, overwrite=args.overwrite)  # folder usable: before any work
-        names = [] if args.submission else [f"{p.stem}.json" for p in paths]
-        if given is not None:
-            names += [n for p in paths for n in output_names(p.stem, given)]
-        staging.require_absent(out, names, args.overwrite)
-        sample_bytes = 2 if args.submission else 4
-        wavs = len(given) if given is not None else (0 if args.allow_empty else 1)
-        check_free_space(out, sum(
-            wavs * (44 + sample_bytes * resampled_frames(i)) for i in infos)
-            + (0 if args.submission else JSON_BYTES * len(paths)))
         pipe = load_pipeline(tagger=args.tagger, separator=args.separator,
                              threshold=args.threshold, allow_empty=args.allow_empty,
                              chunk_seconds=args.chunk_seconds,
                              overlap_seconds=args.overlap_seconds, batch_chunks=args.batch_chunks)
+        head = None if pipe.tagger_model is None else pipe.tagger_model.config.get("head")
+        ed = edition(args.task or (DCASE2026 if head == "slots" else DCASE2025))
+        sub_wavs = ed.submission_wavs if args.submission else ""
+        names = [] if args.submission else [f"{p.stem}.json" for p in paths]
+        if args.submission and ed.submission_json:
+            names.append(ed.submission_json)
+        if given is not None:
+            names += [str(Path(sub_wavs) / n) for p in paths
+                      for n in output_names(p.stem, given, ed.slotted_names)]
+        staging.require_absent(out, names, args.overwrite)
+        sample_bytes = 2 if args.submission else 4
+        at_least_one = not (args.allow_empty or ed.empty_mixtures)
+        wavs = len(given) if given is not None else int(at_least_one)
+        check_free_space(out, sum(
+            wavs * (44 + sample_bytes * resampled_frames(i)) for i in infos)
+            + (0 if args.submission else JSON_BYTES * len(paths)))
         resampled = [(p, i.sample_rate) for p, i in zip(paths, infos, strict=True)
                      if i.sample_rate != wav.SAMPLE_RATE]
         if resampled:
@@ -144,15 +164,25 @@ def run(args: argparse.Namespace) -> int:
             more = f" and {len(resampled) - 3} more" if len(resampled) > 3 else ""
             print(f"note: {len(resampled)} input(s) resampled to {wav.SAMPLE_RATE} Hz with soxr: "
                   f"{shown}{more}; outputs are at {wav.SAMPLE_RATE} Hz", file=sys.stderr)
-        count = 0
+        (tmp / sub_wavs).mkdir(exist_ok=True)
+        count, listing = 0, []
         for p, info in zip(paths, infos, strict=True):
-            count += _separate_one(args, pipe, given, p, info, tmp)
+            n, entry = _separate_one(args, ed, pipe, given, p, info, tmp / sub_wavs)
+            count += n
+            listing.append(entry)
+        if args.submission and ed.submission_json:  # the official eval_results.json
+            write_atomic(tmp / ed.submission_json,
+                         json.dumps({"probabilities": listing}, indent=4) + "\n")
+            count += 1
         staging.commit()
     return count
 
 
-def _separate_one(args, pipe, given, path: Path, info: wav.WavInfo, tmp: Path) -> int:
-    """Separate one input into the staging folder ``tmp``; returns the files written."""
+def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Path,
+                  ) -> tuple[int, dict]:
+    """Separate one input into the staging folder ``tmp``; returns the number of files written
+    and its entry of the 2026 ``eval_results.json`` (file, label and probability per estimate:
+    the tagger's winning softmax, 1.0 for given labels as the official oracle-label mode)."""
     x = read_soundscape(path)
     res = pipe(x[None], None if given is None else [given])
     labels = [int(v) for v in np.asarray(res["labels"])[0]]
@@ -161,16 +191,22 @@ def _separate_one(args, pipe, given, path: Path, info: wav.WavInfo, tmp: Path) -
     if probs is None and pipe.tagger_model is not None:
         probs = pipe.tag(x[None])
     kept = [(k, lab) for k, lab in enumerate(labels) if lab != EMPTY]
-    if args.submission and not kept and not args.allow_empty:
+    if args.submission and not kept and not (args.allow_empty or ed.empty_mixtures):
         raise ValueError(f"{path}: no class detected (the challenge expects at least one)")
-    names = output_names(path.stem, [lab for _, lab in kept])
+    names = output_names(path.stem, labels, ed.slotted_names)
+    slot_probs = np.ones(len(labels))
+    if given is None and probs is not None and np.ndim(probs) == 3:
+        slot_probs = np.asarray(slot_decision(probs)[1])[0]
+    entry = {"soundscape": path.stem, "estimate": [
+        {"filename": n, "label": CLASSES[lab], "probability": float(slot_probs[k])}
+        for (k, lab), n in zip(kept, names, strict=True)]}
     for (k, lab), n in zip(kept, names, strict=True):
         if not np.isfinite(wave[k]).all():
             raise ValueError(f"{path}: the separated {CLASSES[lab]} is not finite (NaN or inf); "
                              "check the separator's weights")
         wav.write(tmp / n, wave[k], subtype="PCM_16" if args.submission else "FLOAT")
     if args.submission:
-        return len(names)
+        return len(names), entry
     meta = {
         "input": str(path),
         "input_sample_rate": info.sample_rate,
@@ -178,11 +214,19 @@ def _separate_one(args, pipe, given, path: Path, info: wav.WavInfo, tmp: Path) -
         "labels": [CLASSES[lab] for _, lab in kept],
         "outputs": names,
         "oracle_labels": given is not None,
-        "probabilities": None if probs is None else
-        {c: float(v) for c, v in zip(CLASSES, np.asarray(probs)[0], strict=True)},
+        "task": ed.task,
+        "probabilities": None,
     }
+    if probs is not None and np.ndim(probs) == 3:  # slot head: each slot's decision
+        slot_labels, slot_probs = (np.asarray(a)[0] for a in slot_decision(probs))
+        meta["slots"] = [{"label": SILENCE if lab == EMPTY else CLASSES[lab],
+                          "probability": float(q)} for lab, q in zip(slot_labels, slot_probs,
+                                                                     strict=True)]
+    elif probs is not None:
+        meta["probabilities"] = {c: float(v) for c, v in zip(CLASSES, np.asarray(probs)[0],
+                                                             strict=True)}
     write_atomic(tmp / f"{path.stem}.json", json.dumps(meta, indent=2) + "\n")
-    return len(names) + 1
+    return len(names) + 1, entry
 
 
 if __name__ == "__main__":

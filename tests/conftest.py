@@ -62,3 +62,23 @@ def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
     tvars = jax.tree.map(np.asarray, tvars)
     tvars["params"]["head"]["bias"] = bias
     return save_model(d / "tagger", tcfg, tvars), save_model(d / "separator", scfg, svars)
+
+
+@pytest.fixture(scope="session")
+def tiny_slot_tagger(tmp_path_factory) -> Path:
+    """Model directory of a tiny random 2026 slot tagger (4 channels) that always decides
+    silence, VacuumCleaner, VacuumCleaner by slot — so ``predict`` moves the silence slot last
+    and every mixture gets a repeated class. Pairs with ``tiny_models``' separator."""
+    from s5jax.labels import class_index
+    from s5jax.modeldir import save_model
+    from s5jax.models import tagger as tag
+
+    d = tmp_path_factory.mktemp("tiny_slot_tagger")
+    cfg = tag.tagger_config(embed_dim=32, depth=1, num_heads=2, adapters=False, head="slots",
+                            in_channels=4, slot_dims=(16, 8))
+    variables = jax.tree.map(np.asarray, tag.init_variables(tag.build_tagger(cfg), samples=8000))
+    bias = np.zeros((3, tag.SLOT_CLASSES), np.float32)
+    bias[0, tag.SILENCE_CLASS] = bias[1, class_index("VacuumCleaner")] \
+        = bias[2, class_index("VacuumCleaner")] = 30.0
+    variables["params"]["head"]["tracks"]["fc2"]["bias"] = bias
+    return save_model(d / "tagger", cfg, variables)

@@ -226,3 +226,12 @@ def test_spherical_positions_are_converted_for_2026(embedded_small, tmp_path):
              for t in ("dcase2025", "dcase2026")}
     np.testing.assert_allclose(rooms["dcase2026"].positions, xyz, atol=1e-12)
     np.testing.assert_array_equal(rooms["dcase2025"].positions, info.positions)
+
+
+def test_read_ir_cache_follows_the_file(tmp_path):
+    """Cached IRs are read-only, and a rewritten file is read afresh."""
+    path, irs, pos = _room(tmp_path)
+    h = sofa.read_ir(path, 1)
+    assert sofa.read_ir(path, 1) is h and not h.flags.writeable
+    sofa.write_room(path, -irs, pos)  # replaced atomically: another file version
+    np.testing.assert_array_equal(sofa.read_ir(path, 1), -irs[1])

@@ -168,3 +168,15 @@ def test_dcase2026_ir_norm_and_dry_window():
     np.testing.assert_allclose(np.asarray(out["dry"][0, 0]), dry[0], atol=1e-6 * np.abs(dry).max())
     with pytest.raises(ValueError, match="dcase2025"):
         synth.rules("dcase2024")
+
+
+def test_chunk_and_block_independent(items):
+    """One block per loop step and blocks of the minimum length 2N − 1 (events over up to 9
+    blocks) give the default's result."""
+    a = synth.render(_stack(items), length=L)
+    b = synth.render(_stack(items), length=L, chunk=1, nfft=2 * N - 1)
+    for k in ("mixture", "dry"):
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        assert np.abs(x - y).max() / np.abs(x).max() <= 1e-5
+    with pytest.raises(ValueError, match="nfft 3000: expected 3999"):
+        synth.render(_stack(items), length=L, nfft=3000)

@@ -13,6 +13,7 @@ Arrays are channels-first: ``(channels, frames)`` float32, as in the rest of s5j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -71,19 +72,31 @@ def _riff_declared_frames(path: Path) -> int | None:
         return None
 
 
+def _checked_info(path: Path, rate: int, channels: int, frames: int) -> WavInfo:
+    declared = _riff_declared_frames(path)
+    if declared is not None and declared > frames:
+        raise ValueError(
+            f"{path}: truncated file: header declares {declared} frames, only {frames} present"
+        )
+    return WavInfo(sample_rate=int(rate), channels=int(channels), frames=int(frames))
+
+
 def _open_info(path: Path) -> WavInfo:
+    with _opened(path) as (_, i):
+        return i
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """``(soundfile, WavInfo)`` of a checked file, open once for its header and its samples."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        i = sf.info(str(path))
+        f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise ValueError(f"{path}: not a readable audio file ({e})") from None
-    declared = _riff_declared_frames(path)
-    if declared is not None and declared > i.frames:
-        raise ValueError(
-            f"{path}: truncated file: header declares {declared} frames, only {i.frames} present"
-        )
-    return WavInfo(sample_rate=int(i.samplerate), channels=int(i.channels), frames=int(i.frames))
+    with f:
+        yield f, _checked_info(path, f.samplerate, f.channels, f.frames)
 
 
 def info(path: str | os.PathLike) -> WavInfo:
@@ -112,22 +125,32 @@ def read(
       ``(channels, frames)`` float32; PCM is scaled to [−1, 1) as soundfile/librosa do.
     """
     path = Path(path)
-    i = _open_info(path)
-    if i.sample_rate != sample_rate:
-        raise ValueError(f"{path}: sample rate {i.sample_rate} Hz, expected {sample_rate} Hz")
-    if channels is not None and i.channels != channels:
-        raise ValueError(f"{path}: {i.channels} channels, expected {channels}")
-    if frames is None:
-        frames = i.frames - start
-    if start < 0 or frames < 0 or start + frames > i.frames:
-        raise ValueError(
-            f"{path}: window [{start}, {start + frames}) is outside the file's {i.frames} frames"
-        )
+    with _opened(path) as (f, i):
+        if i.sample_rate != sample_rate:
+            raise ValueError(f"{path}: sample rate {i.sample_rate} Hz, expected {sample_rate} Hz")
+        if channels is not None and i.channels != channels:
+            raise ValueError(f"{path}: {i.channels} channels, expected {channels}")
+        if frames is None:
+            frames = i.frames - start
+        if start < 0 or frames < 0 or start + frames > i.frames:
+            raise ValueError(
+                f"{path}: window [{start}, {start + frames}) is outside the file's {i.frames} "
+                "frames"
+            )
+        return _read_window(f, path, start, frames)
+
+
+def _read_window(f: sf.SoundFile, path: Path, start: int, frames: int) -> np.ndarray:
+    """Frames ``[start, start + frames)`` (checked to lie in the file) of the open ``f`` as
+    ``(channels, frames)`` float32."""
+    # 16-bit PCM is read as integers and scaled here: the same float32 values as soundfile's own
+    # conversion (x / 32768, exact), written straight into channels-first order, and integers
+    # cannot be non-finite.
+    pcm16 = f.subtype == "PCM_16"
     try:
-        with sf.SoundFile(str(path)) as f:
-            if start:
-                f.seek(start)
-            data = f.read(frames, dtype="float32", always_2d=True)
+        if start:
+            f.seek(start)
+        data = f.read(frames, dtype="int16" if pcm16 else "float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise ValueError(f"{path}: read failed ({e})") from None
     if data.shape[0] != frames:
@@ -135,6 +158,10 @@ def read(
             f"{path}: truncated file: expected {frames} frames from frame {start}, "
             f"got {data.shape[0]}"
         )
+    if pcm16:
+        out = np.empty((data.shape[1], frames), np.float32)
+        np.multiply(data.T, np.float32(1.0 / 32768.0), out=out)
+        return out
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: non-finite samples (NaN or inf); expected finite audio")
     return np.ascontiguousarray(data.T)
@@ -188,15 +215,15 @@ def load(
       ``(channels, frames)`` float32 (``(1, frames)`` if ``mono``).
     """
     path = Path(path)
-    i = _open_info(path)
-    if channels is not None and i.channels != channels:
-        raise ValueError(f"{path}: {i.channels} channels, expected {channels}")
-    start = int(offset * i.sample_rate)
-    frames = i.frames - start if duration is None else int(duration * i.sample_rate)
-    if start < 0 or frames < 0 or start >= i.frames:
-        raise ValueError(f"{path}: window of {duration} s at {offset} s is outside the file's "
-                         f"{i.frames / i.sample_rate:.6g} s")
-    x = read(path, sample_rate=i.sample_rate, start=start, frames=min(frames, i.frames - start))
+    with _opened(path) as (f, i):
+        if channels is not None and i.channels != channels:
+            raise ValueError(f"{path}: {i.channels} channels, expected {channels}")
+        start = int(offset * i.sample_rate)
+        frames = i.frames - start if duration is None else int(duration * i.sample_rate)
+        if start < 0 or frames < 0 or start >= i.frames:
+            raise ValueError(f"{path}: window of {duration} s at {offset} s is outside the "
+                             f"file's {i.frames / i.sample_rate:.6g} s")
+        x = _read_window(f, path, start, min(frames, i.frames - start))
     if mono and x.shape[0] > 1:
         x = x.mean(axis=0, keepdims=True)
     return resample(x, i.sample_rate, sample_rate)

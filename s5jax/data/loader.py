@@ -150,6 +150,8 @@ def read_noise(clip, offset: float, cfg: MixtureConfig, layout: Layout) -> np.nd
                  channels=layout.channels)[:, :length]
     # Shorter only by resampling round-off (a file too short for its offset is refused when
     # validation metadata is resolved, and training recipes never ask for one).
+    if n.shape[1] == length:
+        return n
     return np.pad(n, ((0, 0), (0, length - n.shape[1])))
 
 

@@ -7,15 +7,19 @@ The baseline uses the IRs as stored, never reading ``Data.SamplingRate`` (spec �
 48-kHz room would be played 1.5× too slow; SpatialScaper itself resamples IRs to the scene rate
 with ``librosa.resample`` (``Scaper.get_room_irs_wav_xyz``, dead code in the baseline). s5jax does
 what SpatialScaper does: ``read_ir`` resamples a measurement to the requested rate (soxr, as
-librosa), and ``SofaInfo.frames_at(rate)`` is its length there.
+librosa), and ``SofaInfo.frames_at(rate)`` is its length there. ``read_ir`` checks a file's header
+once per process and keeps the last decoded measurements (``IR_CACHE_BYTES``, LRU).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime
 import os
+import stat
+import threading
 from pathlib import Path
 
 import h5py
@@ -137,14 +141,72 @@ def open_room(path: str | os.PathLike) -> SofaInfo:
         )
 
 
+# Per-process caches of read_ir (Grain workers and reader threads call it for every event): the
+# checked header of each file version, and the last decoded measurements up to IR_CACHE_BYTES.
+# A file version is (path, inode, size, mtime): a rewritten or replaced file is read afresh. No
+# file is kept open (an open HDF5 file would lock out a writer).
+IR_CACHE_BYTES = 128 << 20
+_cache_lock = threading.Lock()
+_cache_pid = 0
+_headers: dict[tuple, tuple[int, float]] = {}  # version → (M, rate)
+_irs: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+_irs_bytes = 0
+
+
+def _version(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path}: no such SOFA file")
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _cached(key: tuple) -> np.ndarray | None:
+    global _cache_pid, _irs_bytes
+    with _cache_lock:
+        if _cache_pid != os.getpid():  # a forked worker starts with its own, empty caches
+            _cache_pid, _irs_bytes = os.getpid(), 0
+            _headers.clear()
+            _irs.clear()
+        out = _irs.get(key)
+        if out is not None:
+            _irs.move_to_end(key)
+        return out
+
+
+def _remember(key: tuple, out: np.ndarray) -> None:
+    global _irs_bytes
+    with _cache_lock:
+        if key in _irs or out.nbytes > IR_CACHE_BYTES:
+            return
+        _irs[key] = out
+        _irs_bytes += out.nbytes
+        while _irs_bytes > IR_CACHE_BYTES:
+            _irs_bytes -= _irs.popitem(last=False)[1].nbytes
+
+
 def read_ir(path: str | os.PathLike, index: int, sample_rate: float | None = SAMPLE_RATE
             ) -> np.ndarray:
     """One measurement ``Data.IR[index]`` as ``(R, N)`` float64 (an HDF5 slice, not the file),
-    resampled to ``sample_rate`` if the file's rate differs (None: as stored)."""
+    resampled to ``sample_rate`` if the file's rate differs (None: as stored).
+
+    The result is read-only: it may be shared with later calls (per-process cache, above)."""
     path = Path(path)
+    version = _version(path)
+    key = (version, int(index), sample_rate)
+    out = _cached(key)
+    if out is not None:
+        return out
     with _open(path) as f:
-        ir, _, rate = _checked(path, f)
-        m = ir.shape[0]
+        header = _headers.get(version)
+        if header is None:
+            ir, _, rate = _checked(path, f)
+            header = _headers[version] = (int(ir.shape[0]), rate)
+        else:
+            ir = f["Data.IR"]
+        m, rate = header
         if not 0 <= int(index) < m:
             raise ValueError(f"{path}: measurement index {index} outside [0, {m})")
         try:
@@ -153,7 +215,11 @@ def read_ir(path: str | os.PathLike, index: int, sample_rate: float | None = SAM
             raise ValueError(f"{path}: Data.IR[{index}] unreadable ({e})") from None
     if not np.isfinite(out).all():
         raise ValueError(f"{path}: Data.IR[{index}] has non-finite values")
-    return out if sample_rate is None else wav.resample(out, rate, sample_rate)
+    if sample_rate is not None:
+        out = wav.resample(out, rate, sample_rate)
+    out.setflags(write=False)
+    _remember(key, out)
+    return out
 
 
 # --- writing -------------------------------------------------------------------------------

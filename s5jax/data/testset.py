@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,12 @@ MIXTURE_CHANNELS = 4
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
+    """One reference file; ``slot`` is the 2026 output slot ``i`` of ``<name>_<i>_<Label>.wav``
+    (None for a 2025 ``<name>_<Label>.wav``)."""
+
     label: str
     path: Path
+    slot: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,11 @@ class TestItem:
     @property
     def labels(self) -> list[str]:
         return [r.label for r in self.references]
+
+
+def slotted(items: Collection[TestItem]) -> bool:
+    """True if any reference is named the DCASE 2026 way, ``<name>_<i>_<Label>.wav``."""
+    return any(r.slot is not None for it in items for r in it.references)
 
 
 def parse_reference_name(filename: str) -> tuple[str, str]:
@@ -70,6 +80,24 @@ def parse_reference_name(filename: str) -> tuple[str, str]:
         f"{filename}: reference name must be <soundscape>_<Label>.wav with <Label> one of "
         f"{', '.join(CLASSES)}"
     )
+
+
+def match_soundscape(filename: str, names: Collection[str]) -> tuple[str, str, int | None]:
+    """The soundscape (one of ``names``) a reference or estimate file belongs to, prefix-free:
+    ``<name>_<Label>[_<k>].wav`` (2025) or ``<name>_<i>_<Label>.wav`` (2026, ``i`` the output
+    slot). Returns ``(name, Label, i or None)``; ``ValueError`` naming the file if it fits no
+    soundscape, or fits two (``mix_1_Speech.wav`` with soundscapes ``mix`` and ``mix_1``)."""
+    name, label = parse_reference_name(filename)
+    head, _, tail = name.rpartition("_")
+    slotted = head if tail.isdigit() and head in names else None
+    if name in names and slotted is not None:
+        raise ValueError(f"{filename}: ambiguous, a file of soundscape {name!r} or "
+                         f"(<name>_<i>_<Label>) of {slotted!r}")
+    if name in names:
+        return name, label, None
+    if slotted is None:
+        raise ValueError(f"{filename}: no soundscape named {name!r}")
+    return slotted, label, int(tail)
 
 
 class TestSet:
@@ -95,15 +123,11 @@ class TestSet:
         for p in sorted(odir.iterdir()):
             if not p.name.endswith(".wav") or p.name.startswith("."):
                 continue
-            name, label = parse_reference_name(p.name)
-            head, _, tail = name.rpartition("_")
-            slotted = head if tail.isdigit() and head in refs else None  # 2026: <name>_<i>
-            if name in refs and slotted is not None:
-                raise ValueError(f"{p}: ambiguous, a reference of soundscape {name!r} or "
-                                 f"(<name>_<i>_<Label>) of {slotted!r}")
-            if name not in refs and slotted is None:
-                raise ValueError(f"{p}: no soundscape named {name!r} in {sdir}")
-            refs[name if name in refs else slotted].append(Reference(label, p))
+            try:
+                name, label, slot = match_soundscape(p.name, refs)
+            except ValueError as e:
+                raise ValueError(f"{odir}/{e} in {sdir}") from None
+            refs[name].append(Reference(label, p, slot))
         items = []
         for n in names:
             r = sorted(refs[n], key=lambda x: (class_index(x.label), x.path.name))

@@ -1,5 +1,8 @@
 """Scoring a labelled test set (spec §6): run an ``S5Pipeline`` on every soundscape, or read
-estimate files, and compute CA-SDRi, CA-SI-SDRi, label accuracy and the oracle-label SDRi.
+estimate files, and compute the class-aware SDRi (DCASE 2025 CA-SDRi, DCASE 2026 CAPI-SDRi: one
+metric, ``metrics.class_aware_sdri``), its SI variant, mixture and source accuracy and the
+oracle-label SDRi. What differs between the editions (file names, empty mixtures, key names) is
+``s5jax.inference.editions``.
 
 Mixtures are read ahead on threads, batched (equal lengths together), and every batch is sharded
 over all local devices along the 1-D ``data`` mesh.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import io
+import json
 import math
 import os
 import sys
@@ -22,8 +26,10 @@ import numpy as np
 from tqdm import tqdm
 
 from s5jax import metrics
+from s5jax.atomic import write_atomic
 from s5jax.audio import wav
-from s5jax.data.testset import ORACLE_DIR, TestSet
+from s5jax.data.testset import ORACLE_DIR, TestSet, slotted
+from s5jax.inference.editions import Edition, edition, infer_task
 from s5jax.inference.files import (
     check_submission,
     output_names,
@@ -34,6 +40,7 @@ from s5jax.inference.pipeline import S5Pipeline, check_length
 from s5jax.inference.report import empty_per_class
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, class_index, to_slots
 from s5jax.mesh import batch_sharding, make_mesh
+from s5jax.models.tagger import slot_decision
 
 
 def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -59,6 +66,8 @@ class Scores:
         self.oracle: list[list[tuple[int, float, float]]] = []  # (class, SDRi, SI-SDRi) per ref
 
     def add(self, name, ref_labels, refs, est_labels, ests, mix0, oracle_ests=None):
+        """``oracle_ests``: the separator's outputs for the true labels, row k for reference k;
+        with a repeated class they are paired with its references as the metric pairs them."""
         self.names.append(name)
         self.ref_labels.append(list(ref_labels))
         self.est_labels.append(list(est_labels))
@@ -66,20 +75,22 @@ class Scores:
         self.ca_si.append(
             metrics.class_aware_sdri(est_labels, ests, ref_labels, refs, mix0, "si_snr"))
         if oracle_ests is not None:
-            rows = []
-            for k, c in enumerate(ref_labels):
-                e, r = oracle_ests[k], refs[k]
-                rows.append((c,
-                             float(metrics.snr(e, r)) - float(metrics.snr(mix0, r)),
-                             float(metrics.si_snr(e, r)) - float(metrics.si_snr(mix0, r))))
-            self.oracle.append(rows)
+            n = len(ref_labels)
+            snr_i = metrics.class_aware_sdri(ref_labels, oracle_ests[:n], ref_labels, refs, mix0,
+                                             "snr").improvements
+            si_i = metrics.class_aware_sdri(ref_labels, oracle_ests[:n], ref_labels, refs, mix0,
+                                            "si_snr").improvements
+            self.oracle.append([(c, a, b) for c in sorted(snr_i)
+                                for a, b in zip(snr_i[c], si_i[c], strict=True)])
 
-    def summary(self) -> dict:
+    def summary(self, ed: Edition) -> dict:
         orc = [x for rows in self.oracle for x in rows]
         return {
-            "ca_sdri": metrics.mean_value(self.ca),
-            "ca_si_sdri": metrics.mean_value(self.ca_si),
-            "label_accuracy": metrics.label_accuracy(self.est_labels, self.ref_labels),
+            "task": ed.task,
+            ed.sdri_key: metrics.mean_value(self.ca),
+            ed.si_sdri_key: metrics.mean_value(self.ca_si),
+            ed.accuracy_key: metrics.label_accuracy(self.est_labels, self.ref_labels),
+            "source_accuracy": metrics.source_accuracy(self.est_labels, self.ref_labels),
             "oracle_sdri": float(np.mean([x[1] for x in orc])) if orc else None,
             "oracle_si_sdri": float(np.mean([x[2] for x in orc])) if orc else None,
             "tp": sum(r.tp for r in self.ca),
@@ -115,10 +126,10 @@ class Scores:
                 r["oracle_sdri"] = float(np.mean(orc[r["index"]]))
         return rows
 
-    def per_mixture_csv(self) -> str:
+    def per_mixture_csv(self, ed: Edition) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["soundscape", "ref_labels", "est_labels", "ca_sdri", "ca_si_sdri",
+        w.writerow(["soundscape", "ref_labels", "est_labels", ed.sdri_key, ed.si_sdri_key,
                     "tp", "fp", "fn", "oracle_sdri"])
         for i, n in enumerate(self.names):
             orc = self.oracle[i] if self.oracle else []
@@ -132,30 +143,33 @@ class Scores:
         return buf.getvalue()
 
 
-def prepare(test_root: str | os.PathLike, allow_empty: bool = False,
-            ) -> tuple[TestSet, list[int], list[str]]:
+def prepare(test_root: str | os.PathLike, allow_empty: bool = False, task: str | None = None,
+            tagger_head: str | None = None) -> tuple[TestSet, list[int], list[str], str]:
     """Every check of a test set that needs no audio, before any work: the layout, each
     file's header (``TestSet.check_files``), lengths the models take, and soundscapes without
-    references — refused unless ``allow_empty`` (a missing ``oracle_target`` file would
-    otherwise silently change the score; DCASE 2026 has mixtures with no target source).
+    references. Those are part of DCASE 2026 (mixtures without any target); for DCASE 2025 they
+    are refused unless ``allow_empty`` (a missing ``oracle_target`` file would otherwise
+    silently change the score). The edition is ``task``, or inferred from ``tagger_head`` and
+    the reference names (``editions.infer_task``).
 
     Returns:
-      ``(test set, lengths at 32 kHz, notes)``; the notes (resampling, soundscapes scored without
-      references) are for the user.
+      ``(test set, lengths at 32 kHz, notes, task)``; the notes (resampling, soundscapes scored
+      without references) are for the user.
     """
     ts = TestSet(test_root)
     infos = ts.check_files()
     for it, info in zip(ts, infos, strict=True):
         check_length(resampled_frames(info), it.path)
+    task = infer_task(task, tagger_head, slotted(ts))
     notes = []
     empty = [it.name for it in ts if not it.references]
-    if empty:
+    if empty and not edition(task).empty_mixtures:
         shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
         if not allow_empty:
             raise ValueError(
                 f"{ts.root / ORACLE_DIR}: {len(empty)} soundscape(s) have no reference "
                 f"<name>_<Label>.wav: {shown} (pass --allow-empty if these mixtures have no "
-                "target source)")
+                "target source, or --task dcase2026 for a DCASE 2026 test set)")
         notes.append(f"{len(empty)} soundscape(s) without any reference ({shown}) are scored as "
                      "mixtures with no target source: a detection there is a false positive, "
                      "no detection is excluded from CA-SDRi (n_empty_mixtures)")
@@ -164,7 +178,7 @@ def prepare(test_root: str | os.PathLike, allow_empty: bool = False,
         n = sum(i.sample_rate != wav.SAMPLE_RATE for i in infos)
         notes.append(f"{n} soundscape(s) and their references at {', '.join(map(str, rates))} Hz"
                      f" are resampled to {wav.SAMPLE_RATE} Hz with soxr")
-    return ts, [resampled_frames(i) for i in infos], notes
+    return ts, [resampled_frames(i) for i in infos], notes, task
 
 
 def _num(v: float) -> str:
@@ -182,6 +196,7 @@ def evaluate(
     wav_dir: str | os.PathLike | None = None,
     submission_dir: str | os.PathLike | None = None,
     allow_empty: bool = False,
+    task: str | None = None,
     progress: bool = True,
 ) -> tuple[dict, list[dict], str]:
     """Score a test set.
@@ -189,21 +204,35 @@ def evaluate(
     Either ``pipeline`` (an ``S5Pipeline``) runs on every soundscape — with its tagger, or with
     the true labels if ``oracle_labels`` — or the wavs in ``estimates`` are scored. With a
     pipeline and ``oracle_pass`` the separator also runs with the true labels for the
-    class-agnostic SDRi.
+    class-agnostic SDRi. ``task`` (None: inferred, ``editions.infer_task``) sets the estimate
+    file names, whether soundscapes without references are expected, the summary's keys and
+    the layout of ``submission_dir`` (2026: ``eval_out/`` + ``eval_results.json``, whose
+    probability is the tagger's winning softmax per slot, 1.0 with oracle labels as the official
+    ``Evaluator``, null for estimates read from files).
 
     Returns:
       ``(summary, per_class rows, per-mixture CSV text)``.
     """
     if (pipeline is None) == (estimates is None):
         raise ValueError("give exactly one of a pipeline or an estimates folder")
-    ts, lengths, _ = prepare(test_root, allow_empty)
+    head = None
+    if pipeline is not None and pipeline.tagger_model is not None and not oracle_labels:
+        head = pipeline.tagger_model.config.get("head")
+    ts, lengths, _, task = prepare(test_root, allow_empty, task, head)
+    ed = edition(task)
     est_files = read_estimates(Path(estimates), [it.name for it in ts]) if estimates else None
     n_dev = jax.device_count()
     batch_size = max(n_dev, -(-batch_size // n_dev) * n_dev)  # a multiple of the device count
     sharding = batch_sharding(make_mesh())
+    sub_json = None
+    if submission_dir is not None:
+        if ed.submission_json is not None:
+            sub_json = Path(submission_dir) / ed.submission_json
+        submission_dir = Path(submission_dir) / ed.submission_wavs
     for d in (wav_dir, submission_dir):
         if d is not None:
             Path(d).mkdir(parents=True, exist_ok=True)
+    listing: list[dict] = []  # eval_results.json "probabilities"
 
     def load(i):
         mix, refs = ts.load(i)
@@ -245,26 +274,42 @@ def evaluate(
                         oracle_out = pipeline(mix_dev, slots)
                 est_slots = np.asarray(out["labels"])[: len(idx)]
                 est_waves = np.asarray(out["waveforms"])[: len(idx)]
+                est_probs = np.ones(est_slots.shape, np.float32)  # oracle labels: the official 1
+                if out["probabilities"] is not None and np.ndim(out["probabilities"]) == 3:
+                    est_probs = np.asarray(slot_decision(out["probabilities"])[1])[: len(idx)]
                 orc_waves = None if oracle_out is None else \
                     np.asarray(oracle_out["waveforms"])[: len(idx)]
             for j, i in enumerate(idx):
                 mix, refs, est = loaded[j]
                 if est is None:
-                    keep = [k for k, c in enumerate(est_slots[j]) if c != EMPTY]
-                    labs, ests = [int(est_slots[j][k]) for k in keep], est_waves[j][keep]
+                    row = [int(c) for c in est_slots[j]]  # output slots, empty ones last
+                    keep = [k for k, c in enumerate(row) if c != EMPTY]
+                    labs, ests = [row[k] for k in keep], est_waves[j][keep]
                 else:
                     labs, ests = est
+                    row = labs
+                    est_probs = None
                 scores.add(ts[i].name, ref_labels[j], refs, labs, ests, mix[0],
                            None if orc_waves is None else orc_waves[j])
                 for d, subtype in ((wav_dir, "FLOAT"), (submission_dir, "PCM_16")):
                     if d is not None:
-                        for n, e in zip(output_names(ts[i].name, labs), ests, strict=True):
+                        names = output_names(ts[i].name, row, ed.slotted_names)
+                        for n, e in zip(names, ests, strict=True):
                             wav.write(Path(d) / n, e, subtype=subtype)
+                if sub_json is not None:
+                    names = output_names(ts[i].name, row, ed.slotted_names)
+                    probs = [None] * len(names) if est_probs is None else \
+                        [float(est_probs[j][k]) for k, c in enumerate(row) if c != EMPTY]
+                    listing.append({"soundscape": ts[i].name, "estimate": [
+                        {"filename": n, "label": CLASSES[c], "probability": q}
+                        for n, c, q in zip(names, labs, probs, strict=True)]})
             bar.update(len(idx))
     seconds = time.perf_counter() - t0
-    if submission_dir is not None and not allow_empty:
+    if submission_dir is not None and not allow_empty and not ed.empty_mixtures:
         check_submission(submission_dir, [it.name for it in ts])
-    summary = scores.summary()
+    if sub_json is not None:
+        write_atomic(sub_json, json.dumps({"probabilities": listing}, indent=4) + "\n")
+    summary = scores.summary(ed)
     summary["seconds"] = seconds
     summary["mixtures_per_second"] = len(ts) / seconds if seconds > 0 else None
-    return summary, scores.per_class(), scores.per_mixture_csv()
+    return summary, scores.per_class(), scores.per_mixture_csv(ed)

@@ -1,7 +1,8 @@
 """Input soundscapes (4-channel FOA at any rate, resampled to 32 kHz) and estimate files:
-``<soundscape>_<Label>.wav`` (repeats ``_2``, ``_3``, …), as separate and evaluate write them
-and evaluate ``--estimates`` reads them (matched prefix-free, like the references of
-``s5jax.data.testset``)."""
+``<soundscape>_<Label>.wav`` (DCASE 2025; repeats ``_2``, ``_3``, …) or
+``<soundscape>_<i>_<Label>.wav`` (DCASE 2026, ``i`` the output slot), as separate and evaluate
+write them and evaluate ``--estimates`` reads them (either naming, matched prefix-free like the
+references of ``s5jax.data.testset``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from s5jax.audio import wav
-from s5jax.data.testset import parse_reference_name
+from s5jax.data.testset import match_soundscape
 from s5jax.inference.pipeline import check_length
-from s5jax.labels import CLASSES, EMPTY, class_index
+from s5jax.labels import CLASSES, EMPTY, SILENCE, class_index
 
 FOA_CHANNELS = 4
 
@@ -43,28 +44,39 @@ def read_soundscape(path: str | os.PathLike) -> np.ndarray:
     return wav.load(path, channels=FOA_CHANNELS)
 
 
-def output_names(name: str, labels: Sequence[int | str]) -> list[str]:
-    """``<name>_<Label>.wav`` per non-empty label, in order; repeats get ``_2``, ``_3``, …"""
+def output_names(name: str, labels: Sequence[int | str], slotted: bool = False) -> list[str]:
+    """File names of the non-empty labels of one output row, in order.
+
+    ``slotted=False`` (DCASE 2025): ``<name>_<Label>.wav``, a repeated class ``_2``, ``_3``, …;
+    ``slotted=True`` (DCASE 2026, the official ``generate_waveform.py``):
+    ``<name>_<i>_<Label>.wav`` with ``i`` the label's position in the row (its output slot),
+    empty slots (−1, ``"silence"``) skipped but counted.
+    """
     seen: dict[str, int] = {}
     out = []
-    for lab in labels:
-        if isinstance(lab, (int, np.integer)) and int(lab) == EMPTY:
+    for i, lab in enumerate(labels):
+        if (isinstance(lab, (int, np.integer)) and int(lab) == EMPTY) or lab == SILENCE:
             continue
         c = CLASSES[class_index(lab)]
         seen[c] = seen.get(c, 0) + 1
-        out.append(f"{name}_{c}.wav" if seen[c] == 1 else f"{name}_{c}_{seen[c]}.wav")
+        if slotted:
+            out.append(f"{name}_{i}_{c}.wav")
+        else:
+            out.append(f"{name}_{c}.wav" if seen[c] == 1 else f"{name}_{c}_{seen[c]}.wav")
     return out
 
 
 def read_estimates(est_dir: Path, names: Sequence[str]) -> dict[str, list[tuple[str, Path]]]:
-    """``<name>_<Label>[_k].wav`` files in ``est_dir`` grouped by soundscape (prefix-free)."""
+    """``<name>_<Label>[_k].wav`` and ``<name>_<i>_<Label>.wav`` files in ``est_dir`` grouped by
+    soundscape (prefix-free), each group in file-name order (the official reader's order)."""
     found: dict[str, list[tuple[str, Path]]] = {n: [] for n in names}
     for p in sorted(est_dir.iterdir()):
         if p.suffix != ".wav" or p.name.startswith("."):
             continue
-        name, label = parse_reference_name(p.name)
-        if name not in found:
-            raise ValueError(f"{p}: no soundscape named {name!r} in the test set")
+        try:
+            name, label, _ = match_soundscape(p.name, found)
+        except ValueError as e:
+            raise ValueError(f"{est_dir}/{e} in the test set") from None
         found[name].append((label, p))
     return found
 
@@ -75,7 +87,7 @@ def check_submission(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
     for p in Path(out_dir).iterdir():
         if p.suffix == ".wav" and not p.name.startswith("."):
             try:
-                have.add(parse_reference_name(p.name)[0])
+                have.add(match_soundscape(p.name, names)[0])
             except ValueError:
                 continue
     missing = [n for n in names if n not in have]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from s5jax.atomic import write_atomic
+from s5jax.inference.editions import DCASE2025, edition
 from s5jax.labels import CLASSES
 from s5jax.plots import bar_chart
 
@@ -45,9 +46,14 @@ def _json_safe(x):
 
 
 _SUMMARY_ROWS = (
+    ("task", "challenge edition", "{}"),
     ("ca_sdri", "CA-SDRi (dB)", "{:.3f}"),
     ("ca_si_sdri", "CA-SI-SDRi (dB)", "{:.3f}"),
+    ("capi_sdri", "CAPI-SDRi (dB)", "{:.3f}"),
+    ("capi_si_sdri", "CAPI-SI-SDRi (dB)", "{:.3f}"),
     ("label_accuracy", "label accuracy (%)", "{:.2f}"),
+    ("mixture_accuracy", "mixture accuracy (%)", "{:.2f}"),
+    ("source_accuracy", "source accuracy (%)", "{:.2f}"),
     ("oracle_sdri", "SDRi with oracle labels (dB)", "{:.3f}"),
     ("oracle_si_sdri", "SI-SDRi with oracle labels (dB)", "{:.3f}"),
     ("tp", "true positives", "{}"),
@@ -55,7 +61,8 @@ _SUMMARY_ROWS = (
     ("fn", "false negatives", "{}"),
     ("n_mixtures", "mixtures", "{}"),
     ("n_references", "reference sources", "{}"),
-    ("n_without_references", "mixtures without references (--allow-empty)", "{}"),
+    ("n_without_references", "mixtures without references", "{}"),
+    ("n_empty_mixtures", "mixtures not scored (nothing estimated, nothing to find)", "{}"),
 )
 
 
@@ -78,7 +85,10 @@ def render_markdown(results: dict, per_class: Sequence[dict]) -> str:
         "",
         "CA-SDRi / CA-SI-SDRi: per mixture, the mean over TP ∪ FP ∪ FN of the (SI-)SNR "
         "improvement over mixture channel 0 for a true positive and 0 for a false positive or "
-        "negative; averaged over mixtures. Label accuracy: exact label-set match. SDRi with "
+        "negative; averaged over mixtures (DCASE 2026 CAPI-SDRi: the same, a repeated class "
+        "paired by the best mean SDR; a mixture with nothing estimated and nothing to find is "
+        "not scored). Label (mixture) accuracy: exact label-multiset match; source accuracy: "
+        "TP / (TP + FP + FN) over all sources. SDRi with "
         "oracle labels: the separator queried with the true labels, mean SNR improvement over "
         "all references (class-agnostic separation quality).",
         "",
@@ -114,9 +124,10 @@ def write_report(out_dir: str | os.PathLike, results: dict, per_class: Sequence[
         w.writerow({k: ("" if _json_safe(r[k]) is None else r[k]) for k in PER_CLASS_FIELDS})
     paths["per_class"] = write_atomic(out / PER_CLASS_CSV, buf.getvalue())
     names = [r["class"] for r in per_class]
-    bar_chart(names, {"CA-SDRi": [r["ca_sdri"] for r in per_class],
+    metric = edition(results.get("task", DCASE2025)).sdri_name  # CA-SDRi or CAPI-SDRi
+    bar_chart(names, {metric: [r["ca_sdri"] for r in per_class],
                       "oracle SDRi": [r["oracle_sdri"] for r in per_class]}, out / CHART_PNG,
-              xlabel="SDR improvement (dB)", title="CA-SDRi and oracle-label SDRi per class")
+              xlabel="SDR improvement (dB)", title=f"{metric} and oracle-label SDRi per class")
     bar_chart(names, {k.upper(): [r[k] for r in per_class] for k in ("tp", "fp", "fn")},
               out / COUNTS_PNG, xlabel="count", title="TP, FP and FN per class")
     paths["chart"], paths["counts"] = out / CHART_PNG, out / COUNTS_PNG

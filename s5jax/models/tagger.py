@@ -305,6 +305,18 @@ def predict(
 
 def _predict_slots(logits: jnp.ndarray) -> jnp.ndarray:
     """``(batch, slots, 19)`` → ``int32 (batch, slots)``, silence (−1) slots last."""
+    return slot_decision(logits)[0]
+
+
+def slot_decision(logits: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The 2026 rule of ``predict`` with the probability of each decision.
+
+    Returns:
+      ``labels int32 (batch, slots)`` as ``predict`` (−1 = silence, silence slots last) and
+      ``probabilities float32 (batch, slots)``, the winning softmax probability of each slot in
+      the same order (the official ``M2dAt.predict`` ``probabilities``, reordered with the labels
+      as ``predict_label_separate`` does).
+    """
     if logits.shape[-1] != SLOT_CLASSES:
         raise ValueError(
             f"predict: slot outputs of shape {logits.shape}: expected {SLOT_CLASSES} classes "
@@ -312,10 +324,12 @@ def _predict_slots(logits: jnp.ndarray) -> jnp.ndarray:
         )
     # The official takes the arg-max of the softmax, not of the logits: identical except where
     # rounding makes two probabilities equal, which this keeps identical too.
-    cls = jnp.argmax(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+    probs = jax.nn.softmax(jnp.asarray(logits).astype(jnp.float32), axis=-1)
+    cls = jnp.argmax(probs, axis=-1)
     labels = jnp.where(cls == SILENCE_CLASS, EMPTY, cls).astype(jnp.int32)
     order = jnp.argsort(labels == EMPTY, axis=-1, stable=True)
-    return jnp.take_along_axis(labels, order, axis=-1)
+    return (jnp.take_along_axis(labels, order, axis=-1),
+            jnp.take_along_axis(jnp.max(probs, axis=-1), order, axis=-1))
 
 
 TRAINABLE, FROZEN = "trainable", "frozen"
