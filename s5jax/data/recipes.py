@@ -215,6 +215,15 @@ def _unused_files(clips: Sequence[Clip], used: Sequence[int], depth: int) -> lis
             if i not in used and not (len(c.subdir) >= depth and c.subdir[:depth] in forbidden)]
 
 
+def _set_event(out: dict[str, np.ndarray], slot: int, cls: int, file: int, source_time: float,
+               duration: float, onset: float, position: int, snr: float) -> None:
+    """Write one active event into the recipe arrays ``out`` (``recipe_arrays``) at ``slot``."""
+    for key, value in (("cls", cls), ("file", file), ("source_time", source_time),
+                       ("duration", duration), ("onset", onset), ("position", position),
+                       ("snr", snr), ("active", True)):
+        out[key][slot] = value
+
+
 def empty_recipe(cfg: MixtureConfig = MixtureConfig()) -> Recipe:
     """A recipe with every slot inactive and no noise (renders to silence)."""
     return Recipe(**recipe_arrays(cfg))
@@ -292,15 +301,8 @@ def make_recipe(
 
     events = list(enumerate(targets))
     events += [(cfg.num_targets + j, ev) for j, ev in enumerate(interferers)]
-    for slot, (c, f, st, du, on, pos, snr) in events:
-        out["cls"][slot] = c
-        out["file"][slot] = f
-        out["source_time"][slot] = st
-        out["duration"][slot] = du
-        out["onset"][slot] = on
-        out["position"][slot] = pos
-        out["snr"][slot] = snr
-        out["active"][slot] = True
+    for slot, event in events:
+        _set_event(out, slot, *event)
 
     if split.noise:
         k = int(rng.integers(len(split.noise)))
@@ -426,14 +428,7 @@ def place_event(out: dict[str, np.ndarray], slot: int, ev: Mapping, clip: Clip, 
     if du <= 0 or on < 0 or int(on * cfg.sr) + int(du * cfg.sr) > cfg.frames:
         raise ValueError(f"{where}: event of {clip.path} at {on:g} s lasting {du:g} s does "
                          f"not fit the {cfg.duration:g}-s mixture")
-    out["cls"][slot] = cls
-    out["file"][slot] = file
-    out["source_time"][slot] = st
-    out["duration"][slot] = du
-    out["onset"][slot] = on
-    out["position"][slot] = position
-    out["snr"][slot] = float(ev["snr"])
-    out["active"][slot] = True
+    _set_event(out, slot, cls, file, st, du, on, position, float(ev["snr"]))
 
 
 def place_noise(out: dict[str, np.ndarray], bg: Sequence[Mapping], split: Split, room: Room,
