@@ -64,7 +64,11 @@ def load_config(spec: str):
 
 
 def slug(spec: str) -> str:
-    return spec.replace("configs/", "").replace(".py", "").replace(":", "-").replace(",", "-")
+    """A run folder name for ``file.py[:presets]``: the file's stem and the presets
+    (``configs/resunetk.py:small,baseline`` → ``resunetk-small-baseline``). Only the stem of the
+    file is used, so a config given by an absolute path stays under ``OUT/runs/``."""
+    file, _, arg = spec.partition(":")
+    return "-".join([Path(file).stem, *(p.strip() for p in arg.split(",") if p.strip())])
 
 
 def points(records: list[dict]) -> list[dict]:

@@ -40,3 +40,11 @@ def test_summary_reports_the_spread_and_the_bar(tmp_path):
                                      lines={"ca_sdri": (6.2, "floor")})
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert any(line.get_label() == "floor" for line in fig.axes[1].lines)
+
+
+def test_run_folders_stay_under_out_whatever_the_config_path():
+    assert bench_learning.slug("configs/resunetk.py:small,baseline") == "resunetk-small-baseline"
+    assert bench_learning.slug("configs/resunetk.py:small") == "resunetk-small"
+    # An absolute path (a user's own config file) must not escape OUT/runs/.
+    assert bench_learning.slug("/home/me/exp/my_cfg.py:small") == "my_cfg-small"
+    assert bench_learning.slug("configs/m2d_at.py") == "m2d_at"

@@ -207,7 +207,8 @@ def test_config_validation():
     assert separator_config(name="resunet").slots == 1
     assert separator_config().slots == 3
     for bad in [dict(name="m2d"), dict(film="gamma"), dict(bottleneck="lstm"),
-                dict(name="resunet", slots=3), dict(channels=(1, 2)), dict(dtype="float16")]:
+                dict(name="resunet", slots=3), dict(channels=(1, 2)), dict(dtype="float16"),
+                dict(bn_momentum=0.0), dict(bn_momentum=1.5)]:
         with pytest.raises(ValueError):
             separator_config(**bad)
     with pytest.raises(ValueError, match="unknown fields"):
@@ -223,3 +224,68 @@ def test_load_separator_roundtrip_and_tagger_dir(tmp_path, tiny_resunet):
     save_model(tmp_path / "tag", ml_collections.ConfigDict({"name": "m2d_at"}), {"params": {}})
     with pytest.raises(ValueError, match="holds a 'm2d_at' model"):
         load_separator(tmp_path / "tag")
+
+
+def test_bn_momentum_weights_the_new_batch_everywhere(tiny_resunet):
+    """``bn_momentum`` m: every running statistic moves by m·(batch − running), so the moves at
+    m = 0.1 are 10× those at the official 0.01, for every BatchNorm of the trunk; the outputs of
+    the train-mode pass do not depend on m."""
+    _, variables, _, cfg = tiny_resunet
+    moved = {}
+    for m in (0.01, 0.1):
+        model = build_separator(separator_config(**{**cfg.to_dict(), "bn_momentum": m}))
+        out, upd = jax.jit(lambda v, x, lab, model=model: model.apply(
+            v, x, lab, train=True, mutable=["batch_stats"]))(variables, MIX, LAB)
+        moved[m] = (np.asarray(out), jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
+                                                   upd["batch_stats"], variables["batch_stats"]))
+    np.testing.assert_array_equal(moved[0.01][0], moved[0.1][0])
+    flat_small = jax.tree.leaves(moved[0.01][1])
+    flat_big = jax.tree.leaves(moved[0.1][1])
+    assert len(flat_small) == len(jax.tree.leaves(variables["batch_stats"])) > 10
+    for small, big in zip(flat_small, flat_big, strict=True):
+        np.testing.assert_allclose(big, 10 * small, rtol=1e-3, atol=1e-6)
+        assert np.abs(small).max() > 0
+
+
+def test_model_dir_without_bn_momentum_loads_the_official_value(tmp_path, tiny_resunet):
+    """Model directories written before the field existed build with momentum 0.01."""
+    _, variables, _, cfg = tiny_resunet
+    old = ml_collections.ConfigDict({k: v for k, v in cfg.to_dict().items()
+                                     if k != "bn_momentum"})
+    save_model(tmp_path / "old", old, variables)
+    model, _, _ = load_separator(tmp_path / "old")
+    assert model.bn_momentum == 0.01
+    assert separator_config().bn_momentum == 0.01  # the official value is the default
+
+
+def test_head_init_mixture_starts_from_half_the_mixture():
+    """``head_init="mixture"``: after_conv starts with a zero kernel and the bias (0, 1, 0) per
+    component, so with out_conv reading channel 0 the initial separator returns half of mixture
+    channel 0 in every active slot (STFT round trip: float32 noise); the official init does not.
+    The mixture is band-limited: the trunk zeroes the top (Nyquist) bin by design."""
+    t = np.arange(MIX.shape[-1]) / 32000.0
+    rng = np.random.default_rng(7)
+    f0 = rng.uniform(100, 8000, (2, 4, 5, 1))
+    mix = (0.05 * np.sin(2 * np.pi * f0 * t + rng.uniform(0, 6, f0.shape))).sum(2)
+    mix = mix.astype(np.float32)
+    outs = {}
+    for head_init in ("mixture", "official"):
+        cfg = separator_config(name="resunetk", channels=TINY, head_init=head_init)
+        model = build_separator(cfg)
+        variables = jax.jit(model.init)(jax.random.key(0), mix, LAB)
+        params = jax.tree.map(np.asarray, variables["params"])
+        after = params["base"]["after_conv"]
+        if head_init == "mixture":
+            assert not after["kernel"].any()
+            np.testing.assert_array_equal(after["bias"], np.tile([0.0, 1.0, 0.0], 3 * 4))
+        params["base"]["out_conv"]["kernel"] = np.eye(4, 1, dtype=np.float32).reshape(1, 1, 4, 1)
+        params["base"]["out_conv"]["bias"] = np.zeros(1, np.float32)
+        outs[head_init] = np.asarray(jax.jit(model.apply)({**variables, "params": params},
+                                                          mix, LAB))
+    half = 0.5 * mix[:, 0]
+    for b, s in zip(*np.nonzero(LAB >= 0), strict=True):
+        # The dropped Nyquist bin and the STFT's edge frames leave ~1e-4 of the peak.
+        np.testing.assert_allclose(outs["mixture"][b, s], half[b], atol=1e-3 * np.abs(half).max())
+        assert np.abs(outs["official"][b, s] - half[b]).max() > 0.1 * np.abs(half).max()
+    with pytest.raises(ValueError, match="head_init"):
+        separator_config(head_init="zeros")

@@ -24,12 +24,26 @@ from s5jax.models.film import apply_film
 from s5jax.models.layers import BatchNorm
 from s5jax.models.mask_head import K, OutConv, mask_spectra
 
-BN_MOMENTUM = 0.01  # PyTorch convention
+BN_MOMENTUM = 0.01  # PyTorch convention; the official value, the default of `bn_momentum`
 LRELU_SLOPE = 0.01
 TIME_RATIO = 32  # 2**5 time down-sampling
 BOTTLENECKS = ("none", "dprnn")
+# Initialisation of after_conv, the layer in front of the mask head. "official": Xavier kernel,
+# zero bias: every time-frequency bin starts with a random phase rotation (uniform angle) and the
+# output is phase-scrambled noise. "mixture": zero kernel, bias (0, 1, 0) per component (mask
+# sigmoid(0) = 0.5, rotation (tanh 1, tanh 0) = angle 0): the head starts from half of each
+# mixture channel, un-rotated, so early training refines masks instead of first undoing
+# random phases (docs/learning.md measures the difference on the small preset).
+HEAD_INITS = ("official", "mixture")
 
 _xavier = nn.initializers.xavier_uniform()
+
+
+def _unrotated_bias(key, shape, dtype=jnp.float32) -> jnp.ndarray:
+    """after_conv bias of ``head_init="mixture"``: (mask, rotation re, rotation im) = (0, 1, 0)
+    for every slot and channel (channel index ``s·C·K + c·K + k``)."""
+    del key
+    return jnp.tile(jnp.array([0.0, 1.0, 0.0], dtype), shape[0] // K)
 
 
 def _lrelu(x: jnp.ndarray) -> jnp.ndarray:
@@ -41,13 +55,14 @@ class ConvBlockRes(nn.Module):
 
     features: int
     dtype: Any = jnp.float32
+    bn_momentum: float = BN_MOMENTUM
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, film: dict, train: bool) -> jnp.ndarray:
         conv = dict(padding=((1, 1), (1, 1)), use_bias=False, kernel_init=_xavier, dtype=self.dtype)
-        h = _lrelu(apply_film(BatchNorm(BN_MOMENTUM, name="bn1")(x, train), film["beta1"]))
+        h = _lrelu(apply_film(BatchNorm(self.bn_momentum, name="bn1")(x, train), film["beta1"]))
         h = Conv(self.features, (3, 3), name="conv1", **conv)(h)
-        h = _lrelu(apply_film(BatchNorm(BN_MOMENTUM, name="bn2")(h, train), film["beta2"]))
+        h = _lrelu(apply_film(BatchNorm(self.bn_momentum, name="bn2")(h, train), film["beta2"]))
         h = Conv(self.features, (3, 3), name="conv2", **conv)(h)
         if x.shape[-1] != self.features:
             x = Conv(
@@ -62,10 +77,11 @@ class EncoderBlock(nn.Module):
     features: int
     pool: tuple[int, int]
     dtype: Any = jnp.float32
+    bn_momentum: float = BN_MOMENTUM
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, film: dict, train: bool):
-        block = ConvBlockRes(self.features, self.dtype, name="conv_block1")
+        block = ConvBlockRes(self.features, self.dtype, self.bn_momentum, name="conv_block1")
         e = block(x, film["conv_block1"], train)
         if self.pool == (1, 1):
             return e, e
@@ -82,10 +98,11 @@ class DecoderBlock(nn.Module):
     features: int
     up: tuple[int, int]
     dtype: Any = jnp.float32
+    bn_momentum: float = BN_MOMENTUM
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, skip: jnp.ndarray, film: dict, train: bool) -> jnp.ndarray:
-        h = BatchNorm(BN_MOMENTUM, name="bn1")(x, train)
+        h = BatchNorm(self.bn_momentum, name="bn1")(x, train)
         u = ConvTranspose(  # stride = kernel, no padding
             self.features,
             self.up,
@@ -95,7 +112,7 @@ class DecoderBlock(nn.Module):
             name="conv1",
         )(_lrelu(apply_film(h, film["beta1"])))
         h = jnp.concatenate([u, skip.astype(u.dtype)], axis=-1)
-        return ConvBlockRes(self.features, self.dtype, name="conv_block2")(
+        return ConvBlockRes(self.features, self.dtype, self.bn_momentum, name="conv_block2")(
             h, film["conv_block2"], train
         )
 
@@ -111,6 +128,9 @@ class ResUNet(nn.Module):
         float32.
       remat: rematerialisation of the encoder/decoder blocks (``s5jax.models.remat``); changes
         memory and compute of the backward pass, never the outputs or parameter paths.
+      bn_momentum: the BatchNorm running-average weight of a new batch (PyTorch convention;
+        official 0.01). Only train-mode updates of ``batch_stats`` depend on it.
+      head_init: initialisation of after_conv (:data:`HEAD_INITS`); only ``init`` depends on it.
     """
 
     channels: Sequence[int] = (32, 64, 128, 256, 384, 384)
@@ -120,18 +140,22 @@ class ResUNet(nn.Module):
     dprnn_repeats: int = 1
     dtype: Any = jnp.float32
     remat: str = remat_lib.NONE
+    bn_momentum: float = BN_MOMENTUM
+    head_init: str = "official"
 
     @nn.compact
     def __call__(self, mixture: jnp.ndarray, film: dict, train: bool) -> jnp.ndarray:
         if self.bottleneck not in BOTTLENECKS:
             raise ValueError(f"bottleneck={self.bottleneck!r}: expected one of {BOTTLENECKS}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init={self.head_init!r}: expected one of {HEAD_INITS}")
         b, c_in, length = mixture.shape
         re, im = stft(mixture.astype(jnp.float32))  # (B, C, T, 513)
         re, im = re.transpose(0, 2, 3, 1), im.transpose(0, 2, 3, 1)  # (B, T, 513, C)
         mag, cos_in, sin_in = magphase(re, im)
         frames, bins = mag.shape[1], mag.shape[2]
 
-        x = BatchNorm(BN_MOMENTUM, axis=2, name="bn0")(mag, train)
+        x = BatchNorm(self.bn_momentum, axis=2, name="bn0")(mag, train)
         self.sow("intermediates", "bn0_out", x)
         pad_t = -frames % TIME_RATIO
         x = jnp.pad(x, ((0, 0), (0, pad_t), (0, 0), (0, 0)))[:, :, : bins - 1, :]
@@ -145,10 +169,11 @@ class ResUNet(nn.Module):
         pools = [(2, 2)] * 5 + [(1, 2)]
         for i, (cout, pool) in enumerate(zip(ch, pools, strict=True)):
             name = f"encoder_block{i + 1}"
-            x, skip = encoder(cout, pool, self.dtype, name=name)(x, film[name], train)
+            block = encoder(cout, pool, self.dtype, self.bn_momentum, name=name)
+            x, skip = block(x, film[name], train)
             skips.append(skip)
             self.sow("intermediates", name + "_out", x)
-        x, _ = encoder(ch[5], (1, 1), self.dtype, name="conv_block7a")(
+        x, _ = encoder(ch[5], (1, 1), self.dtype, self.bn_momentum, name="conv_block7a")(
             x, film["conv_block7a"], train
         )
         self.sow("intermediates", "conv_block7a_out", x)
@@ -160,11 +185,14 @@ class ResUNet(nn.Module):
         ups = [(1, 2)] + [(2, 2)] * 5
         for j, (cout, up) in enumerate(zip(dec_out, ups, strict=True)):
             name = f"decoder_block{j + 1}"
-            x = decoder(cout, up, self.dtype, name=name)(x, skips[5 - j], film[name], train)
+            block = decoder(cout, up, self.dtype, self.bn_momentum, name=name)
+            x = block(x, skips[5 - j], film[name], train)
             self.sow("intermediates", name + "_out", x)
 
+        head = dict(kernel_init=_xavier) if self.head_init == "official" else dict(
+            kernel_init=nn.initializers.zeros, bias_init=_unrotated_bias)
         z = Conv(
-            self.slots * c_in * K, (1, 1), kernel_init=_xavier, dtype=self.dtype, name="after_conv"
+            self.slots * c_in * K, (1, 1), dtype=self.dtype, name="after_conv", **head
         )(x).astype(jnp.float32)
         # Zero top bin after the bias (exact zeros), drop the time padding.
         z = jnp.pad(z, ((0, 0), (0, 0), (0, 1), (0, 0)))[:, :frames]

@@ -25,7 +25,7 @@ from s5jax import labels as labels_lib
 from s5jax import modeldir
 from s5jax.models import remat as remat_lib
 from s5jax.models.film import FILM_MODES, LabelEmbedding, film_tree
-from s5jax.models.resunet import BOTTLENECKS, ResUNet
+from s5jax.models.resunet import BN_MOMENTUM, BOTTLENECKS, HEAD_INITS, ResUNet
 
 NAMES = {"resunet": 1, "resunetk": 3}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -37,7 +37,9 @@ def separator_config(**overrides: Any) -> ml_collections.ConfigDict:
     Fields: ``name`` ("resunet" | "resunetk"), ``slots`` (1 | 3; follows ``name`` unless given),
     ``film`` ("beta" baseline | "gamma_beta" seed), ``bottleneck`` ("none" | "dprnn"),
     ``dprnn_hidden``, ``dprnn_repeats``, ``channels`` (six encoder widths), ``dtype``
-    ("float32" | "bfloat16" compute dtype; parameters stay float32).
+    ("float32" | "bfloat16" compute dtype; parameters stay float32), ``bn_momentum`` (BatchNorm
+    running-average weight of a new batch, PyTorch convention; official 0.01), ``head_init``
+    (``"official"`` | ``"mixture"``: how after_conv starts, ``s5jax.models.resunet.HEAD_INITS``).
     """
     name = overrides.get("name", "resunetk")
     cfg = ml_collections.ConfigDict(
@@ -50,6 +52,8 @@ def separator_config(**overrides: Any) -> ml_collections.ConfigDict:
             dprnn_repeats=1,
             channels=(32, 64, 128, 256, 384, 384),
             dtype="float32",
+            bn_momentum=BN_MOMENTUM,
+            head_init="official",
         )
     )
     unknown = set(overrides) - set(cfg.keys())
@@ -77,6 +81,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model config channels={tuple(cfg.channels)}: expected six widths")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model config dtype={cfg.dtype!r}: expected one of {sorted(DTYPES)}")
+    if not 0.0 < float(cfg.get("bn_momentum", BN_MOMENTUM)) <= 1.0:
+        raise ValueError(f"model config bn_momentum={cfg.bn_momentum!r}: expected 0 < m <= 1")
+    if cfg.get("head_init", "official") not in HEAD_INITS:
+        raise ValueError(f"model config head_init={cfg.head_init!r}: expected one of {HEAD_INITS}")
 
 
 class Separator(nn.Module):
@@ -94,6 +102,8 @@ class Separator(nn.Module):
     channels: Sequence[int] = (32, 64, 128, 256, 384, 384)
     dtype: Any = jnp.float32
     remat: str = remat_lib.NONE
+    bn_momentum: float = BN_MOMENTUM
+    head_init: str = "official"
 
     @nn.compact
     def __call__(self, mixture: jnp.ndarray, labels: jnp.ndarray, train: bool = False):
@@ -126,6 +136,8 @@ class Separator(nn.Module):
             self.dprnn_repeats,
             self.dtype,
             self.remat,
+            self.bn_momentum,
+            self.head_init,
             name="base",
         )(mixture, film, train)
         wav = wav.reshape(b, s, length)
@@ -148,6 +160,9 @@ def build_separator(
         channels=tuple(int(c) for c in model_config.channels),
         dtype=DTYPES[model_config.dtype],
         remat=remat,
+        # Model directories written before these fields existed hold the official values.
+        bn_momentum=float(model_config.get("bn_momentum", BN_MOMENTUM)),
+        head_init=model_config.get("head_init", "official"),
     )
 
 

@@ -178,6 +178,8 @@ def separator_presets() -> dict[str, Preset]:
         # few steps), warm-up 100 steps, batch 4 of 3-s clips (2-core budget, docs/learning.md).
         cfg.model.channels = (8, 16, 32, 64, 96, 96)
         cfg.model.dprnn_hidden = 32
+        cfg.model.bn_momentum = 0.1
+        cfg.model.head_init = "mixture"
         cfg.data.embedded_scale = "full"
         cfg.data.clip_seconds = 3.0
         cfg.data.batch_size = 4
