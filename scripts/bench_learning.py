@@ -23,7 +23,8 @@ training wall time at that step, validation excluded, compilation included), ``D
 (per run: steps reached, what bound, load average at the start and end), ``DIR/learning.png``
 (``s5jax.plots.plot_learning_curves``: mean ± one standard deviation over the seeds) and prints
 a summary; ``--append`` adds its row to docs/benchmarks.md. Work directories are resumed, so an
-interrupted benchmark continues where it stopped. Runs are sequential (one at a time).
+interrupted benchmark continues where it stopped. Runs are sequential (one at a time) and
+seed-major (every variant's seed 0, then every variant's seed 1, …).
 """
 
 from __future__ import annotations
@@ -179,26 +180,27 @@ def main(argv: list[str] | None = None) -> int:
               else {})
     for spec in variants:
         load_config(spec)  # every variant loads before the first run starts
-    for spec in variants:
-        for seed in range(args.seeds):
-            r = run_one(spec, seed, args, out / "runs" / slug(spec) / f"seed{seed}")
-            pts = r.pop("points")
-            old = before.get(spec, {}).get(str(seed))
-            if old is not None and old.get("steps") == r["steps"]:
-                r = old
-            learning.setdefault(spec, {})[str(seed)] = pts
-            runs.setdefault(spec, {})[str(seed)] = r
-            # Written after every run: an interrupted benchmark keeps what it measured.
-            write_atomic(out / "learning.json", json.dumps(learning, indent=1) + "\n")
-            write_atomic(out / "runs.json", json.dumps(runs, indent=1) + "\n")
-            have = {k for v in learning.values() for s in v.values() for p in s
-                    for k, x in p.items() if x is not None}
-            metrics = [m for m in ("ca_si_sdri", "ca_sdri", "sdri", "accuracy") if m in have]
-            floor = [p for v in learning.values() for s in v.values() for p in s
-                     if p.get("floor_ca_sdri") is not None]
-            lines = {"ca_sdri": (floor[0]["floor_ca_sdri"], "scaled-mixture floor"),
-                     "ca_si_sdri": (0.0, "scaled-mixture floor")} if floor else None
-            plot_learning_curves(learning, metrics, out / "learning.png", lines=lines)
+    # Seed-major: every variant's seed 0 first, so an interrupted benchmark already compares
+    # the variants on equal terms.
+    for seed, spec in [(seed, spec) for seed in range(args.seeds) for spec in variants]:
+        r = run_one(spec, seed, args, out / "runs" / slug(spec) / f"seed{seed}")
+        pts = r.pop("points")
+        old = before.get(spec, {}).get(str(seed))
+        if old is not None and old.get("steps") == r["steps"]:
+            r = old
+        learning.setdefault(spec, {})[str(seed)] = pts
+        runs.setdefault(spec, {})[str(seed)] = r
+        # Written after every run: an interrupted benchmark keeps what it measured.
+        write_atomic(out / "learning.json", json.dumps(learning, indent=1) + "\n")
+        write_atomic(out / "runs.json", json.dumps(runs, indent=1) + "\n")
+        have = {k for v in learning.values() for s in v.values() for p in s
+                for k, x in p.items() if x is not None}
+        metrics = [m for m in ("ca_si_sdri", "ca_sdri", "sdri", "accuracy") if m in have]
+        floor = [p for v in learning.values() for s in v.values() for p in s
+                 if p.get("floor_ca_sdri") is not None]
+        lines = {"ca_sdri": (floor[0]["floor_ca_sdri"], "scaled-mixture floor"),
+                 "ca_si_sdri": (0.0, "scaled-mixture floor")} if floor else None
+        plot_learning_curves(learning, metrics, out / "learning.png", lines=lines)
     line = summarise(learning, runs)
     print(line)
     if args.append:
