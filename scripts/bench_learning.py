@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
+    folders = [slug(spec) for spec in variants]
+    if len(set(folders)) < len(folders):  # two config files with one stem would share runs
+        raise SystemExit(f"--variants: run folders {folders} collide; give the config files "
+                         "different names")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Runs of one variant share their shapes: a persistent compilation cache compiles each jitted

@@ -4,6 +4,8 @@ training itself is tests/test_learning.py)."""
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -48,3 +50,10 @@ def test_run_folders_stay_under_out_whatever_the_config_path():
     # An absolute path (a user's own config file) must not escape OUT/runs/.
     assert bench_learning.slug("/home/me/exp/my_cfg.py:small") == "my_cfg-small"
     assert bench_learning.slug("configs/m2d_at.py") == "m2d_at"
+
+
+def test_variants_whose_run_folders_collide_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="collide"):
+        bench_learning.main(["--variants", "configs/resunetk.py:small;/elsewhere/resunetk.py:small",
+                             "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing written
