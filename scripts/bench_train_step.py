@@ -176,34 +176,47 @@ def torch_model(official: Path | None):
     return model, call, f"official ResUNet30 at {official}"
 
 
-def torch_runs(data, official: Path | None) -> tuple[dict[str, object], str, int]:
-    """``({"fwd_bwd": fn, "step": fn}, reference label, torch threads)``."""
+def torch_runs(data, official: Path | None) -> tuple[dict[str, object], str, str]:
+    """``({"fwd_bwd": fn, "step": fn}, reference label, where torch ran)``: on the GPU, in
+    float32 with torch's defaults (TF32 off for matmuls, cuDNN's choice for convolutions), when
+    JAX runs on one."""
     import torch
 
     model, call, label = torch_model(official)
-    model.train()
+    # The same accelerator as JAX's: CUDA when JAX runs on a GPU (and torch sees one), else CPU.
+    dev = torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available()
+                       else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    model.to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                             amsgrad=True)
-    mixture = torch.from_numpy(data["mixture"])
-    dry = torch.from_numpy(data["dry"])
-    query = torch.from_numpy(np.array(labels_lib.query(jnp.asarray(data["labels"]))))
-    active = torch.from_numpy(data["labels"] != -1).float()
+    mixture = torch.from_numpy(data["mixture"]).to(dev)
+    dry = torch.from_numpy(data["dry"]).to(dev)
+    query = torch.from_numpy(np.array(labels_lib.query(jnp.asarray(data["labels"])))).to(dev)
+    active = torch.from_numpy(data["labels"] != -1).float().to(dev)
     eps = torch.finfo(torch.float32).eps
 
-    def fwd_bwd():
+    def _fwd_bwd():
         opt.zero_grad(set_to_none=True)
         est = call(model, mixture, query)
         snr = 10 * torch.log10(((dry**2).sum(-1) + eps) / (((dry - est) ** 2).sum(-1) + eps))
         loss = -(active * snr).sum() / active.numel()
         loss.backward()
 
+    def fwd_bwd():
+        _fwd_bwd()
+        sync()
+
     def full_step():
-        fwd_bwd()
+        _fwd_bwd()
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         opt.step()
+        sync()
 
-    return {"fwd_bwd": fwd_bwd, "step": full_step}, label, torch.get_num_threads()
+    where = (f"{torch.cuda.get_device_name(dev)}, torch {torch.__version__}" if dev.type == "cuda"
+             else f"{torch.get_num_threads()} torch threads")
+    return {"fwd_bwd": fwd_bwd, "step": full_step}, label, where
 
 
 # Dense peak TFLOP/s by device kind and step precision. H100 SXM (and H200, the same compute):
@@ -331,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "dcase2026":
         return main_losses(args, repeated_labels(data))
     ours = jax_runs(data)
-    theirs, label, threads = torch_runs(data, args.official)
+    theirs, label, where = torch_runs(data, args.official)
     fns = {f"{side} {kind}": fn for side, runs in (("s5jax", ours), ("torch", theirs))
            for kind, fn in runs.items()}
     times = benchlib.alternating_times(fns, args.repeats, warmup=2)
@@ -344,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"{title}: s5jax {1000 * a:.0f} ms, torch {1000 * b:.0f} ms "
                      f"(s5jax/torch {a / b:.2f})")
         print(lines[-1])
-    result = (f"B={args.batch}, {args.seconds:g} s, fp32, CPU, medians of {args.repeats} "
-              f"alternating rounds; " + "; ".join(lines) +
-              f"; reference: {label}, {threads} torch threads")
+    result = (f"B={args.batch}, {args.seconds:g} s, fp32, {benchlib.device_kind()}, medians of "
+              f"{args.repeats} alternating rounds; " + "; ".join(lines) +
+              f"; reference: {label}, {where}")
     print(result)
     if args.append:
         ratio = t["torch fwd_bwd"] / t["s5jax fwd_bwd"]

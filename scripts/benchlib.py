@@ -55,11 +55,13 @@ def alternating_times(fns: dict[str, Callable[[], object]], repeats: int, *,
                       warmup: int = 0) -> dict[str, list[float]]:
     """Wall times in seconds of ``repeats`` calls of each ``fns[name]()``, in alternating rounds.
 
-    ``warmup`` untimed calls of each come first; then each round times every function once, in
-    order, so that load from other processes falls on all of them alike.
+    ``warmup`` untimed rounds come first, alternating like the timed ones: a function whose
+    inputs another one produces (a train step's donated state) is compiled for those inputs too.
+    Then each round times every function once, in order, so that load from other processes
+    falls on all of them alike.
     """
-    for fn in fns.values():
-        for _ in range(warmup):
+    for _ in range(warmup):
+        for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
