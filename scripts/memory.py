@@ -139,7 +139,10 @@ def figures(config, built: dict[str, Any], compiled, batch) -> dict[str, Any]:
         b1 = build(whole)
         abstract = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for k, v in batch.items()}
         low = b1["step"].lower(b1["state"], abstract)
-        out["flops"] = int(low.cost_analysis()["flops"])
+        cost = low.cost_analysis()
+        if cost is None:  # XLA:GPU gives no cost analysis before compilation
+            cost = low.compile().cost_analysis()
+        out["flops"] = int(cost["flops"])
         out["flops_source"] = ("step lowered with accumulate=1 (XLA counts the compiled loop "
                                f"body once: {out['compiled_flops'] / GB:.1f} GFLOP)")
     return out
