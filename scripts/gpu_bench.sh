@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU benchmark suite: one run, under 8 minutes on one H100/H200, that prints every GPU row
-# of docs/benchmarks.md (append them with --append docs/benchmarks.md).
+# The GPU benchmark suite: the GPU rows of docs/benchmarks.md (append them with --append FILE).
+# On an H200 each train-step row costs 135-190 s (mostly compilation), so all rows need about
+# 15 minutes; the budget below stops one run within 8 minutes, the most important rows first.
 #
 #   scripts/gpu_bench.sh [--cpu] [--append FILE] [--official PATH]
 #
@@ -10,8 +11,9 @@
 #
 #   1. train step (scripts/bench_train_step.py --config): ResUNetK at the baseline_1gpu setting
 #      (global batch 40 = 4 x 10, 10 s) and at batch 16 (baseline, one micro-batch), fp32 and
-#      bf16; ms/step, XLA's FLOPs per step, achieved TFLOP/s and MFU, XLA:GPU's own peak-memory
-#      figure next to the measured peak_bytes_in_use (the check of the CPU memory model).
+#      bf16; ms/step, XLA:CPU's FLOPs per step (a GPU's own count misses cuDNN convolutions),
+#      achieved TFLOP/s and MFU, XLA:GPU's own peak-memory figure next to the measured
+#      peak_bytes_in_use (the check of the CPU memory model).
 #      Peaks used for MFU (dense, H100 SXM; the H200 has the same compute): bf16 989.4 TFLOP/s
 #      (tensor cores); fp32 494.7 TFLOP/s (TF32 tensor cores, what XLA uses for float32
 #      convolutions under JAX's default precision on GPU). Plain FP32 would be 66.9.

@@ -110,6 +110,23 @@ def analyse(config, *, ir_seconds: float = 1.0) -> dict[str, Any]:
     return figures(config, built, compiled, batch)
 
 
+def lowered_flops(config, batch) -> int:
+    """XLA's FLOP count of the config's step for the whole global ``batch`` (abstract) in one
+    micro-batch (``optim.accumulate`` set to 1), from the lowered, not yet compiled, program.
+
+    Only XLA:CPU counts a lowered program; on a GPU run ``--flops_only`` under
+    ``JAX_PLATFORMS=cpu`` instead (a compiled GPU program hides its convolutions in cuDNN calls
+    that the cost analysis does not count)."""
+    whole = config.copy_and_resolve_references()
+    whole.optim.accumulate = 1
+    b1 = build(whole)
+    cost = b1["step"].lower(b1["state"], batch).cost_analysis()
+    if cost is None:
+        raise RuntimeError(f"XLA:{jax.default_backend().upper()} counts no FLOPs of a lowered "
+                           "program: count them on the CPU (scripts/memory.py --flops_only)")
+    return int(cost["flops"])
+
+
 def _nbytes(tree) -> int:
     return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
@@ -134,15 +151,8 @@ def figures(config, built: dict[str, Any], compiled, batch) -> dict[str, Any]:
     if int(config.optim.get("accumulate", 1)) == 1:
         out["flops"], out["flops_source"] = out["compiled_flops"], "compiled step"
     else:
-        whole = config.copy_and_resolve_references()
-        whole.optim.accumulate = 1
-        b1 = build(whole)
         abstract = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for k, v in batch.items()}
-        low = b1["step"].lower(b1["state"], abstract)
-        cost = low.cost_analysis()
-        if cost is None:  # XLA:GPU gives no cost analysis before compilation
-            cost = low.compile().cost_analysis()
-        out["flops"] = int(cost["flops"])
+        out["flops"] = lowered_flops(config, abstract)
         out["flops_source"] = ("step lowered with accumulate=1 (XLA counts the compiled loop "
                                f"body once: {out['compiled_flops'] / GB:.1f} GFLOP)")
     return out
@@ -207,6 +217,9 @@ def main() -> None:
     batch = flags.DEFINE_integer("batch", None, "global batch (default: data.batch_size)")
     seconds = flags.DEFINE_float("seconds", None, "clip length (default: data.clip_seconds)")
     ir_seconds = flags.DEFINE_float("ir_seconds", 1.0, "RIR length (baseline rooms: ≤ 1 s)")
+    flops_only = flags.DEFINE_bool(
+        "flops_only", False, "print only flops=<int> of the lowered step (no compilation; what "
+        "bench_train_step.py uses for the MFU on a GPU)")
     flags.mark_flags_as_required(["config"])
 
     def run(argv):
@@ -221,6 +234,11 @@ def main() -> None:
         if config.data.batch_size % k:
             raise app.UsageError(f"batch {config.data.batch_size} is not a multiple of "
                                  f"optim.accumulate={k}")
+        if flops_only.value:
+            spec = host_batch_spec(steps.task_of(config.model), int(config.data.batch_size),
+                                   config.data.clip_seconds, ir_seconds.value)
+            print(f"flops={lowered_flops(config, spec)}")
+            return
         res = analyse(config, ir_seconds=ir_seconds.value)
         print(report(config, res, "python scripts/memory.py " + " ".join(sys.argv[1:])))
 

@@ -30,3 +30,12 @@ def test_tagger_step_and_accumulated_flops():
     assert "global batch 4 = 2 × micro-batch 2" in out2
     assert abs(flops2 - flops1) / flops1 < 0.02, (flops1, flops2)
     assert peak2 > state
+    # The count that bench_train_step.py uses for a GPU's MFU (a CPU-only subprocess counting
+    # the lowered step) is the same number, config overrides included.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import argparse
+
+    import bench_train_step
+
+    args = argparse.Namespace(config="configs/m2d_at.py:smoke", set=["optim.accumulate=2"])
+    assert bench_train_step.cpu_flops(args, 4, 0.5) == flops2
