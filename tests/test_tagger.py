@@ -154,3 +154,24 @@ def test_adapter_blocks_subset_and_config_errors():
         T.tagger_config(adapter_mode="serial")
     with pytest.raises(ValueError, match="unknown fields"):
         T.tagger_config(width=3)
+
+
+def test_head_prior_starts_at_the_class_prior(small):
+    """``head_prior=p``: every head bias at log(p/(1−p)), so that the untrained tagger (whose
+    head kernel starts at std 2e-5) predicts ≈ p; the official init (0) keeps ±1/√F biases."""
+    _, official = small
+    bias = np.asarray(official["params"]["head"]["bias"])
+    assert 0 < np.abs(bias).max() <= 1 / 32**0.5 and len(np.unique(bias)) == 18
+    model = T.build_tagger(T.tagger_config(embed_dim=32, depth=3, num_heads=2, head_prior=2 / 18))
+    variables = T.init_variables(model)
+    np.testing.assert_allclose(variables["params"]["head"]["bias"], np.log(2 / 16), rtol=1e-6)
+    x = np.random.default_rng(0).standard_normal((2, 4, 16000)).astype(np.float32)
+    np.testing.assert_allclose(model.apply(variables, x), 2 / 18, atol=1e-3)
+    # an old model directory (no head_prior) reads as the official init
+    assert T.tagger_config(**{k: v for k, v in model.config.items() if k != "head_prior"}
+                           ).head_prior == 0.0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="head_prior"):
+            T.tagger_config(head_prior=bad)
+    with pytest.raises(ValueError, match="head_prior.*sigmoid18"):
+        T.tagger_config(head="slots", head_prior=0.1)

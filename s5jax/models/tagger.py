@@ -15,6 +15,7 @@ Baseline vs seed is the config value ``adapters``; with fresh adapters (zero
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -49,7 +50,10 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
     2025, ``"slots"``: 2026), ``in_channels`` (mixture channels ``0..in_channels−1`` each run
     through the shared encoder, features concatenated channel-major: 1 = channel 0 only, 4 =
     the official ``M2dAtSpatial``), ``slot_dims`` (the slot head's ``(track_input_dim,
-    track_hidden_dim)``, official ``(1024, 512)``).
+    track_hidden_dim)``, official ``(1024, 512)``), ``head_prior`` (``0``: the official
+    initialisation of the sigmoid18 head's biases, uniform ±1/√F; ``p`` in (0, 1): every bias
+    starts at ``log(p / (1 − p))``, so that the untrained tagger predicts the class prior ``p``
+    instead of 0.5, for training from scratch; only the initial values differ).
     """
     cfg = ml_collections.ConfigDict(
         dict(
@@ -71,6 +75,7 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
             head="sigmoid18",
             in_channels=1,
             slot_dims=(1024, 512),
+            head_prior=0.0,
         )
     )
     unknown = set(overrides) - set(cfg.keys())
@@ -87,6 +92,12 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
         raise ValueError(f"tagger config head={cfg.head!r}: expected one of {HEADS}")
     if not 1 <= int(cfg.in_channels) <= 4:
         raise ValueError(f"tagger config in_channels={cfg.in_channels!r}: expected 1..4")
+    if not 0.0 <= float(cfg.head_prior) < 1.0:
+        raise ValueError(f"tagger config head_prior={cfg.head_prior!r}: expected 0 (official "
+                         "initialisation) or a class probability in (0, 1)")
+    if float(cfg.head_prior) and cfg.head != "sigmoid18":
+        raise ValueError(f"tagger config head_prior={cfg.head_prior!r} is for head='sigmoid18', "
+                         f"not {cfg.head!r}")
     if len(tuple(cfg.slot_dims)) != 2:
         raise ValueError(f"tagger config slot_dims={cfg.slot_dims!r}: expected (width, hidden)")
     return cfg
@@ -98,7 +109,10 @@ def feature_dim(cfg: ml_collections.ConfigDict) -> int:
     return int(cfg.in_channels) * cfg.embed_dim * (n_f if cfg.features == "stacked" else 1)
 
 
-def _head_bias_init(fan_in: int):
+def _head_bias_init(fan_in: int, prior: float = 0.0):
+    """PyTorch Linear's bias init (``prior = 0``) or the constant log-odds of ``prior``."""
+    if prior:
+        return nn.initializers.constant(math.log(prior / (1.0 - prior)))
     bound = 1.0 / fan_in**0.5
 
     def init(key, shape, dtype=jnp.float32):
@@ -180,7 +194,7 @@ class Tagger(nn.Module):
             # torch trunc_normal_(std=2e-5) truncates at ±2 absolute, never binding at this std.
             self.head = nn.Dense(
                 NUM_CLASSES, kernel_init=nn.initializers.normal(2e-5),
-                bias_init=_head_bias_init(d), name="head",
+                bias_init=_head_bias_init(d, float(cfg.head_prior)), name="head",
             )
 
     def spectrogram(self, mixture: jnp.ndarray) -> jnp.ndarray:
