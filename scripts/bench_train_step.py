@@ -321,8 +321,9 @@ def config_main(args) -> int:
     t = benchlib.median_time(run, args.repeats, warmup=1)
     if not np.isfinite(float(holder[1]["loss"])) or int(holder[1]["skipped"]):
         raise SystemExit("the benchmarked step produced a non-finite loss")
-    on_cpu = res["platform"] == "cpu"
-    flops = res["flops"] if on_cpu else cpu_flops(args, b, config.data.clip_seconds)
+    flops = res["flops"]  # None off the CPU (memory.figures)
+    if flops is None:
+        flops = cpu_flops(args, b, config.data.clip_seconds)
     tflops = flops / t / 1e12
     peak = args.peak_tflops or peak_tflops(config.precision)
     mfu = f"{tflops / peak:.1%} of {peak:g}" if peak else "– (no peak known for this device)"

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,27 @@ def test_tagger_step_and_accumulated_flops():
 
     args = argparse.Namespace(config="configs/m2d_at.py:smoke", set=["optim.accumulate=2"])
     assert bench_train_step.cpu_flops(args, 4, 0.5) == flops2
+
+
+def test_figures_off_the_cpu_count_no_flops(monkeypatch):
+    """On a GPU the compiled count misses cuDNN convolutions and a lowered program has none
+    (both seen on an H200): ``figures`` gives no FLOPs there, the report says so, and no
+    accumulate=1 step is built for a count (the crash of the first H200 run)."""
+    import types
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import memory
+
+    config = memory.load_config("configs/resunetk.py:baseline_1gpu")
+    mem = types.SimpleNamespace(argument_size_in_bytes=10, output_size_in_bytes=4,
+                                alias_size_in_bytes=3, temp_size_in_bytes=20,
+                                generated_code_size_in_bytes=1)
+    compiled = types.SimpleNamespace(memory_analysis=lambda: mem,
+                                     cost_analysis=lambda: {"flops": 3.3e11})
+    monkeypatch.setattr(memory.jax, "devices", lambda: [types.SimpleNamespace(platform="gpu")])
+    monkeypatch.setattr(memory, "lowered_flops", lambda *a: pytest.fail("counted on the GPU"))
+    res = memory.figures(config, {"state": {}}, compiled, {})
+    assert res["flops"] is None and res["peak"] == 32 and res["compiled_flops"] == 3.3e11
+    text = memory.report(config, res, "cmd")
+    assert text.splitlines()[-1] == "peak_bytes=32 flops=unknown"
+    assert "not counted on gpu" in text
