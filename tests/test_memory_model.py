@@ -1,13 +1,16 @@
 """scripts/memory.py: XLA's memory/FLOP analysis of the real training step, without running it."""
 
+import argparse
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # bench_train_step, memory
 
 
 def _memory(*args: str) -> tuple[int, int, str]:
@@ -34,9 +37,6 @@ def test_tagger_step_and_accumulated_flops():
     assert peak2 > state
     # The count that bench_train_step.py uses for a GPU's MFU (a CPU-only subprocess counting
     # the lowered step) is the same number, config overrides included.
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import argparse
-
     import bench_train_step
 
     args = argparse.Namespace(config="configs/m2d_at.py:smoke", set=["optim.accumulate=2"])
@@ -47,9 +47,6 @@ def test_figures_off_the_cpu_count_no_flops(monkeypatch):
     """On a GPU the compiled count misses cuDNN convolutions and a lowered program has none
     (both seen on an H200): ``figures`` gives no FLOPs there, the report says so, and no
     accumulate=1 step is built for a count (the crash of the first H200 run)."""
-    import types
-
-    sys.path.insert(0, str(ROOT / "scripts"))
     import memory
 
     config = memory.load_config("configs/resunetk.py:baseline_1gpu")
