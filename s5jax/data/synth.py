@@ -250,10 +250,9 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk
     grid = -(-length // hop)  # G blocks cover the mixture
     t = jnp.arange(m, dtype=jnp.int32)
 
+    # The peak normalisation of the source is left out: like the IR's, any scale of x cancels
+    # in the gain, which is computed from the wet image.
     x_all = batch["source"].astype(f32).reshape(j_n, ls)  # (J, Ls), J = B·E slots
-    peak = jnp.max(jnp.abs(x_all), axis=-1, keepdims=True)
-    # Source sample i at index H + i: every window [gH − onset + H, … + M) lies inside.
-    x_pad = jnp.pad(x_all / jnp.where(peak > 0, peak, 1.0), ((0, 0), (hop, m)))
     h = batch["ir"].astype(f32).reshape(j_n, r, n_ir)
     norm = jnp.mean(jnp.sqrt(jnp.sum(h * h, axis=-1)), axis=-1)
     h = h / jnp.where(norm > 0, norm, 1.0)[:, None, None]
@@ -284,9 +283,9 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk
         """Chunk ``[q0, q0 + c)`` of the pairs: slots, grid blocks (c,), and the placed
         source's block ``x_k = x_p[gH, gH + H)`` / extended block ``x_p[gH, gH + M)`` (c, M)."""
         js, gs = _chunk(slot, q0, c), _chunk(block, q0, c)
-        at = gs * hop - onset[js] + hop
-        x_ext = jnp.concatenate([lax.dynamic_slice(x_pad, (js[q], at[q]), (1, m))
-                                 for q in range(c)])
+        at = gs * hop - onset[js]  # source index of the window's first sample (may be < 0)
+        x_ext = x_all.at[js[:, None], at[:, None] + t].get(mode="fill", fill_value=0.0,
+                                                       wrap_negative_indices=False)
         return js, gs, jnp.where(t < hop, x_ext, 0.0), x_ext
 
     # Pass 1: each block's spectrum (kept for pass 2) and the source's autocorrelation at lags
