@@ -30,7 +30,6 @@ seed-major (every variant's seed 0, then every variant's seed 1, …).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -42,6 +41,7 @@ import benchlib
 import jax
 
 from s5jax.atomic import write_atomic
+from s5jax.cli import load_config
 from s5jax.plots import plot_learning_curves
 from s5jax.training import loop
 from s5jax.training.logging import read_jsonl
@@ -53,15 +53,6 @@ SEPARATOR_KEYS = {"valid/ca_sdri": "ca_sdri", "valid/ca_si_sdri": "ca_si_sdri",
 TAGGER_KEYS = {"valid/accuracy": "accuracy"}
 BAR = 3.0  # acceptance (issue 13): CA-SI-SDRi ≥ +3 dB; tagger accuracy ≥ 80 %
 TAGGER_BAR = 80.0
-
-
-def load_config(spec: str):
-    """``file.py[:presets]`` → the config, as ``--config`` of ``s5jax.train`` loads it."""
-    file, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location(f"cfg_{abs(hash(spec))}", file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
 
 
 def slug(spec: str) -> str:
@@ -171,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(folders)) < len(folders):  # two config files with one stem would share runs
         raise SystemExit(f"--variants: run folders {folders} collide; give the config files "
                          "different names")
+    for spec in variants:  # every variant loads before anything is written or trained
+        try:
+            load_config(spec)
+        except (ValueError, OSError) as e:
+            p.error(f"--variants {spec!r}: {e}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Runs of one variant share their shapes: a persistent compilation cache compiles each jitted
@@ -182,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     # A finished run is only read again on a re-run: keep what was measured while it trained.
     before = (json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file()
               else {})
-    for spec in variants:
-        load_config(spec)  # every variant loads before the first run starts
     # Seed-major: every variant's seed 0 first, so an interrupted benchmark already compares
     # the variants on equal terms.
     for seed, spec in [(seed, spec) for seed in range(args.seeds) for spec in variants]:

@@ -28,7 +28,6 @@ they were checked). On a GPU machine the same command gives XLA:GPU's own analys
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # s5jax without an install
 
 from s5jax import mesh as mesh_lib  # noqa: E402
+from s5jax.cli import parse_config_flags  # noqa: E402
 from s5jax.data import loader  # noqa: E402
 from s5jax.data.recipes import MixtureConfig  # noqa: E402
 from s5jax.training import loop, optim, steps  # noqa: E402
@@ -47,17 +47,6 @@ from s5jax.training.state import create_state  # noqa: E402
 
 CHANNELS = 4  # FOA / tetrahedral microphone: 4-channel mixtures and RIRs
 GB = 1e9
-
-
-def load_config(spec: str):
-    """``"configs/resunetk.py:baseline,bf16"`` → ``get_config("baseline,bf16")`` of the file."""
-    path, _, presets = str(spec).partition(":")
-    module_spec = importlib.util.spec_from_file_location(f"cfg_{Path(path).stem}", path)
-    if module_spec is None:
-        raise ValueError(f"{path}: not a config file")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(presets)
 
 
 def host_batch_spec(task: str, batch: int, seconds: float,
@@ -249,7 +238,7 @@ def main() -> None:
         res = analyse(config, ir_seconds=ir_seconds.value)
         print(report(config, res, "python scripts/memory.py " + " ".join(sys.argv[1:])))
 
-    app.run(run)
+    app.run(run, flags_parser=parse_config_flags)
 
 
 if __name__ == "__main__":

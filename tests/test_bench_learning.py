@@ -57,3 +57,18 @@ def test_variants_whose_run_folders_collide_are_refused(tmp_path):
         bench_learning.main(["--variants", "configs/resunetk.py:small;/elsewhere/resunetk.py:small",
                              "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.mark.parametrize("variant, culprit", [
+    (f"{ROOT}/configs/nope.py", f"{ROOT}/configs/nope.py: no such config file"),
+    (f"{ROOT}/configs/resunetk.py:smokey", "unknown config preset 'smokey'"),
+])
+def test_bad_variant_is_a_usage_error_before_anything_is_written(tmp_path, capsys, variant,
+                                                                   culprit):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        bench_learning.main(["--variants", f"{ROOT}/configs/resunetk.py:smoke;{variant}", "--out",
+                             str(out)])
+    assert e.value.code == 2
+    assert culprit in capsys.readouterr().err
+    assert not out.exists()

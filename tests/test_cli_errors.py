@@ -319,7 +319,7 @@ _DRIVER = textwrap.dedent("""
             os.dup2(fd, 1)
             sys.argv = ["s5jax.train", *argv]
             try:
-                app.run(train.main, flags_parser=train.parse_flags)
+                app.run(train.main, flags_parser=train.parse_config_flags)
             except SystemExit as e:
                 os._exit(e.code if isinstance(e.code, int) else 1)
             except BaseException:

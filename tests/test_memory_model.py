@@ -62,3 +62,18 @@ def test_figures_off_the_cpu_count_no_flops(monkeypatch):
     text = memory.report(config, res, "cmd")
     assert text.splitlines()[-1] == "peak_bytes=32 flops=unknown"
     assert "not counted on gpu" in text
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (("--config", "configs/nope.py"), "--config configs/nope.py: no such config file"),
+    (("--config", "configs/resunetk.py:smokey"), "unknown config preset 'smokey'"),
+    (("--config", "configs/resunetk.py:smoke", "--config.model.bogus=3"),
+     "--config.model.bogus: config.model has no field 'bogus'"),
+])
+def test_bad_config_is_one_error_line(args, culprit):
+    """The same flag parser as ``s5jax.train``: one ``error:`` line, status 2, no traceback."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "memory.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and culprit in lines[0], lines
