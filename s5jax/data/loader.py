@@ -348,11 +348,19 @@ class DevicePrefetch:
     def _start(self) -> None:
         self._q: queue.Queue = queue.Queue(maxsize=self._size)
         self._stop = threading.Event()
+        # Batches from loader workers live in shared memory, released when the last array
+        # viewing them goes. The CPU backend's device arrays alias host memory: copied first,
+        # the blocks are released now instead of with the device batch (or, for the batches
+        # still referenced at exit, by Python's resource tracker with a "leaked shared_memory
+        # objects" warning). Elsewhere device_put copies anyway.
+        copy_host = jax.default_backend() == "cpu"
 
         def work():
             while not self._stop.is_set():
                 try:
                     host = next(self._it)
+                    if copy_host:
+                        host = {k: np.array(v) for k, v in host.items()}
                     item = (self._it.get_state(), to_device(host, self._mesh), None)
                 except Exception as e:  # noqa: BLE001 - handed to the consumer
                     item = (None, None, e)
@@ -382,11 +390,21 @@ class DevicePrefetch:
         return self._state
 
     def set_state(self, state: dict) -> None:
-        self.close()
+        self._stop_thread()
         self._it.set_state(state)
         self._state = state
         self._start()
 
-    def close(self) -> None:
+    def _stop_thread(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def close(self) -> None:
+        """Stops the thread and closes the wrapped iterator: with loader workers, the batches
+        they had prefetched into shared memory are released now (left open, Python's
+        resource tracker warns about "leaked shared_memory objects" at exit)."""
+        self._stop_thread()
+        while not self._q.empty():  # the prefetched batches: their buffers go with them
+            self._q.get_nowait()
+        if hasattr(self._it, "close"):
+            self._it.close()
