@@ -281,7 +281,8 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk
 
     def windows(q0):
         """Chunk ``[q0, q0 + c)`` of the pairs: slots, grid blocks (c,), and the placed
-        source's block ``x_k = x_p[gH, gH + H)`` / extended block ``x_p[gH, gH + M)`` (c, M)."""
+        source's block ``x_k = x_p[gH, gH + H)`` / extended block ``x_p[gH, gH + M)`` (c, M),
+        ``x_p`` the source placed at its onset (zero outside it: read with a filling gather)."""
         js, gs = _chunk(slot, q0, c), _chunk(block, q0, c)
         at = gs * hop - onset[js]  # source index of the window's first sample (may be < 0)
         x_ext = x_all.at[js[:, None], at[:, None] + t].get(mode="fill", fill_value=0.0,
