@@ -182,7 +182,7 @@ def test_resume_check_lists_only_the_differing_fields(tmp_path):
     assert loop.check_resume(same, work) == loop.Resume(step=10, changes=[])
     for field, value in (("optim.lr", 5e-4), ("train.num_steps", 40), ("data.root", "/x"),
                          ("data.clip_seconds", 2.0), ("data.seed", 3), ("data.batch_size", 4),
-                         ("init", "/m"), ("train.seed", 1)):
+                         ("init", "/m"), ("train.seed", 1), ("model.bn_momentum", 0.5)):
         cfg = load_config("resunetk", "smoke")
         group, name = field.rsplit(".", 1) if "." in field else (None, field)
         (cfg if group is None else cfg[group])[name] = value
@@ -198,6 +198,10 @@ def test_resume_check_lists_only_the_differing_fields(tmp_path):
     free.train.log_every, free.data.num_workers = 7, 2
     assert loop.check_resume(free, work).changes == ["data.num_workers: 0 → 2",
                                                       "train.log_every: 2 → 7"]
+    init_only = load_config("resunetk", "smoke")
+    init_only.model.head_init = "official" if init_only.model.head_init != "official" else "mixture"
+    assert [c.split(":")[0] for c in loop.check_resume(init_only, work).changes] == [
+        "model.head_init"]
     other = load_config("resunetk", "smoke")
     other.model.channels = (8, 8, 8, 8, 8, 8)
     other.train.allow_config_change = True
@@ -240,6 +244,10 @@ def test_bad_configs_fail_before_compiling(tmp_path, monkeypatch):
 
     # A work directory of another model: refuse to resume.
     work = tmp_path / "w3"
+    init_only = load_config("resunetk", "smoke")
+    init_only.model.head_init = "official" if init_only.model.head_init != "official" else "mixture"
+    assert [c.split(":")[0] for c in loop.check_resume(init_only, work).changes] == [
+        "model.head_init"]
     other = load_config("resunetk", "smoke")
     other.model.channels = (8, 8, 8, 8, 8, 8)
     loop.ckpt_lib.write_train_config(work, other)

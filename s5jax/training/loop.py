@@ -68,13 +68,18 @@ def metric_names(task: str, edition: str = "dcase2025", head: str | None = None,
 # the run's latest train_config*.json. These define the parameters themselves: a change is never
 # accepted (the checkpoints could not be restored).
 RESUME_FIXED = ("model", "trainable")
+# Model fields that do not define the parameters. How they start: a resumed run has them already,
+# so a change is accepted (and recorded). How they train or compute (BatchNorm momentum, compute
+# dtype): like optim.*, refused unless config.train.allow_config_change (next group).
+RESUME_INIT_ONLY = ("model.head_init", "model.head_prior")
+RESUME_MODEL_DYNAMICS = ("model.bn_momentum", "model.dtype")
 # These change how a run is watched, not what its checkpoints mean: changes are accepted (and
 # recorded in train_config.<step>.json).
 RESUME_FREE = (
     "name", "train.log_every", "train.eval_every", "train.eval_at_end", "train.checkpoint_every",
     "train.keep", "train.progress", "train.audio_examples", "train.max_nonfinite",
     "train.allow_config_change", "train.remat", "data.num_workers", "data.prefetch",
-    "data.valid_batch_size", "train.eval_at_start", "train.max_minutes",
+    "data.valid_batch_size", "train.eval_at_start", "train.max_minutes", *RESUME_INIT_ONLY,
 )
 # Every other field (optim.*, train.num_steps, train.seed, train.best_metric, data.root,
 # data.clip_seconds, data.seed, data.batch_size, data.valid_limit, init, precision, …) changes
@@ -188,7 +193,8 @@ def check_resume(config: ml_collections.ConfigDict, workdir: Path) -> Resume:
     if not steps_done:
         return Resume()  # never reached a checkpoint: starts again from scratch
     changes = config_changes(saved, config)
-    fixed = [c for c in changes if _under(c[0], RESUME_FIXED)]
+    fixed = [c for c in changes if _under(c[0], RESUME_FIXED)
+             and not _under(c[0], RESUME_INIT_ONLY + RESUME_MODEL_DYNAMICS)]
     if fixed:
         raise ValueError(f"{workdir}: cannot resume, its checkpoints are of another model: "
                          f"{_shown(fixed)} (use another --workdir)")
