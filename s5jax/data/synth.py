@@ -38,6 +38,8 @@ config value, ``"dcase2025"`` or ``"dcase2026"``):
 normalised differently (2025 ``h / mean_r ‖h_r‖``, 2026 ``h / sqrt(mean_r ‖h_r‖²)``), but that
 cannot change the output: the gain is computed from the wet image afterwards, so any scale of
 ``h`` cancels in the mixture and the dry target alike; the 2025 normalisation is used for both.
+For the same reason the jitted renderer skips the source's peak normalisation (the float64
+reference keeps it; the two agree to float32 rounding).
 
 The jitted renderer is an overlap-add on a grid of the mixture: blocks ``g`` of ``H = M − N + 1``
 samples (``M`` the block FFT length, :func:`block_fft_length`). The loader guarantees
