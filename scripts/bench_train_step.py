@@ -56,6 +56,7 @@ import benchlib  # noqa: E402
 from s5jax import labels as labels_lib  # noqa: E402
 from s5jax import mesh as mesh_lib  # noqa: E402
 from s5jax import metrics  # noqa: E402
+from s5jax.cli import load_config  # noqa: E402
 from s5jax.models.separator import build_separator, separator_config  # noqa: E402
 from s5jax.training import loop, optim, steps  # noqa: E402
 from s5jax.training.state import create_state  # noqa: E402
@@ -296,7 +297,7 @@ def cpu_flops(args, batch: int, seconds: float) -> int:
 def config_main(args) -> int:
     import memory
 
-    config = memory.load_config(args.config)
+    config = load_config(args.config)
     for assignment in args.set:
         _override(config, assignment)
     if args.batch is not None:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import memory  # scripts/ is first on sys.path when run as a script
 
+from s5jax import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {"80 GB": 80e9, "141 GB": 141e9}  # decimal bytes: below the cards' 85.5e9 / 150.7e9
 MODELS = (("ResUNetK baseline", "resunetk", "baseline"), ("ResUNetK seed", "resunetk", ""),
@@ -29,7 +31,7 @@ MODELS = (("ResUNetK baseline", "resunetk", "baseline"), ("ResUNetK seed", "resu
 
 
 def load_config(name: str, presets: str):
-    return memory.load_config(f"{ROOT / 'configs' / name}.py:{presets}")
+    return cli.load_config(f"{ROOT / 'configs' / name}.py:{presets}")
 
 
 def _presets(*names: str) -> str:

@@ -49,7 +49,9 @@ def test_figures_off_the_cpu_count_no_flops(monkeypatch):
     accumulate=1 step is built for a count (the crash of the first H200 run)."""
     import memory
 
-    config = memory.load_config("configs/resunetk.py:baseline_1gpu")
+    from s5jax.cli import load_config
+
+    config = load_config(str(ROOT / "configs" / "resunetk.py") + ":baseline_1gpu")
     mem = types.SimpleNamespace(argument_size_in_bytes=10, output_size_in_bytes=4,
                                 alias_size_in_bytes=3, temp_size_in_bytes=20,
                                 generated_code_size_in_bytes=1)
