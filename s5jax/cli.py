@@ -42,12 +42,18 @@ def _flag_value(argv: list[str], name: str) -> str | None:
     return None
 
 
-def load_config(spec: str):
-    """``file.py[:presets]`` → the config, as ``--config`` loads it (``get_config(presets)``);
-    ``ValueError`` if the file is not a Python file that can be loaded."""
+def _config_file(spec: str) -> tuple[str, str]:
+    """``file.py[:presets]`` → ``(file, presets)``; ``ValueError`` if the file does not exist."""
     file, _, arg = str(spec).partition(":")
     if not Path(file).is_file():
         raise ValueError(f"{file}: no such config file ({Path(file).absolute()})")
+    return file, arg
+
+
+def load_config(spec: str):
+    """``file.py[:presets]`` → the config, as ``--config`` loads it (``get_config(presets)``);
+    ``ValueError`` if the file is not a Python file that can be loaded."""
+    file, arg = _config_file(spec)
     module_spec = importlib.util.spec_from_file_location(f"cfg_{abs(hash(spec))}", file)
     if module_spec is None:
         raise ValueError(f"{file}: not a Python config file")
@@ -80,9 +86,11 @@ def parse_config_flags(argv: list[str]) -> list[str]:
     (``s5jax.train``, ``scripts/memory.py``), with every error as one ``error:`` line and exit
     status 2: ``app.run(main, flags_parser=parse_config_flags)``."""
     path = _flag_value(argv, "config")
-    if path is not None and not Path(path.split(":", 1)[0]).is_file():
-        sys.exit(fail(ValueError(f"--config {path}: no such config file "
-                                 f"({Path(path.split(':', 1)[0]).absolute()})")))
+    if path is not None:
+        try:
+            _config_file(path)
+        except ValueError as e:
+            sys.exit(fail(ValueError(f"--config {e}")))
     try:
         return flags.FLAGS(argv)
     except flags.UnrecognizedFlagError as e:

@@ -348,19 +348,21 @@ class DevicePrefetch:
     def _start(self) -> None:
         self._q: queue.Queue = queue.Queue(maxsize=self._size)
         self._stop = threading.Event()
-        # Batches from loader workers live in shared memory, released when the last array
-        # viewing them goes. The CPU backend's device arrays alias host memory: copied first,
-        # the blocks are released now instead of with the device batch (or, for the batches
-        # still referenced at exit, by Python's resource tracker with a "leaked shared_memory
-        # objects" warning). Elsewhere device_put copies anyway.
-        copy_host = jax.default_backend() == "cpu"
+        # Batches from loader workers arrive as shared-memory arrays (an ndarray subclass),
+        # released when the last array viewing them goes. The CPU backend's device arrays alias
+        # host memory: copied first, the blocks are released now instead of with the device
+        # batch (or, for the batches still referenced at exit, by Python's resource tracker with
+        # a "leaked shared_memory objects" warning). Plain arrays (no workers) are not copied;
+        # elsewhere device_put copies anyway.
+        copy_shared = jax.default_backend() == "cpu"
 
         def work():
             while not self._stop.is_set():
                 try:
                     host = next(self._it)
-                    if copy_host:
-                        host = {k: np.array(v) for k, v in host.items()}
+                    if copy_shared:
+                        host = {k: v if type(v) is np.ndarray else np.array(v)
+                                for k, v in host.items()}
                     item = (self._it.get_state(), to_device(host, self._mesh), None)
                 except Exception as e:  # noqa: BLE001 - handed to the consumer
                     item = (None, None, e)
