@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if min(args.steps, args.eval_every) < 1 or args.lr <= 0 or args.valid_limit < 0:
         ap.error("--steps and --eval-every must be ≥ 1, --lr > 0, --valid-limit ≥ 0")
+    if args.json and not args.json.absolute().parent.is_dir():
+        ap.error(f"--json {args.json}: its folder does not exist")
     try:
         cfg = load_config(args.config)
     except ValueError as e:

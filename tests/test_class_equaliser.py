@@ -35,10 +35,14 @@ def test_trains_and_scores_on_the_held_out_split(embedded_small, tmp_path):
     assert points[-1]["ca_si_sdri"] != points[0]["ca_si_sdri"]  # the table was trained
 
 
-def test_a_preset_without_the_held_out_split_is_one_error_line(tmp_path):
-    r = _run("--config", "configs/resunetk.py:smoke", "--json", str(tmp_path / "x.json"),
+@pytest.mark.parametrize("args,says", [
+    (["--config", "configs/resunetk.py:smoke"], "valid_split"),
+    (["--json", "no/such/folder/x.json"], "folder does not exist"),
+])
+def test_bad_arguments_are_one_error_line(tmp_path, args, says):
+    r = _run(*(["--json", str(tmp_path / "x.json")] if "--json" not in args else []), *args,
              cwd=ROOT)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]
-    assert "valid_split" in r.stderr and "Traceback" not in r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.json").exists()
