@@ -47,9 +47,7 @@ from s5jax.training import loop
 from s5jax.training.logging import read_jsonl
 
 DEFAULT_VARIANTS = "configs/resunetk.py:small,baseline;configs/resunetk.py:small"
-SEPARATOR_KEYS = {"valid/ca_sdri": "ca_sdri", "valid/ca_si_sdri": "ca_si_sdri",
-                  "valid/sdri": "sdri", "valid/floor_ca_sdri": "floor_ca_sdri",
-                  "valid/floor_ca_si_sdri": "floor_ca_si_sdri"}
+SEPARATOR_KEYS = benchlib.SEPARATOR_KEYS
 TAGGER_KEYS = {"valid/accuracy": "accuracy"}
 BAR = 3.0  # acceptance (issue 13): CA-SI-SDRi ≥ +3 dB; tagger accuracy ≥ 80 %
 TAGGER_BAR = 80.0

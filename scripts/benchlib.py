@@ -17,6 +17,10 @@ from pathlib import Path
 
 import jax
 
+# Held-out validation records (s5jax.training.heldout) → the names the learning scripts write.
+SEPARATOR_KEYS = {"valid/ca_sdri": "ca_sdri", "valid/ca_si_sdri": "ca_si_sdri",
+                  "valid/sdri": "sdri", "valid/floor_ca_sdri": "floor_ca_sdri",
+                  "valid/floor_ca_si_sdri": "floor_ca_si_sdri"}
 HEADER = (
     "# Benchmarks\n\nRows appended by scripts/bench_*.py.\n\n"
     "| date | benchmark | machine | command | result | ratio |\n"

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from benchlib import SEPARATOR_KEYS
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -46,9 +47,6 @@ from s5jax.data import loader
 from s5jax.data.recipes import task_config
 from s5jax.training import heldout, loop, steps
 from s5jax.training.state import create_state
-
-KEYS = {"valid/ca_sdri": "ca_sdri", "valid/ca_si_sdri": "ca_si_sdri", "valid/sdri": "sdri",
-        "valid/floor_ca_sdri": "floor_ca_sdri", "valid/floor_ca_si_sdri": "floor_ca_si_sdri"}
 
 
 class ClassEqualiser(nn.Module):
@@ -118,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(n: int) -> None:
         m = evaluate(state)
-        out.append({"step": n, "seconds": round(seconds, 1), **{v: m[k] for k, v in KEYS.items()}})
+        out.append({"step": n, "seconds": round(seconds, 1),
+                    **{v: m[k] for k, v in SEPARATOR_KEYS.items()}})
         print(f"step {n}: held-out CA-SI-SDRi {m['valid/ca_si_sdri']:+.2f} dB, CA-SDRi "
               f"{m['valid/ca_sdri']:.2f} dB (floor {m['valid/floor_ca_sdri']:.2f}), "
               f"{seconds:.0f} s of training", flush=True)
