@@ -89,3 +89,75 @@ def test_kill_between_checkpoints_then_resume_logs_each_step_once(tmp_path, embe
         assert steps == list(range(1, STEPS + 1)), (tag, steps)
         assert tb_part[tag] == tb_full[tag]
     assert json.loads((part / "train_config.json").read_text())["train"]["num_steps"] == STEPS
+
+
+# Grain's worker processes hand batches over in POSIX shared memory (/dev/shm). Every process of
+# the SIGTERM run names its blocks with this prefix (a sitecustomize on its PYTHONPATH), so the
+# test can find exactly its own blocks while other tests run beside it.
+_SHM_PREFIX = "psmT"
+_SITECUSTOMIZE = f"""import multiprocessing.shared_memory as m
+m._SHM_NAME_PREFIX = "/{_SHM_PREFIX}"
+"""
+
+
+def _own_shm() -> list[str]:
+    shm = Path("/dev/shm")
+    return sorted(p.name for p in shm.glob(_SHM_PREFIX + "*")) if shm.is_dir() else []
+
+
+def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool):
+    """Start ``cmd`` and SIGTERM it (its whole process group if ``group``, as Slurm does) once
+    it has logged a step past ``after``; returns (exit status, stderr, own shared-memory blocks
+    seen in use)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=group)
+    try:
+        while proc.poll() is None and max(_logged_steps(workdir), default=0) <= after:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        in_use = set(_own_shm())
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err, in_use
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory")
+def test_sigterm_saves_a_checkpoint_releases_shared_memory_and_resumes(
+        tmp_path, embedded_small, env):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    env = dict(env, PYTHONPATH=f"{site}{os.pathsep}{env['PYTHONPATH']}")
+    before = set(_own_shm())  # a crashed earlier run of this test may have left some
+    workdir = tmp_path / "run"
+    cmd = [*_command(workdir, embedded_small), "--config.data.num_workers=1"]
+    stopped = 0
+    # `kill PID` (the main process only), then, resumed, a scheduler's SIGTERM to the process
+    # group (the loader's worker gets it too and dies at once).
+    for group in (False, True):
+        code, err, in_use = _terminate(cmd, env, workdir, stopped, group)
+        assert in_use - before  # the worker's batches did travel through shared memory
+        assert code == 143, err[-3000:]
+        if stopped:
+            assert f"resuming {workdir} from step {stopped} of {STEPS}" in err
+        last = max(_logged_steps(workdir))
+        assert stopped < last < STEPS
+        stopped = last
+        assert f"stopping at step {stopped}: SIGTERM received; checkpoint {stopped} saved" in err
+        assert checkpoint_steps(workdir)[-1] == stopped  # saved where it stopped, not at 4·k
+        assert not (workdir / "model").exists()  # an interrupted run exports nothing
+        assert not set(_own_shm()) - before, "shared memory left behind by the stopped run"
+
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {workdir} from step {stopped} of {STEPS}" in r.stderr
+    assert _logged_steps(workdir) == list(range(1, STEPS + 1))  # each step once, in order
+    assert (workdir / "model").is_dir()
+    assert not set(_own_shm()) - before

@@ -39,7 +39,7 @@ from s5jax.models import remat as remat_lib
 from s5jax.models.separator import build_separator, validate_config
 from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
 from s5jax.training import checkpoint as ckpt_lib
-from s5jax.training import heldout, optim, steps
+from s5jax.training import heldout, optim, preemption, steps
 from s5jax.training.logging import Logger, read_jsonl
 from s5jax.training.state import TrainState, create_state
 
@@ -626,71 +626,81 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     seg = tic  # start of the current stretch of training (for `seconds`)
     pending = None  # the previous step's metrics: blocking on them keeps one step in flight
     budget = None if t.get("max_minutes") is None else 60.0 * float(t.max_minutes)
-    try:
-        for step in range(start, num_steps):
-            batch = next(train_it)
-            state, m = train_step(state, batch)
-            records.append(m)
-            s = step + 1
-            # The bar counts computed steps, not dispatched ones: wait for the previous step
-            # (the current one is already queued behind it, so the device never idles).
-            if pending is not None:
-                jax.block_until_ready(pending)
-                bar.update(1)
-            pending = m
-            last = s == num_steps or (
-                budget is not None and seconds + time.perf_counter() - seg >= budget)
-            if s % t.log_every == 0 or last:
-                scalars = _host_mean(records)  # waits for this step too
-                bar.update(1)
-                pending = None
-                records = []
-                now = time.perf_counter()
-                elapsed = now - tic
-                n = s - tic_step
-                scalars["step_time"] = elapsed / n
-                scalars["examples_per_second"] = n * d.batch_size / elapsed
-                scalars["seconds"] = seconds + now - seg
-                logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
-                bar.set_postfix(loss=f"{scalars['loss']:.4g}")
-                if scalars["bad_streak"] >= t.max_nonfinite:
-                    raise NonFiniteError(
-                        f"step {s}: {int(scalars['bad_streak'])} consecutive non-finite "
-                        f"losses/gradients (limit config.train.max_nonfinite="
-                        f"{t.max_nonfinite}); stopping. The last checkpoint in "
-                        f"{ckpts.directory} holds the last good state."
-                    )
-                tic, tic_step = time.perf_counter(), s
-            evaluated = None
-            if s % t.eval_every == 0 or (last and t.get("eval_at_end", True)):
+    # SIGTERM (preemption, `kill`) stops the run after the step in flight, with a checkpoint
+    # of that step (preemption.py).
+    with preemption.StopOnSigterm() as stop:
+        try:
+            for step in range(start, num_steps):
+                batch = next(train_it)
+                state, m = train_step(state, batch)
+                records.append(m)
+                s = step + 1
+                # The bar counts computed steps, not dispatched ones: wait for the previous step
+                # (the current one is already queued behind it, so the device never idles).
                 if pending is not None:
                     jax.block_until_ready(pending)
                     bar.update(1)
+                pending = m
+                last = s == num_steps or stop.requested or (
+                    budget is not None and seconds + time.perf_counter() - seg >= budget)
+                if s % t.log_every == 0 or last:
+                    scalars = _host_mean(records)  # waits for this step too
+                    bar.update(1)
                     pending = None
-                seconds += time.perf_counter() - seg
-                evaluated = last_valid = evaluate(state, logger, s)
-                logger.scalars(s, {**evaluated, "train/seconds": seconds})
-                tic = seg = time.perf_counter()  # keep validation out of the step time
-            if s % t.checkpoint_every == 0 or last:
-                ckpts.save(s, state, train_it, metrics=evaluated)
-            if last:
-                if s < num_steps and main_process:
-                    print(f"stopping at step {s}: config.train.max_minutes={t.max_minutes} of "
-                          "training reached", file=sys.stderr)
-                break
-        if pending is not None:
-            bar.update(1)
-        ckpts.wait()
-        if main_process and ckpts.latest_step() is not None:
-            export_model(workdir, config.model, ckpts, state)
-            if start >= num_steps:
-                print(_complete_message(workdir, start, config), file=sys.stderr)
-    finally:
-        bar.close()
-        train_it.close()
-        ckpts.wait()
-        ckpts.close()
-        logger.close()
+                    records = []
+                    now = time.perf_counter()
+                    elapsed = now - tic
+                    n = s - tic_step
+                    scalars["step_time"] = elapsed / n
+                    scalars["examples_per_second"] = n * d.batch_size / elapsed
+                    scalars["seconds"] = seconds + now - seg
+                    logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
+                    bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+                    if scalars["bad_streak"] >= t.max_nonfinite:
+                        raise NonFiniteError(
+                            f"step {s}: {int(scalars['bad_streak'])} consecutive non-finite "
+                            f"losses/gradients (limit config.train.max_nonfinite="
+                            f"{t.max_nonfinite}); stopping. The last checkpoint in "
+                            f"{ckpts.directory} holds the last good state."
+                        )
+                    tic, tic_step = time.perf_counter(), s
+                evaluated = None
+                if s % t.eval_every == 0 or (
+                        last and not stop.requested and t.get("eval_at_end", True)):
+                    if pending is not None:
+                        jax.block_until_ready(pending)
+                        bar.update(1)
+                        pending = None
+                    seconds += time.perf_counter() - seg
+                    evaluated = last_valid = evaluate(state, logger, s)
+                    logger.scalars(s, {**evaluated, "train/seconds": seconds})
+                    tic = seg = time.perf_counter()  # keep validation out of the step time
+                if s % t.checkpoint_every == 0 or last:
+                    ckpts.save(s, state, train_it, metrics=evaluated)
+                if last:
+                    if stop.requested and main_process:
+                        print(f"stopping at step {s}: SIGTERM received; checkpoint {s} saved in "
+                              f"{ckpts.directory}, the same command resumes from it",
+                              file=sys.stderr)
+                    elif s < num_steps and main_process:
+                        print(f"stopping at step {s}: config.train.max_minutes={t.max_minutes} of "
+                              "training reached", file=sys.stderr)
+                    break
+            if pending is not None:
+                bar.update(1)
+            ckpts.wait()
+            if main_process and ckpts.latest_step() is not None and not stop.requested:
+                export_model(workdir, config.model, ckpts, state)
+                if start >= num_steps:
+                    print(_complete_message(workdir, start, config), file=sys.stderr)
+        finally:
+            bar.close()
+            train_it.close()
+            ckpts.wait()
+            ckpts.close()
+            logger.close()
+    if stop.requested:
+        raise SystemExit(preemption.EXIT_STATUS)
     return last_valid
 
 
