@@ -23,7 +23,8 @@ training wall time at that step, validation excluded, compilation included), ``D
 (per run: steps reached, what bound, load average at the start and end), ``DIR/learning.png``
 (``s5jax.plots.plot_learning_curves``: mean ± one standard deviation over the seeds) and prints
 a summary; ``--append`` adds its row to docs/benchmarks.md. Work directories are resumed, so an
-interrupted benchmark continues where it stopped. Runs are sequential (one at a time) and
+interrupted benchmark continues where it stopped (SIGTERM stops it after a checkpoint of the
+current run's last step: ``kill PID``). Runs are sequential (one at a time) and
 seed-major (every variant's seed 0, then every variant's seed 1, …).
 """
 
