@@ -628,6 +628,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     budget = None if t.get("max_minutes") is None else 60.0 * float(t.max_minutes)
     # SIGTERM (preemption, `kill`) stops the run after the step in flight, with a checkpoint
     # of that step (preemption.py).
+    interrupted = False  # SIGTERM seen at the end of a step: the run stops there
     with preemption.StopOnSigterm() as stop:
         try:
             for step in range(start, num_steps):
@@ -641,7 +642,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     jax.block_until_ready(pending)
                     bar.update(1)
                 pending = m
-                last = s == num_steps or stop.requested or (
+                interrupted = stop.requested  # read once: the signal may come at any time
+                last = s == num_steps or interrupted or (
                     budget is not None and seconds + time.perf_counter() - seg >= budget)
                 if s % t.log_every == 0 or last:
                     scalars = _host_mean(records)  # waits for this step too
@@ -666,7 +668,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     tic, tic_step = time.perf_counter(), s
                 evaluated = None
                 if s % t.eval_every == 0 or (
-                        last and not stop.requested and t.get("eval_at_end", True)):
+                        last and not interrupted and t.get("eval_at_end", True)):
                     if pending is not None:
                         jax.block_until_ready(pending)
                         bar.update(1)
@@ -678,7 +680,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if s % t.checkpoint_every == 0 or last:
                     ckpts.save(s, state, train_it, metrics=evaluated)
                 if last:
-                    if stop.requested and main_process:
+                    if interrupted and main_process:
                         print(f"stopping at step {s}: SIGTERM received; checkpoint {s} saved in "
                               f"{ckpts.directory}, the same command resumes from it",
                               file=sys.stderr)
@@ -689,7 +691,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if pending is not None:
                 bar.update(1)
             ckpts.wait()
-            if main_process and ckpts.latest_step() is not None and not stop.requested:
+            if main_process and ckpts.latest_step() is not None and not interrupted:
                 export_model(workdir, config.model, ckpts, state)
                 if start >= num_steps:
                     print(_complete_message(workdir, start, config), file=sys.stderr)
@@ -699,7 +701,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             ckpts.wait()
             ckpts.close()
             logger.close()
-    if stop.requested:
+    if interrupted:
         raise SystemExit(preemption.EXIT_STATUS)
     return last_valid
 
