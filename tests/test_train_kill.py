@@ -100,9 +100,9 @@ m._SHM_NAME_PREFIX = "/{_SHM_PREFIX}"
 """
 
 
-def _own_shm() -> list[str]:
+def _own_shm() -> set[str]:
     shm = Path("/dev/shm")
-    return sorted(p.name for p in shm.glob(_SHM_PREFIX + "*")) if shm.is_dir() else []
+    return {p.name for p in shm.glob(_SHM_PREFIX + "*")} if shm.is_dir() else set()
 
 
 def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool):
@@ -115,7 +115,7 @@ def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool
         while proc.poll() is None and max(_logged_steps(workdir), default=0) <= after:
             time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read()[-2000:]
-        in_use = set(_own_shm())
+        in_use = _own_shm()
         if group:
             os.killpg(proc.pid, signal.SIGTERM)
         else:
@@ -135,7 +135,7 @@ def test_sigterm_saves_a_checkpoint_releases_shared_memory_and_resumes(
     site.mkdir()
     (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     env = dict(env, PYTHONPATH=f"{site}{os.pathsep}{env['PYTHONPATH']}")
-    before = set(_own_shm())  # a crashed earlier run of this test may have left some
+    before = _own_shm()  # a crashed earlier run of this test may have left some
     workdir = tmp_path / "run"
     cmd = [*_command(workdir, embedded_small), "--config.data.num_workers=1"]
     stopped = 0
@@ -153,11 +153,11 @@ def test_sigterm_saves_a_checkpoint_releases_shared_memory_and_resumes(
         assert f"stopping at step {stopped}: SIGTERM received; checkpoint {stopped} saved" in err
         assert checkpoint_steps(workdir)[-1] == stopped  # saved where it stopped, not at 4·k
         assert not (workdir / "model").exists()  # an interrupted run exports nothing
-        assert not set(_own_shm()) - before, "shared memory left behind by the stopped run"
+        assert not _own_shm() - before, "shared memory left behind by the stopped run"
 
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming {workdir} from step {stopped} of {STEPS}" in r.stderr
     assert _logged_steps(workdir) == list(range(1, STEPS + 1))  # each step once, in order
     assert (workdir / "model").is_dir()
-    assert not set(_own_shm()) - before
+    assert not _own_shm() - before
