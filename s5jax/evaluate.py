@@ -40,6 +40,7 @@ from pathlib import Path
 
 import jax
 
+from s5jax import hostmem
 from s5jax.atomic import Staging, check_free_space, write_atomic
 from s5jax.cli import ArgumentParser, fail
 from s5jax.data.catalog import find_test_dir
@@ -118,6 +119,7 @@ def submission_only(names: set[str], ed: Edition):
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.keep_freed_memory()  # before JAX starts its threads: steps stop page-faulting
     parser = ArgumentParser(prog="python -m s5jax.evaluate", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tagger", help="tagger: s5jax model dir, work dir or official .ckpt/.pth")

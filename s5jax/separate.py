@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s5jax import hostmem
 from s5jax.atomic import Staging, check_free_space, write_atomic
 from s5jax.audio import wav
 from s5jax.cli import ArgumentParser, fail
@@ -87,6 +88,7 @@ def parse_labels(text: str, max_sources: int = MAX_SOURCES) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.keep_freed_memory()  # before JAX starts its threads: steps stop page-faulting
     parser = ArgumentParser(prog="python -m s5jax.separate", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="4-channel FOA wav files (any sample rate), or "

@@ -18,6 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from s5jax import hostmem
 from s5jax.cli import fail, parse_config_flags
 from s5jax.training.loop import NonFiniteError, check_config, train_and_evaluate
 
@@ -49,6 +50,7 @@ def dry_run(config, workdir: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
+    hostmem.keep_freed_memory()  # before JAX starts its threads: steps stop page-faulting
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.refere
 
 import benchlib  # noqa: E402
 
+from s5jax import hostmem  # noqa: E402
 from s5jax.convert import separator as conv_sep  # noqa: E402
 from s5jax.convert import tagger as conv_tag  # noqa: E402
 from s5jax.inference.pipeline import S5Pipeline  # noqa: E402
@@ -46,6 +47,7 @@ def torch_predict(torch, probs, threshold=0.5, max_sources=3):
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.keep_freed_memory()  # as the s5jax commands run (s5jax/hostmem.py)
     p = benchlib.parser(__doc__, batch=1, repeats=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--separator", choices=["resunetk", "resunet"], default="resunetk")

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.refere
 
 import benchlib  # noqa: E402
 
+from s5jax import hostmem  # noqa: E402
 from s5jax.convert.tagger import convert_state_dict  # noqa: E402
 from s5jax.models import tagger as T  # noqa: E402
 
@@ -26,6 +27,7 @@ L = 320_000
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.keep_freed_memory()  # as the s5jax commands run (s5jax/hostmem.py)
     p = benchlib.parser(__doc__, batch=2, repeats=5)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     a = p.parse_args(argv)

@@ -53,9 +53,9 @@ sys.path.insert(0, str(ROOT))  # for tests.reference
 
 import benchlib  # noqa: E402
 
+from s5jax import hostmem, metrics  # noqa: E402
 from s5jax import labels as labels_lib  # noqa: E402
 from s5jax import mesh as mesh_lib  # noqa: E402
-from s5jax import metrics  # noqa: E402
 from s5jax.cli import load_config  # noqa: E402
 from s5jax.models.separator import build_separator, separator_config  # noqa: E402
 from s5jax.training import loop, optim, steps  # noqa: E402
@@ -347,6 +347,9 @@ def config_main(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # As the s5jax commands run (s5jax/hostmem.py). One process: the PyTorch side gets the same
+    # allocator, so the ratio compares the two models, not the two allocators.
+    kept = hostmem.keep_freed_memory()
     ap = benchlib.parser(__doc__, batch=None, repeats=5)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--official", type=Path, default=None,
@@ -383,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         print(lines[-1])
     result = (f"B={args.batch}, {args.seconds:g} s, fp32, {benchlib.device_kind()}, medians of "
               f"{args.repeats} alternating rounds; " + "; ".join(lines) +
-              f"; reference: {label}, {where}")
+              f"; reference: {label}, {where}; glibc malloc "
+              + ("keeping freed memory (s5jax/hostmem.py), both sides" if kept else "defaults"))
     print(result)
     if args.append:
         ratio = t["torch fwd_bwd"] / t["s5jax fwd_bwd"]
