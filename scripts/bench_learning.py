@@ -41,6 +41,7 @@ from pathlib import Path
 import benchlib
 import jax
 
+from s5jax import hostmem
 from s5jax.atomic import write_atomic
 from s5jax.cli import load_config
 from s5jax.plots import plot_learning_curves
@@ -141,6 +142,7 @@ def summarise(learning: dict, runs: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.keep_freed_memory()  # trains in this process, as `python -m s5jax.train` would
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=DEFAULT_VARIANTS,

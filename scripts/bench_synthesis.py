@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # s5jax without an
 
 import benchlib  # noqa: E402
 
+from s5jax import hostmem  # noqa: E402
 from s5jax.data import synth  # noqa: E402
 
 SR, L, R, N, S, E = 32000, 320_000, 4, 32_000, 3, 5
@@ -199,6 +200,7 @@ def dataset_main(a, argv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.keep_freed_memory()  # as the s5jax commands run (s5jax/hostmem.py)
     p = benchlib.parser(__doc__, batch=8, repeats=5)
     p.add_argument("--nfft", default="auto",
                    help="block FFT length: auto (synth.block_fft_length) or pow2 (≥ 3N)")
