@@ -119,7 +119,6 @@ def submission_only(names: set[str], ed: Edition):
 
 
 def main(argv: list[str] | None = None) -> int:
-    hostmem.keep_freed_memory()  # before JAX starts its threads: steps stop page-faulting
     parser = ArgumentParser(prog="python -m s5jax.evaluate", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tagger", help="tagger: s5jax model dir, work dir or official .ckpt/.pth")
@@ -265,4 +264,7 @@ def _finish(args, summary, per_class, per_mixture, test_root: Path, out_tmp: Pat
 
 
 if __name__ == "__main__":
+    # Only where s5jax owns the process (not when main() is called from other code): the
+    # allocator settings are process-wide. Before JAX starts its threads (s5jax/hostmem.py).
+    hostmem.keep_freed_memory()
     sys.exit(main())

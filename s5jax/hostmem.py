@@ -14,8 +14,8 @@ all threads (``M_ARENA_MAX`` 1), no ``mmap`` for large blocks (``M_MMAP_MAX`` 0:
 the heap, where freed ones are reused), and no trimming of the heap's top (``M_TRIM_THRESHOLD``
 "never"). The price: the process keeps its peak heap until it exits (freed memory is reused,
 not returned to the system), and all threads share one arena's lock, which XLA's few large
-allocations do not contend for. The training, evaluation and separation commands call it before
-JAX starts its threads; threads that have allocated already keep their arena. Elsewhere than
+allocations do not contend for. ``python -m s5jax.train`` (``evaluate``, ``separate``) calls it
+before JAX starts its threads; threads that have allocated already keep their arena. Elsewhere than
 glibc (macOS, musl) it does nothing.
 """
 

@@ -88,7 +88,6 @@ def parse_labels(text: str, max_sources: int = MAX_SOURCES) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    hostmem.keep_freed_memory()  # before JAX starts its threads: steps stop page-faulting
     parser = ArgumentParser(prog="python -m s5jax.separate", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="4-channel FOA wav files (any sample rate), or "
@@ -232,4 +231,7 @@ def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Pat
 
 
 if __name__ == "__main__":
+    # Only where s5jax owns the process (not when main() is called from other code): the
+    # allocator settings are process-wide. Before JAX starts its threads (s5jax/hostmem.py).
+    hostmem.keep_freed_memory()
     sys.exit(main())

@@ -50,7 +50,6 @@ def dry_run(config, workdir: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    hostmem.keep_freed_memory()  # before JAX starts its threads: steps stop page-faulting
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
@@ -75,4 +74,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # Only where s5jax owns the process (not when main() is called from other code): the
+    # allocator settings are process-wide. Before JAX starts its threads (s5jax/hostmem.py).
+    hostmem.keep_freed_memory()
     app.run(main, flags_parser=parse_config_flags)

@@ -142,7 +142,6 @@ def summarise(learning: dict, runs: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    hostmem.keep_freed_memory()  # trains in this process, as `python -m s5jax.train` would
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
@@ -211,4 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Only where s5jax owns the process (not when main() is called from other code): the
+    # allocator settings are process-wide. Before JAX starts its threads (s5jax/hostmem.py).
+    hostmem.keep_freed_memory()
     sys.exit(main())

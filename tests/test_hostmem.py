@@ -9,10 +9,16 @@ import pytest
 # other than the main one (XLA allocates from its worker threads); prints the minor page faults
 # of the second round, counted for that thread.
 _CYCLE = """
-import ctypes, resource, sys, threading
+import ctypes, resource, runpy, sys, threading
 from s5jax import hostmem
 if sys.argv[1] == "1":
     assert hostmem.keep_freed_memory()
+elif sys.argv[1] != "0":  # a command, run as `python -m <module> --help`
+    sys.argv = [sys.argv[1], "--help"]
+    try:
+        runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -34,9 +40,10 @@ print(out[0])
 """
 
 
-def _second_round_faults(apply: bool) -> int:
-    done = subprocess.run([sys.executable, "-c", _CYCLE, "1" if apply else "0"],
-                          capture_output=True, text=True, check=True)
+def _second_round_faults(apply: bool | str) -> int:
+    arg = apply if isinstance(apply, str) else "1" if apply else "0"
+    done = subprocess.run([sys.executable, "-c", _CYCLE, arg], capture_output=True, text=True,
+                          check=True)
     return int(done.stdout.strip().splitlines()[-1])
 
 
@@ -49,3 +56,10 @@ def test_freed_block_is_reused_without_page_faults():
     assert kept < 100, (kept, plain)
     assert plain > 10 * kept, (kept, plain)
 
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+@pytest.mark.parametrize("module", ["s5jax.train", "s5jax.evaluate", "s5jax.separate"])
+def test_commands_keep_freed_memory(module):
+    # `python -m <module>` sets the allocator up before anything else (here: before --help).
+    assert _second_round_faults(module) < 100
