@@ -16,6 +16,7 @@ from s5jax.models.separator import (
     load_separator,
     separator_config,
 )
+from s5jax.training import loop, steps
 
 TINY = (4, 8, 8, 12, 12, 16)
 DEAD = 3_200 + 820_800  # decoder bn2 + FiLM beta2, never used by the official forward
@@ -272,7 +273,7 @@ def test_head_init_mixture_starts_from_half_the_mixture():
     for head_init in ("mixture", "official"):
         cfg = separator_config(name="resunetk", channels=TINY, head_init=head_init)
         model = build_separator(cfg)
-        variables = jax.jit(model.init)(jax.random.key(0), mix, LAB)
+        variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
         params = jax.tree.map(np.asarray, variables["params"])
         after = params["base"]["after_conv"]
         if head_init == "mixture":

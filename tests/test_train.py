@@ -86,6 +86,21 @@ def test_separator_overfits_fixed_batch():
     assert stats and any(float(jnp.max(jnp.abs(s - jnp.round(s)))) > 0 for s in stats)
 
 
+def test_init_variables_compiled_at_level_1_are_bit_identical():
+    """loop.init_variables compiles at XLA optimisation level 1 on the CPU (faster); the variables
+    must be exactly those of the default compilation (the smoke preset's separator)."""
+    cfg = load_config("resunetk", "smoke").model
+    model = build_separator(cfg)
+    ours = loop.init_variables(steps.SEPARATOR, model, cfg, 3)
+    x, labels = jnp.zeros((1, 4, 3200), jnp.float32), jnp.zeros((1, cfg.slots), jnp.int32)
+    default = jax.jit(lambda k: model.init(k, x, labels, train=False))(jax.random.PRNGKey(3))
+    flat = jax.tree_util.tree_leaves_with_path(default["params"])
+    assert len(flat) > 50
+    mine = dict(jax.tree_util.tree_leaves_with_path(ours["params"]))
+    for path, leaf in flat:
+        np.testing.assert_array_equal(np.asarray(mine[path]), np.asarray(leaf), err_msg=str(path))
+
+
 def test_tagger_overfits_fixed_batch_and_skips_non_finite():
     cfg = tagger_config(embed_dim=16, depth=2, num_heads=2)
     model = build_tagger(cfg)
