@@ -99,6 +99,10 @@ def test_init_variables_compiled_at_level_1_are_bit_identical():
     mine = dict(jax.tree_util.tree_leaves_with_path(ours["params"]))
     for path, leaf in flat:
         np.testing.assert_array_equal(np.asarray(mine[path]), np.asarray(leaf), err_msg=str(path))
+    # Shapes only (memory model, remat test): traced, so nothing is compiled with the options.
+    shapes = jax.eval_shape(lambda: loop.init_variables(steps.SEPARATOR, model, cfg, 3))
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), shapes) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), ours)
 
 
 def test_tagger_overfits_fixed_batch_and_skips_non_finite():

@@ -351,7 +351,10 @@ def init_variables(task: str, model, model_config, seed: int) -> dict:
     """Fresh variables (shapes do not depend on the input length; 0.1 s is enough)."""
     x = jnp.zeros((1, 4, 3200), jnp.float32)
     key = jax.random.PRNGKey(seed)
-    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    # Under a trace (e.g. jax.eval_shape of this function) the jit is nested, and JAX accepts
+    # compiler options only on a top-level one; nothing is compiled there anyway.
+    top_level = not isinstance(key, jax.core.Tracer)
+    options = INIT_COMPILER_OPTIONS if top_level and jax.default_backend() == "cpu" else None
     if task == steps.SEPARATOR:
         labels = jnp.zeros((1, int(model_config.slots)), jnp.int32)
         variables = jax.jit(lambda k: model.init(k, x, labels, train=False),
