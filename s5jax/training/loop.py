@@ -355,13 +355,11 @@ def init_variables(task: str, model, model_config, seed: int) -> dict:
     # compiler options only on a top-level one; nothing is compiled there anyway.
     top_level = not isinstance(key, jax.core.Tracer)
     options = INIT_COMPILER_OPTIONS if top_level and jax.default_backend() == "cpu" else None
+    inputs = (x,)
     if task == steps.SEPARATOR:
-        labels = jnp.zeros((1, int(model_config.slots)), jnp.int32)
-        variables = jax.jit(lambda k: model.init(k, x, labels, train=False),
-                            compiler_options=options)(key)
-    else:
-        variables = jax.jit(lambda k: model.init(k, x, train=False),
-                            compiler_options=options)(key)
+        inputs += (jnp.zeros((1, int(model_config.slots)), jnp.int32),)  # the query labels
+    variables = jax.jit(lambda k: model.init(k, *inputs, train=False),
+                        compiler_options=options)(key)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
