@@ -20,6 +20,7 @@ from s5jax.models.layers import BatchNorm
 from s5jax.models.separator import build_separator, separator_config
 from s5jax.training import loop, optim, steps
 from s5jax.training.state import create_state
+from tests import quick_compile
 
 B, K, L = 8, 4, 512
 M = 0.01  # BatchNorm momentum (PyTorch convention)
@@ -69,7 +70,8 @@ def _one_step(model, variables, batch, k, seed=0):
     tx = optim.build_optimizer(_optim(), 10)
     state = create_state(variables, tx, seed=seed)
     step = steps.make_train_step(steps.SEPARATOR, model, tx, mesh, donate=False, accumulate=k)
-    return step(state, mesh_lib.put_batch(batch, mesh))
+    batch = mesh_lib.put_batch(batch, mesh)
+    return step.lower(state, batch).compile(quick_compile.OPTIONS)(state, batch)
 
 
 def _rel(a, b):

@@ -42,6 +42,7 @@ import numpy as np
 import pytest
 
 from tests import doc_commands as dc
+from tests import quick_compile
 
 ROOT = dc.ROOT
 COMMANDS = dc.collect()
@@ -62,11 +63,6 @@ TINY = {"resunetk": TINY_RUN | TINY_SEPARATOR, "resunet": TINY_RUN | TINY_SEPARA
         "m2d_at": TINY_RUN | TINY_TAGGER}
 SEPARATOR_WIDTHS = (4, 8, 8, 16, 16, 16)  # the official-format checkpoints match TINY
 TAGGER_DIM, TAGGER_DEPTH = 64, 2  # heads = D // 64 = 1, what `convert tagger` assumes
-
-# XLA:CPU compiles these tiny programs in half the CPU time without its LLVM optimisations
-# (measured on the smoke ResUNetK train run, 2 steps, cold cache: 142 s → 70 s CPU); the
-# programs are the same, only slower to run, and these commands run for seconds.
-XLA_QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 # ---- placeholders ------------------------------------------------------------------------------
 # A dataset path (first match): the embedded dataset of that edition.
@@ -371,9 +367,9 @@ class Runner:
             config = Path(args.get("--config").partition(":")[0]).stem
             set_here = {f.removeprefix("--config.") for f, _, _ in args.items if f}
             argv += [f"--config.{k}={v}" for k, v in TINY[config].items() if k not in set_here]
-        env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-                   S5JAX_DATA=str(self.data_home),
-                   XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {XLA_QUICK_COMPILE}".strip())
+        # These tiny programs run for seconds: compiled without LLVM's optimisations.
+        env = quick_compile.env(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+                                S5JAX_DATA=str(self.data_home))
         if module.startswith("s5jax.data."):
             env["S5JAX_DATA"] = str(sandbox / "s5jax-data")
         start = time.perf_counter()

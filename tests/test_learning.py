@@ -18,6 +18,9 @@ from s5jax.training.logging import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
+# One worker for the module: under `pytest -n 2 --dist loadgroup` its tests would otherwise be
+# spread over both, and each worker would train the module fixture's run again (~100 s).
+pytestmark = pytest.mark.xdist_group("learning")
 
 
 def _config():

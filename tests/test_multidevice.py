@@ -2,10 +2,11 @@
 (SyncBN semantics under jit). Runs in a subprocess with two forced host devices."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests import quick_compile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,8 +75,8 @@ print("RESULT " + json.dumps(res))
 
 
 def test_one_vs_two_devices_same_loss_grads_and_batch_stats():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    env = quick_compile.env()
+    env["XLA_FLAGS"] += " --xla_force_host_platform_device_count=2"
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)

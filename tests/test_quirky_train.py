@@ -5,13 +5,13 @@ error listing every problem and nothing is written."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests import quick_compile
 from tests.quirky import STEREO_NOISE, make_quirky
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def quirky(embedded_small, tmp_path_factory):
 def _train(root: Path, workdir: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "s5jax.train", "--config", "configs/resunetk.py:smoke",
            f"--config.data.root={root}", "--workdir", str(workdir)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    env = quick_compile.env(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     return subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True, timeout=900)
 
 

@@ -8,6 +8,7 @@ import pytest
 from s5jax.models import remat as remat_lib
 from s5jax.models.separator import build_separator, separator_config
 from s5jax.training import loop, steps
+from tests import quick_compile
 
 L = 8000
 
@@ -49,7 +50,7 @@ def test_remat_blocks_same_loss_grads_and_batch_stats():
 
         args = (variables["params"], variables["batch_stats"], data)
         jaxpr = str(jax.make_jaxpr(f)(*args))
-        compiled = jax.jit(f).lower(*args).compile()
+        compiled = jax.jit(f).lower(*args).compile(quick_compile.OPTIONS)
         return compiled(*args), compiled.cost_analysis()["flops"], jaxpr
 
     (loss0, stats0), g0 = (out0 := grads(plain))[0]

@@ -17,6 +17,7 @@ from s5jax.models.separator import (
     separator_config,
 )
 from s5jax.training import loop, steps
+from tests import quick_compile
 
 TINY = (4, 8, 8, 12, 12, 16)
 DEAD = 3_200 + 820_800  # decoder bn2 + FiLM beta2, never used by the official forward
@@ -173,7 +174,7 @@ def test_gradients_finite_seed_variant():
                              train=True, mutable=["batch_stats"])
         return jnp.mean(out**2)
 
-    grads = jax.jit(jax.grad(loss))(v["params"])
+    grads = jax.jit(jax.grad(loss), compiler_options=quick_compile.OPTIONS)(v["params"])
     leaves = jax.tree.leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     nonzero = sum(bool(jnp.any(g != 0)) for g in leaves)
@@ -281,8 +282,8 @@ def test_head_init_mixture_starts_from_half_the_mixture():
             np.testing.assert_array_equal(after["bias"], np.tile([0.0, 1.0, 0.0], 3 * 4))
         params["base"]["out_conv"]["kernel"] = np.eye(4, 1, dtype=np.float32).reshape(1, 1, 4, 1)
         params["base"]["out_conv"]["bias"] = np.zeros(1, np.float32)
-        outs[head_init] = np.asarray(jax.jit(model.apply)({**variables, "params": params},
-                                                          mix, LAB))
+        apply = jax.jit(model.apply, compiler_options=quick_compile.OPTIONS)
+        outs[head_init] = np.asarray(apply({**variables, "params": params}, mix, LAB))
     half = 0.5 * mix[:, 0]
     for b, s in zip(*np.nonzero(LAB >= 0), strict=True):
         # The dropped Nyquist bin and the STFT's edge frames leave ~1e-4 of the peak.

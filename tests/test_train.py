@@ -16,6 +16,7 @@ from s5jax.models.tagger import build_tagger, tagger_config
 from s5jax.training import loop, optim, steps
 from s5jax.training.logging import read_jsonl
 from s5jax.training.state import create_state
+from tests import quick_compile
 
 ROOT = Path(__file__).resolve().parents[1]
 L = 8000  # 0.25 s: shapes stay tiny
@@ -64,6 +65,7 @@ def _run_steps(task, model, variables, batch, n, lr, labels=None):
     state = create_state(variables, tx, seed=0)
     step = steps.make_train_step(task, model, tx, mesh, param_labels=labels, donate=False)
     dev = mesh_lib.put_batch(batch, mesh)
+    step = step.lower(state, dev).compile(quick_compile.OPTIONS)  # a few tiny steps
     losses = []
     for _ in range(n):
         state, m = step(state, dev)

@@ -13,6 +13,7 @@ import pytest
 
 from s5jax.training.checkpoint import checkpoint_steps
 from s5jax.training.logging import read_jsonl
+from tests import quick_compile
 from tests.test_logging import tensorboard_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +32,10 @@ def _command(workdir: Path, data: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("jax_cache")  # the three runs compile their step once
-    return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-                JAX_COMPILATION_CACHE_DIR=str(cache),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return quick_compile.env(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+                             JAX_COMPILATION_CACHE_DIR=str(cache),
+                             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
 def _logged_steps(workdir: Path) -> list[int]:
