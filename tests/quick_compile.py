@@ -4,8 +4,8 @@ XLA:CPU spends most of a small program's compile time in LLVM's optimisations (t
 ResUNetK train run, 2 steps, cold cache: 142 s CPU → 70 s without them). The programs compute
 the same things, to float32 rounding (level 0 moves some values by ~5e-7), only more slowly,
 which does not matter for a test that checks results. Tests opt in, one by one; the library
-compiles as always, and the tests that check its own compilation (or time anything) do not use
-this.
+compiles as always, and the tests that check its own compilation or assert a timing do not use
+this (gpu_bench.sh --cpu uses it: it times, but its test checks only that every row runs).
 """
 
 from __future__ import annotations

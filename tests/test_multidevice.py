@@ -75,9 +75,8 @@ print("RESULT " + json.dumps(res))
 
 
 def test_one_vs_two_devices_same_loss_grads_and_batch_stats():
-    env = quick_compile.env()
+    env = quick_compile.env(JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] += " --xla_force_host_platform_device_count=2"
-    env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
