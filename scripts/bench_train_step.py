@@ -13,7 +13,10 @@ baseline given with ``--official PATH`` (``src/models/resunet2/resunet_mod.py`` 
 is copied). Without ``--official``, the fallback is tests/reference/resunet.py, a module written
 here from the spec — slower than the official one; the row says which reference ran. After a
 warm-up (JAX: compilation), the timed calls alternate s5jax and PyTorch, and each figure is the
-median over ``--repeats`` rounds, so load from other processes hits both sides alike.
+median over ``--repeats`` rounds, so load from other processes hits both sides alike. Where XLA
+counts a lowered program (CPU), the row also gives the forward + backward's FLOPs, both sides'
+achieved FLOP rates against this device's float32 GEMM rate (a jitted 2048² product), and the
+rate s5jax would need to take 0.8 × the reference's time.
 
     python scripts/bench_train_step.py [--batch 1] [--seconds 4] [--repeats 5] \
         [--official PATH] [--append docs/benchmarks.md]
@@ -57,6 +60,7 @@ from s5jax import hostmem, metrics  # noqa: E402
 from s5jax import labels as labels_lib  # noqa: E402
 from s5jax import mesh as mesh_lib  # noqa: E402
 from s5jax.cli import load_config  # noqa: E402
+from s5jax.models import conv  # noqa: E402
 from s5jax.models.separator import build_separator, separator_config  # noqa: E402
 from s5jax.training import loop, optim, steps  # noqa: E402
 from s5jax.training.state import create_state  # noqa: E402
@@ -101,6 +105,34 @@ def jax_runs(data) -> dict[str, object]:
         jax.block_until_ready(m["loss"])
 
     return {"fwd_bwd": fwd_bwd, "step": full_step}
+
+
+def fwd_bwd_flops(data) -> int | None:
+    """XLA's FLOP count of the timed forward + backward (``jax_runs``), traced with the
+    accelerators' convolutions (``lax``): the CPU path computes the same products, but XLA counts
+    its kernel-gradient loops' bodies once. ``None`` where XLA counts no lowered program (GPU)."""
+    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
+    model = build_separator(cfg)
+    variables = jax.eval_shape(lambda: loop.init_variables(steps.SEPARATOR, model, cfg, 0))
+    key = jax.random.key(0)
+    saved, conv.use_gemm = conv.use_gemm, lambda: False
+    try:  # a new function, so that no trace made with the CPU path is reused
+        cost = jax.jit(lambda p, s, d: jax.grad(
+            lambda p: steps.loss_fn(steps.SEPARATOR, model, p, s, d, key), has_aux=True)(p)).lower(
+            variables["params"], variables["batch_stats"], data).cost_analysis()
+    finally:
+        conv.use_gemm = saved
+    return int(cost["flops"]) if cost else None
+
+
+def roofline(flops: int, t_ours: float, t_ref: float, rate: float) -> str:
+    """Achieved FLOP rates of both sides, as fractions of the device's GEMM rate ``rate``
+    (FLOP/s), and the rate s5jax would need to take 0.8 × the reference's time."""
+    def pct(t: float) -> str:
+        return f"{flops / t / 1e9:.0f} GFLOP/s ({flops / t / rate:.0%})"
+    return (f"{flops / 1e9:.1f} GFLOP per forward+backward (XLA, lax convolutions); this device's "
+            f"float32 GEMM (2048², jitted) {rate / 1e9:.0f} GFLOP/s; s5jax {pct(t_ours)}, "
+            f"reference {pct(t_ref)}; s5jax at 0.8 × the reference's time: {pct(0.8 * t_ref)}")
 
 
 def repeated_labels(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -383,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         a, b = t[f"s5jax {kind}"], t[f"torch {kind}"]
         lines.append(f"{title}: s5jax {1000 * a:.0f} ms, torch {1000 * b:.0f} ms "
                      f"(s5jax/torch {a / b:.2f})")
+        print(lines[-1])
+    flops = fwd_bwd_flops(data)
+    if flops:
+        lines.append(roofline(flops, t["s5jax fwd_bwd"], t["torch fwd_bwd"], benchlib.gemm_rate()))
         print(lines[-1])
     result = (f"B={args.batch}, {args.seconds:g} s, fp32, {benchlib.device_kind()}, medians of "
               f"{args.repeats} alternating rounds; " + "; ".join(lines) +

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 # Held-out validation records (s5jax.training.heldout) → the names the learning scripts write.
 SEPARATOR_KEYS = {"valid/ca_sdri": "ca_sdri", "valid/ca_si_sdri": "ca_si_sdri",
@@ -74,6 +75,26 @@ def alternating_times(fns: dict[str, Callable[[], object]], repeats: int, *,
             fn()
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a jitted float32 ``n × n`` matrix product on the default device: the best of
+    ``repeats`` calls after a warm-up call (compilation).
+
+    The yardstick for a step's achieved FLOP rate on a CPU, where XLA's dots and convolutions run
+    through the same library (on a GPU, JAX's default float32 precision uses TF32).
+    """
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    product(a).block_until_ready()
+    best = min(_timed(lambda: product(a).block_until_ready()) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def device_kind() -> str:
