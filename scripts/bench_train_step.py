@@ -82,10 +82,15 @@ def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"mixture": mixture.astype(np.float32), "dry": dry, "labels": labels}
 
 
+def baseline_model():
+    """``(config, model)``: the benchmarked ResUNetK (baseline architecture, official widths)."""
+    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
+    return cfg, build_separator(cfg)
+
+
 def jax_runs(data) -> dict[str, object]:
     """``{"fwd_bwd": fn, "step": fn}``: s5jax callables that block until their result is ready."""
-    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
-    model = build_separator(cfg)
+    cfg, model = baseline_model()
     variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
     tx = optim.build_optimizer(ml_collections.ConfigDict(OPTIM), 1000)
     mesh = mesh_lib.make_mesh()
@@ -111,8 +116,7 @@ def fwd_bwd_flops(data) -> int | None:
     """XLA's FLOP count of the timed forward + backward (``jax_runs``), traced with the
     accelerators' convolutions (``lax``): the CPU path computes the same products, but XLA counts
     its kernel-gradient loops' bodies once. ``None`` where XLA counts no lowered program (GPU)."""
-    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
-    model = build_separator(cfg)
+    cfg, model = baseline_model()
     variables = jax.eval_shape(lambda: loop.init_variables(steps.SEPARATOR, model, cfg, 0))
     key = jax.random.key(0)
     saved, conv.use_gemm = conv.use_gemm, lambda: False
@@ -147,8 +151,7 @@ def repeated_labels(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _loss_runner(data, edition: str):
     """One jitted step of the official ResUNetK with ``edition``'s loss, always from the same
     state (no donation): every call does the same work."""
-    cfg = separator_config(name="resunetk", film="beta", bottleneck="none")
-    model = build_separator(cfg)
+    cfg, model = baseline_model()
     variables = loop.init_variables(steps.SEPARATOR, model, cfg, 0)
     tx = optim.build_optimizer(ml_collections.ConfigDict(OPTIM), 1000)
     mesh = mesh_lib.make_mesh()

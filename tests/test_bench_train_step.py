@@ -36,8 +36,7 @@ def test_fwd_bwd_flops_counts_the_kernel_gradients_the_cpu_loops_hide():
     flops = bench_train_step.fwd_bwd_flops(data)
     assert conv.use_gemm() is True  # restored
     steps, loop = bench_train_step.steps, bench_train_step.loop
-    cfg = bench_train_step.separator_config(name="resunetk", film="beta", bottleneck="none")
-    model = bench_train_step.build_separator(cfg)
+    cfg, model = bench_train_step.baseline_model()
     variables = jax.eval_shape(lambda: loop.init_variables(steps.SEPARATOR, model, cfg, 0))
     args, key = (variables["params"], variables["batch_stats"], data), jax.random.key(0)
 
