@@ -1,5 +1,7 @@
 """Training checkpoints: latest-N + best retention, iterator state, work dirs; model dirs."""
 
+import logging
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -34,14 +36,20 @@ def _train_config():
     ))
 
 
-def test_keeps_latest_and_best_and_restores_iterator(tmp_path):
+def test_keeps_latest_and_best_and_restores_iterator(tmp_path, caplog):
     ck.write_train_config(tmp_path, _train_config())
     mgr = ck.CheckpointManager(tmp_path, keep=2, best_metric="valid/loss", best_mode="min")
     losses = {1: 5.0, 2: 1.0, 3: 4.0, 4: None, 5: 3.0}
-    for step, loss in losses.items():
-        metrics = None if loss is None else {"valid/loss": loss, "valid/x": 0.0}
-        mgr.save(step, _state(step), _Iter(step * 10), metrics=metrics)
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        for step, loss in losses.items():
+            metrics = None if loss is None else {"valid/loss": loss, "valid/x": 0.0}
+            mgr.save(step, _state(step), _Iter(step * 10), metrics=metrics)
     mgr.wait()
+    # Step 4's save without metrics, and opening the directory read-only, are by design: Orbax's
+    # warnings about them are filtered out.
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        ck.CheckpointManager(tmp_path, keep=2, read_only=True).close()
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []
     assert mgr.all_steps() == [2, 4, 5]  # latest two + best (step 2)
     assert mgr.best_step() == 2
     assert mgr.latest_step() == 5

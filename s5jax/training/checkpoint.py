@@ -11,6 +11,7 @@ a checkpoint; a run resumed at step ``N`` with a changed config (only what
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -25,6 +26,24 @@ from s5jax.atomic import write_atomic
 TRAIN_CONFIG_FILE = "train_config.json"
 CHECKPOINTS_DIR = "checkpoints"
 STATE_ITEM, DATA_ITEM = "state", "data"
+
+
+class _ExpectedOrbaxWarnings(logging.Filter):
+    """Drops the Orbax warnings that report what this module asks for on purpose, so that users
+    are not alarmed by them at every run: a save without metrics while a best metric is tracked
+    (the SIGTERM save, checkpoints between validations: they count only as "latest",
+    ``keep_checkpoints_without_metrics=False``), and opening a work directory read-only (evaluate,
+    export, the benchmarks' resume checks)."""
+
+    EXPECTED = ("did not provide metrics", "read_only=True, setting save_interval_steps=0",
+                "Given directory is read only")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.EXPECTED)
+
+
+logging.getLogger("absl").addFilter(_ExpectedOrbaxWarnings())
 
 
 def is_workdir(path: str | os.PathLike) -> bool:
