@@ -48,12 +48,7 @@ def median_time(fn: Callable[[], object], repeats: int, *, warmup: int = 0) -> f
     """
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(_timed(fn) for _ in range(repeats))
 
 
 def alternating_times(fns: dict[str, Callable[[], object]], repeats: int, *,
@@ -71,9 +66,7 @@ def alternating_times(fns: dict[str, Callable[[], object]], repeats: int, *,
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(_timed(fn))
     return times
 
 
