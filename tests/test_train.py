@@ -244,6 +244,13 @@ def test_workdir_that_is_a_file_is_refused(tmp_path):
             loop.check_workdir(w)
 
 
+def test_progress_bar_shows_the_time_budget():
+    # The bar's ETA counts steps to train.num_steps; a train.max_minutes budget may end the run
+    # long before, so the postfix says how much of the budget is spent.
+    assert loop._bar_postfix(0.31416, 90.0, None) == {"loss": "0.3142"}
+    assert loop._bar_postfix(-1.5, 90.0, 45 * 60.0) == {"loss": "-1.5", "minutes": "1.5/45"}
+
+
 def _no_build(*args, **kwargs):
     raise AssertionError("model built before the config was validated")
 

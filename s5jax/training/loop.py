@@ -669,7 +669,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     scalars["examples_per_second"] = n * d.batch_size / elapsed
                     scalars["seconds"] = seconds + now - seg
                     logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
-                    bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+                    bar.set_postfix(_bar_postfix(scalars["loss"], scalars["seconds"], budget))
                     if scalars["bad_streak"] >= t.max_nonfinite:
                         raise NonFiniteError(
                             f"step {s}: {int(scalars['bad_streak'])} consecutive non-finite "
@@ -716,6 +716,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if interrupted:
         raise SystemExit(preemption.EXIT_STATUS)
     return last_valid
+
+
+def _bar_postfix(loss: float, seconds: float, budget: float | None) -> dict[str, str]:
+    """The progress bar's postfix: the loss, and under a time budget (``train.max_minutes``, in
+    seconds here) the training minutes spent of it, since the bar's ETA counts the steps to
+    ``train.num_steps``, which the budget may cut short."""
+    postfix = {"loss": f"{loss:.4g}"}
+    if budget is not None:
+        postfix["minutes"] = f"{seconds / 60:.1f}/{budget / 60:g}"
+    return postfix
 
 
 def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDict) -> str:
