@@ -50,31 +50,42 @@ def plot_learning_curves(data: Mapping[str, Mapping[Any, Sequence[Mapping[str, A
                          metrics: Sequence[str], path: str | os.PathLike, *,
                          lines: Mapping[str, tuple[float, str]] | None = None) -> Figure:
     """One panel per metric: per variant, the mean over seeds against ``step`` with a band of
-    ± one standard deviation over the seeds logged at that step (legend: ``variant (n=seeds)``).
+    ± one sample standard deviation over the seeds (legend: ``variant (n=seeds)``).
 
     ``data[variant][seed]`` is a list of records ``{"step": int, <metric>: float, …}`` (e.g.
     ``s5jax.training.logging.read_jsonl(workdir)``); records without the metric, or with a
-    non-finite value, are skipped. ``lines[metric] = (value, label)`` draws a dashed horizontal
-    reference line (e.g. the scaled-mixture floor) in that metric's panel.
+    non-finite value, are skipped. The line joins the steps that every seed logging the metric
+    logged; a point fewer seeds logged (a run's last step, cut by a time budget at a step of its
+    own) is drawn as an unjoined marker, so that one seed's point does not pass for the mean.
+    ``lines[metric] = (value, label)`` draws a dashed horizontal reference line (e.g. the
+    scaled-mixture floor) in that metric's panel.
     """
     fig = Figure(figsize=(4.5 * len(metrics), 3.5), layout="constrained")
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
         for variant, runs in data.items():
             at: dict[int, list[float]] = {}
+            logging_runs = 0  # runs with at least one value of the metric
             for records in runs.values():
-                for r in records:
-                    v = r.get(metric)
-                    if v is not None and math.isfinite(v):
-                        at.setdefault(int(r["step"]), []).append(float(v))
+                values = [(int(r["step"]), float(r[metric])) for r in records
+                          if r.get(metric) is not None and math.isfinite(r[metric])]
+                logging_runs += bool(values)
+                for step, v in values:
+                    at.setdefault(step, []).append(v)
             if at:
-                steps = sorted(at)
+                steps = [s for s in sorted(at) if len(at[s]) == logging_runs]
                 mean = np.array([np.mean(at[s]) for s in steps])
-                sd = np.array([np.std(at[s]) for s in steps])
+                sd = np.array([np.std(at[s], ddof=1) if len(at[s]) > 1 else 0.0 for s in steps])
                 (line,) = ax.plot(steps, mean, marker="o", markersize=3,
                                   label=f"{variant} (n={len(runs)})")
                 ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2,
                                 linewidth=0)
+                partial = [(s, v) for s in sorted(at) if len(at[s]) < logging_runs
+                           for v in at[s]]
+                if partial:
+                    xs, ys = np.asarray(partial).T
+                    ax.plot(xs, ys, linestyle="none", marker="x", markersize=5,
+                            color=line.get_color())
         if lines and metric in lines:
             value, label = lines[metric]
             ax.axhline(value, color="black", linestyle="--", linewidth=0.8, label=label)

@@ -21,9 +21,9 @@ Writes ``DIR/learning.json`` (``{variant: {seed: [{step, seconds, ca_sdri, ca_si
 floor_ca_sdri, floor_ca_si_sdri}, …]}}``; a tagger: ``{step, seconds, accuracy}``; ``seconds`` =
 training wall time at that step, validation excluded, compilation included), ``DIR/runs.json``
 (per run: steps reached, what bound, load average at the start and end), ``DIR/learning.png``
-(``s5jax.plots.plot_learning_curves``: mean ± one standard deviation over the seeds) and prints
-a summary; ``--append`` adds its row to docs/benchmarks.md. Work directories are resumed, so an
-interrupted benchmark continues where it stopped (SIGTERM stops it after a checkpoint of the
+(``s5jax.plots.plot_learning_curves``: mean ± one sample standard deviation over the seeds) and
+prints a summary; ``--append`` adds its row to docs/benchmarks.md. Work directories are resumed,
+so an interrupted benchmark continues where it stopped (SIGTERM stops it after a checkpoint of the
 current run's last step: ``kill PID``). Runs are sequential (one at a time) and
 seed-major (every variant's seed 0, then every variant's seed 1, …).
 """

@@ -64,10 +64,20 @@ def test_learning_curves_mean_and_spread(tmp_path):
     np.testing.assert_allclose(base.get_xydata(), [[10, 2.0], [20, 0.6]])
     np.testing.assert_allclose(seed.get_xydata(), [[10, 2.0]])  # the NaN record is skipped
     band = loss.collections[0].get_paths()[0].vertices
-    for step, lo, hi in ((10, 1.0, 3.0), (20, 0.5, 0.7)):  # ± the standard deviation (1, 0.1)
+    r2 = np.sqrt(2.0)  # ± the sample standard deviation over the two seeds: √2 and 0.1·√2
+    for step, lo, hi in ((10, 2.0 - r2, 2.0 + r2), (20, 0.6 - 0.1 * r2, 0.6 + 0.1 * r2)):
         y = band[band[:, 0] == step, 1]
         assert y.min() == pytest.approx(lo) and y.max() == pytest.approx(hi)
     assert [t.get_text() for t in loss.get_legend().get_texts()] == ["baseline (n=2)", "seed (n=1)"]
+    # Each seed's last point at a step of its own (a time budget) is an unjoined marker, not
+    # part of the mean line.
+    cut = {"a": {0: [{"step": 0, "m": 0.0}, {"step": 100, "m": 1.0}, {"step": 111, "m": 5.0}],
+                 1: [{"step": 0, "m": 2.0}, {"step": 100, "m": 3.0}, {"step": 105, "m": -5.0}]}}
+    (ax,) = plots.plot_learning_curves(cut, ["m"], tmp_path / "cut.png").axes
+    mean_line, markers = ax.lines
+    np.testing.assert_allclose(mean_line.get_xydata(), [[0, 1.0], [100, 2.0]])
+    np.testing.assert_allclose(markers.get_xydata(), [[105, -5.0], [111, 5.0]])
+    assert markers.get_linestyle() == "None" and markers.get_color() == mean_line.get_color()
     assert len(snr.lines) == 1 and snr.get_xlabel() == "step" and snr.get_ylabel() == "snr"
     with Image.open(tmp_path / "curves.png") as im:
         assert im.format == "PNG"
