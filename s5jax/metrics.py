@@ -5,8 +5,8 @@ use ``jax.numpy`` (jit-able, batched over leading axes, differentiable); with nu
 stay in numpy and keep the input dtype. The DCASE 2026 losses ``class_aware_pit_loss``
 (separator) and ``slot_pit_cross_entropy`` (tagger) are JAX, jit-able and vectorised over the
 slot permutations. ``class_aware_sdri`` (CA-SDRi 2025 = CAPI-SDRi 2026), ``label_accuracy``,
-``source_accuracy`` and ``per_class`` are numpy-only evaluation helpers for one mixture / a list
-of mixtures; they serve both years.
+``source_accuracy``, ``average_precision`` (the tagger's validation mAP) and ``per_class`` are
+numpy-only evaluation helpers for one mixture / a list of mixtures; they serve both years.
 """
 
 from __future__ import annotations
@@ -419,6 +419,23 @@ def _label_multiset(row: Iterable[Any]) -> list[int]:
         for lab in row
         if not (lab == L.SILENCE or (isinstance(lab, (int, np.integer)) and lab == L.EMPTY))
     )
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over classes with at least one positive of the (non-interpolated) AP.
+
+    ``scores``, ``targets``: ``(mixtures, classes)``; a target counts as positive above 0.5.
+    """
+    aps = []
+    for c in range(scores.shape[1]):
+        y = targets[:, c] > 0.5
+        if not y.any():
+            continue
+        order = np.argsort(-scores[:, c], kind="stable")
+        hits = y[order]
+        prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float(np.sum(prec * hits) / hits.sum()))
+    return float(np.mean(aps)) if aps else float("nan")
 
 
 def label_accuracy(

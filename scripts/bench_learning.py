@@ -2,13 +2,11 @@
 
 Trains each variant (a ``configs/<file>.py:<presets>`` string) with K seeds through the real
 training loop (``s5jax.training.loop.train_and_evaluate``), one work directory per run under
-``OUT/runs/``, and reads the validation points the runs logged. The separator presets used here
-validate on the dataset's held-out test soundscapes with oracle labels
-(``data.valid_split="test"``, ``s5jax.training.heldout``: the computation of
-``python -m s5jax.evaluate --oracle-labels``), including step 0; for the embedded ``full``
-dataset these are sounds, interferers, noise and rooms the training split never uses. A tagger
-variant records its held-out label accuracy (validation split: also sounds and rooms the training
-split never uses).
+``OUT/runs/``, and reads the validation points the runs logged. The ``small`` presets validate on
+the dataset's held-out test soundscapes (``data.valid_split="test"``, ``s5jax.training.heldout``:
+the computation of ``python -m s5jax.evaluate``), including step 0; for the embedded ``full``
+dataset these are sounds, interferers, noise and rooms the training split never uses. A separator
+variant records its scores with oracle labels, a tagger variant its mixture accuracy.
 
 Budget per run: ``--steps`` (train.num_steps) and ``--minutes`` (train.max_minutes, training
 wall time with validation excluded); whichever is reached first ends the run, and the JSON says

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     step = steps.make_train_step(
         steps.SEPARATOR, model, tx, mesh, edition=cfg.task,
         render=lambda b: loader.render_batch(b, mix_cfg, mode=steps.SEPARATOR))
-    evaluate = heldout.HeldOutEvaluator(model, mesh, plan.valid,
+    evaluate = heldout.HeldOutEvaluator(steps.SEPARATOR, model, mesh, plan.valid,
                                         batch_size=int(cfg.data.valid_batch_size),
                                         limit=args.valid_limit or None)
     out, seconds, it = [], 0.0, iter(batches)

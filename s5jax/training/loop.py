@@ -257,9 +257,9 @@ def check_config(config: ml_collections.ConfigDict) -> str:
     split = d.get("valid_split", "valid")
     if split not in ("valid", "test"):
         raise ValueError(f"config.data.valid_split={split!r}: expected 'valid' or 'test'")
-    if split == "test" and (task != steps.SEPARATOR or config.task != "dcase2025"):
-        raise ValueError("config.data.valid_split='test': only DCASE 2025 separators validate on "
-                         "the test soundscapes (use 'valid')")
+    if split == "test" and (config.task != "dcase2025" or config.model.get("head") == "slots"):
+        raise ValueError("config.data.valid_split='test': only DCASE 2025 separators and taggers "
+                         "(18-sigmoid head) validate on the test soundscapes (use 'valid')")
     names = metric_names(task, config.task, config.model.get("head"), split)
     if t.best_metric not in names:
         raise ValueError(f"config.train.best_metric={t.best_metric!r}: expected one of {names}")
@@ -408,20 +408,6 @@ def _gather(tree):
 # Validation metrics
 
 
-def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over classes with at least one positive of the (non-interpolated) AP."""
-    aps = []
-    for c in range(scores.shape[1]):
-        y = targets[:, c] > 0.5
-        if not y.any():
-            continue
-        order = np.argsort(-scores[:, c], kind="stable")
-        hits = y[order]
-        prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        aps.append(float(np.sum(prec * hits) / hits.sum()))
-    return float(np.mean(aps)) if aps else float("nan")
-
-
 class Evaluator:
     """Runs the validation set through the eval step and reduces the metrics on the host."""
 
@@ -508,13 +494,8 @@ class Evaluator:
                 "valid/accuracy": metrics_lib.label_accuracy(pred, labels.tolist()),
                 "valid/source_accuracy": metrics_lib.source_accuracy(pred, labels.tolist()),
             }
-        probs, labels = cat["probabilities"][keep], cat["labels"][keep]
-        pred = np.asarray(predict(jnp.asarray(probs)))
-        return {
-            "valid/loss": float(np.mean(cat["bce"][keep])),
-            "valid/accuracy": metrics_lib.label_accuracy(pred.tolist(), labels.tolist()),
-            "valid/map": average_precision(probs, np.asarray(labels_lib.multi_hot(labels))),
-        }
+        return heldout.tagger_metrics(cat["probabilities"][keep], cat["labels"][keep],
+                                      cat["bce"][keep])
 
     def _audio(self, logger: Logger, step: int, out, w) -> None:
         n = 0
@@ -612,8 +593,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         accumulate=int(config.optim.get("accumulate", 1)),
     )
     if d.get("valid_split", "valid") == "test":
-        evaluate = heldout.HeldOutEvaluator(model, mesh, valid, batch_size=d.valid_batch_size,
-                                            limit=d.valid_limit,
+        evaluate = heldout.HeldOutEvaluator(task, model, mesh, valid,
+                                            batch_size=d.valid_batch_size, limit=d.valid_limit,
                                             audio_examples=int(t.audio_examples))
     else:
         evaluate = Evaluator(task, model, config.model, mesh, valid, limit=d.valid_limit,
