@@ -103,7 +103,11 @@ def _small(cfg):
     cfg.data.valid_batch_size = 10
     cfg.optim.lr = 5e-4
     cfg.optim.warmup_steps = 200
-    cfg.train.num_steps = 4000
+    # Cosine decay to 0 at the last step: worth +18 points of test accuracy over a constant rate
+    # on a long run (docs/learning.md). 2 500 steps take ~44 minutes on the 2-core VM, so the
+    # step budget, not the 45 minutes, normally ends the run and the rate reaches 0.
+    cfg.optim.schedule = "cosine"
+    cfg.train.num_steps = 2500
     cfg.train.max_minutes = 45.0
     cfg.train.eval_at_start = True
     cfg.train.log_every = 25
