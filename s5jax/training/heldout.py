@@ -9,7 +9,8 @@ scaled-mixture floor (``metrics.scaled_mixture``) reported beside them, as ``eva
 --oracle-labels``. Taggers (the 18-sigmoid head): the mixture accuracy of ``evaluate``'s decision
 rule (``models.tagger.predict``: threshold 0.5, at least one class), the mAP and the BCE. So the
 value a run logs at a step and the value ``evaluate`` gives for that step's exported model are
-the same computation on the same data (tests/test_learning.py checks both).
+the same computation on the same data (tests/test_learning.py and tests/test_tagger_heldout.py
+check it).
 
 For the embedded datasets this is the held-out split: its soundscapes are drawn from the
 ``valid`` sounds, interferers, noise and rooms, which the training split never uses.
