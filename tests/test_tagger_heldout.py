@@ -1,9 +1,7 @@
 """A tagger run validated on the held-out test soundscapes (``data.valid_split="test"``) logs
 what ``evaluate`` and the loaded model give for its exported step."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,16 +13,13 @@ from s5jax.data.testset import TestSet
 from s5jax.inference.loading import load_tagger_any
 from s5jax.training import loop
 from s5jax.training.logging import read_jsonl
+from tests.test_train import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
 
 
 def _config():
-    spec = importlib.util.spec_from_file_location("cfg_m2d_at", ROOT / "configs" / "m2d_at.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config("smoke")
+    cfg = load_config("m2d_at", "smoke")
     cfg.data.valid_split = "test"
     cfg.data.valid_limit = None
     cfg.data.valid_batch_size = 4  # 6 soundscapes: the last batch is padded
@@ -48,7 +43,7 @@ def test_tagger_logs_on_the_test_split_what_evaluate_gives(embedded_small, tiny_
     # The exported model, run as `evaluate` and `separate` load it, on every test soundscape.
     ts = TestSet(embedded_small / "test")
     model, variables, _ = load_tagger_any(workdir / "model")
-    mix = np.stack([ts.load(i)[0] for i in range(len(ts))])
+    mix = np.stack([ts.load_mixture(i) for i in range(len(ts))])
     probs = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, mix))
     truth = [[labels_lib.class_index(x) for x in it.labels] for it in ts]
     target = np.asarray(labels_lib.multi_hot(labels_lib.to_slots(truth, labels_lib.MAX_SOURCES)))

@@ -183,12 +183,16 @@ class TestSet:
                              + "; ".join(problems[:5]) + more)
         return infos
 
+    def load_mixture(self, i: int) -> np.ndarray:
+        """The soundscape of item ``i`` at 32 kHz, ``(4, L)`` float32 (resampled like ``load``)."""
+        return wav.load(self.items[i].path, channels=MIXTURE_CHANNELS)
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Audio of item ``i`` at 32 kHz: ``mixture (4, L)`` and ``references (n_refs, L)``
         float32. Files at another rate are resampled (soxr, ``wav.load``); references must be
         mono."""
         item = self.items[i]
-        mix = wav.load(item.path, channels=MIXTURE_CHANNELS)
+        mix = self.load_mixture(i)
         refs = np.zeros((len(item.references), mix.shape[1]), np.float32)
         for k, r in enumerate(item.references):
             a = wav.load(r.path, channels=1)

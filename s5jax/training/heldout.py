@@ -28,7 +28,7 @@ from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
 from s5jax import metrics
 from s5jax.audio import wav
-from s5jax.data.testset import MIXTURE_CHANNELS, TestSet
+from s5jax.data.testset import TestSet
 from s5jax.models.tagger import predict
 from s5jax.training import steps
 
@@ -84,7 +84,7 @@ class HeldOutEvaluator:
 
     def _batch(self, idx: list[int]):
         if self.task == steps.TAGGER:  # the references are not needed
-            loaded = [(wav.load(self.ts[i].path, channels=MIXTURE_CHANNELS), None) for i in idx]
+            loaded = [(self.ts.load_mixture(i), None) for i in idx]
         else:
             loaded = [self.ts.load(i) for i in idx]
         pad = self.batch_size - len(idx)
