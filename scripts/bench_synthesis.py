@@ -17,11 +17,14 @@ defaults to the embedded ``full`` dataset (built on first use).
 
     python scripts/bench_synthesis.py --dataset [--root DIR] [--batch 4] [--batches 4] \
         [--rounds 3] [--workers 0] [--official PATH --official-python PY [--spatialscaper PATH]] \
-        [--profile]
+        [--profile] [--cpu-devices 1]
 
 Each round times ``--batches`` batches of s5jax, then as many of the official generator (a fresh
 subprocess: its start-up and first batch are not timed); rounds alternate the two, so that the
 changing load of a shared machine hits both alike.
+
+``--cpu-devices N`` splits the CPU into N JAX devices; the batch is placed and rendered over a
+``data`` mesh of all devices, each device rendering its own items, as the train step does.
 
 ``--profile`` (with ``--workers 0``) splits s5jax's time into WAV reads, SOFA IR reads, the rest
 of the host item and the renderer.
@@ -45,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # s5jax without an
 import benchlib  # noqa: E402
 
 from s5jax import hostmem  # noqa: E402
+from s5jax import mesh as mesh_lib  # noqa: E402
 from s5jax.data import synth  # noqa: E402
 
 SR, L, R, N, S, E = 32000, 320_000, 4, 32_000, 3, 5
@@ -103,11 +107,13 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
         loader.read_item = timers["item"]
     it = loader.make_train_iterator(cat, batch_size=batch, seed=0, mode="separator",
                                     num_workers=workers, config=cfg, read_threads=read_threads)
+    mesh = mesh_lib.make_mesh()  # as training places and renders its batches (in its jitted step)
+    render_fn = jax.jit(lambda b: loader.render_batch(b, cfg, mode="separator", mesh=mesh))
     info = {"ir_frames": max(r.ir_frames for r in cat.splits["train"].rooms), "render": 0.0,
             "mixtures": 0}
 
     def render() -> None:
-        out = loader.render_batch(jax.device_put(host), cfg, mode="separator")
+        out = render_fn(loader.to_device(host, mesh))
         jax.block_until_ready(out)
 
     host = next(it)
@@ -166,7 +172,8 @@ def dataset_main(a, argv) -> int:
             theirs += run_official(a)
     t_s5, c_s5 = (statistics.median(x) for x in zip(*ours, strict=True))
     n = len(ours)
-    print(f"dataset {a.root}  device {benchlib.device_kind()}  batch {a.batch}  workers "
+    print(f"dataset {a.root}  device {benchlib.device_kind()} × {jax.device_count()}  batch "
+          f"{a.batch}  workers "
           f"{a.workers}  read threads {a.read_threads}  max RIR {info['ir_frames']} samples  "
           f"load average {os.getloadavg()[0]:.1f}")
     # With workers the reads (all of the official generator's work) run in child processes:
@@ -177,7 +184,8 @@ def dataset_main(a, argv) -> int:
     print("  parts (mean wall ms/mixture): " + ", ".join(
         f"{k} {v * 1e3:.1f}" for k, v in info["parts_s"].items()))
     result = (f"s5jax loader + render {t_s5 * 1e3:.0f} ms/mix wall ({c_s5 * 1e3:.0f} {cpu}), "
-              f"B={a.batch}, {a.workers} workers, {a.read_threads} read thread(s), medians of "
+              f"B={a.batch}, {a.workers} workers, {a.read_threads} read thread(s), "
+              f"{jax.device_count()} device(s), medians of "
               f"{n} batches in {a.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
     ratio = "–"
     if a.official:
@@ -215,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="Python with the official code's dependencies")
     p.add_argument("--spatialscaper", type=Path, default=None, help="SpatialScaper source")
     p.add_argument("--profile", action="store_true", help="host-side time split (--workers 0)")
+    p.add_argument("--cpu-devices", type=int, default=1,
+                   help="split the CPU into this many JAX devices (jax_num_cpu_devices); the "
+                        "batch is rendered over a data mesh of all devices, a slice each")
     a = p.parse_args(argv)
+    if a.cpu_devices > 1:
+        jax.config.update("jax_num_cpu_devices", a.cpu_devices)  # before the backend starts
     if a.dataset:
         return dataset_main(a, argv)
 

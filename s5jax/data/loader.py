@@ -35,7 +35,7 @@ import grain
 import jax
 import numpy as np
 from absl import flags
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 from s5jax import labels as labels_lib
 from s5jax.audio import wav
@@ -43,7 +43,7 @@ from s5jax.data import recipes as recipes_lib
 from s5jax.data import sofa, spaudsyn, synth
 from s5jax.data.catalog import Catalog, Split
 from s5jax.data.recipes import MixtureConfig, Recipe
-from s5jax.mesh import put_batch
+from s5jax.mesh import DATA, put_batch
 
 MODES = ("separator", "tagger")
 _MAX_INDEX = 2**62  # "infinite" training stream
@@ -317,16 +317,32 @@ def to_device(batch: dict[str, np.ndarray], mesh: Mesh | None = None) -> dict[st
 
 
 def render_batch(
-    batch: dict, config: MixtureConfig, *, mode: str = "separator"
+    batch: dict, config: MixtureConfig, *, mode: str = "separator", mesh: Mesh | None = None
 ) -> dict[str, jax.Array]:
     """Device mixtures of a (device or host) batch: ``mixture``, ``labels``, ``dry``
-    (separator mode), plus passthrough ``multi_hot`` / ``weight`` if present."""
+    (separator mode), plus passthrough ``multi_hot`` / ``weight`` if present.
+
+    With a ``mesh`` each device renders its own slice of the batch (``shard_map`` over
+    ``data``): a mixture depends on its own item only, and left to the partitioner the
+    renderer's data-dependent gathers over the whole batch ran ~5 × slower on two devices than on
+    one (docs/benchmarks.md, "Synthesis on a dataset"). Call it under ``jit`` then (as the train
+    and eval steps do): outside ``jit`` a ``shard_map`` runs op by op.
+    """
     _check_mode(mode)
-    out = dict(synth.render(
-        {k: batch[k] for k in synth.INPUT_KEYS},
-        length=config.frames, num_targets=config.num_targets, with_dry=mode == "separator",
-        ref_db=config.ref_db, sr=config.sr, window_ms=config.dry_window_ms, task=config.task,
-    ))
+
+    def render(inputs: dict) -> dict:
+        return dict(synth.render(
+            inputs, length=config.frames, num_targets=config.num_targets,
+            with_dry=mode == "separator", ref_db=config.ref_db, sr=config.sr,
+            window_ms=config.dry_window_ms, task=config.task,
+        ))
+
+    if mesh is not None and mesh.size > 1:
+        # check_vma=False: the renderer's loop carries start as constants (not varying over
+        # ``data``); every output is per item, so the out_specs hold by construction.
+        spec = PartitionSpec(DATA)
+        render = jax.shard_map(render, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    out = render({k: batch[k] for k in synth.INPUT_KEYS})
     for k in ("multi_hot", "weight"):
         if k in batch:
             out[k] = batch[k]
