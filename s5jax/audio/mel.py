@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from s5jax.audio.stft import frame, hann
+from s5jax.mesh import per_device
 
 SAMPLE_RATE = 32000
 N_FFT = 800
@@ -90,6 +91,10 @@ def num_frames(samples: int) -> int:
     return 1 + samples // HOP
 
 
+def _rfft(frames: jnp.ndarray) -> jnp.ndarray:
+    return jnp.fft.rfft(frames, n=N_FFT, axis=-1)
+
+
 def mel_power(x: jnp.ndarray, center: bool = True) -> jnp.ndarray:
     """Mel power spectrogram.
 
@@ -104,7 +109,7 @@ def mel_power(x: jnp.ndarray, center: bool = True) -> jnp.ndarray:
       (``1 + (samples − 800) // 320`` without ``center``).
     """
     frames = frame(x, N_FFT, HOP, center) * jnp.asarray(hann(N_FFT), x.dtype)
-    spec = jnp.fft.rfft(frames, n=N_FFT, axis=-1)
+    spec = per_device(_rfft)(frames)  # per device under a mesh, as in stft.py
     # nnAudio returns the magnitude and raises it to the power 2; keep that rounding.
     power = jnp.sqrt(spec.real**2 + spec.imag**2).astype(x.dtype) ** 2
     basis = jnp.asarray(mel_basis(), x.dtype)

@@ -13,6 +13,8 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
+from s5jax.mesh import per_device
+
 N_FFT = 1024
 HOP = 160
 N_BINS = N_FFT // 2 + 1
@@ -58,6 +60,16 @@ def frame(x: jnp.ndarray, n_fft: int, hop: int, center: bool = True) -> jnp.ndar
     return xp[..., idx]
 
 
+# Each device transforms its own examples when a step is traced over a mesh: XLA's partitioner
+# would all-gather the whole batch before every FFT (s5jax.mesh.per_device).
+def _rfft(frames: jnp.ndarray) -> jnp.ndarray:
+    return jnp.fft.rfft(frames, n=N_FFT, axis=-1)
+
+
+def _irfft(spec: jnp.ndarray) -> jnp.ndarray:
+    return jnp.fft.irfft(spec, n=N_FFT, axis=-1)
+
+
 def stft(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Short-time Fourier transform.
 
@@ -69,7 +81,7 @@ def stft(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
       ``imag = −Σ x w sin`` as in torchlibrosa (the sign convention of ``rfft``).
     """
     frames = frame(x, N_FFT, HOP) * jnp.asarray(hann(), x.dtype)
-    spec = jnp.fft.rfft(frames, n=N_FFT, axis=-1)
+    spec = per_device(_rfft)(frames)
     return spec.real.astype(x.dtype), spec.imag.astype(x.dtype)
 
 
@@ -116,7 +128,7 @@ def istft(real: jnp.ndarray, imag: jnp.ndarray, length: int) -> jnp.ndarray:
       overlap-added ``w²`` (floored at 1e-11), samples ``[512, 512 + length)``; zero-padded at
       the end if the frames do not cover ``length``.
     """
-    frames = jnp.fft.irfft(real + 1j * imag, n=N_FFT, axis=-1).astype(real.dtype)
+    frames = per_device(_irfft)(real + 1j * imag).astype(real.dtype)
     frames = frames * jnp.asarray(hann(), real.dtype)
     y = overlap_add(frames, HOP) * jnp.asarray(_inverse_window_envelope(real.shape[-2]), real.dtype)
     y = y[..., PAD : PAD + length]

@@ -35,7 +35,7 @@ import grain
 import jax
 import numpy as np
 from absl import flags
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh
 
 from s5jax import labels as labels_lib
 from s5jax.audio import wav
@@ -43,7 +43,7 @@ from s5jax.data import recipes as recipes_lib
 from s5jax.data import sofa, spaudsyn, synth
 from s5jax.data.catalog import Catalog, Split
 from s5jax.data.recipes import MixtureConfig, Recipe
-from s5jax.mesh import DATA, put_batch
+from s5jax.mesh import per_device, put_batch
 
 MODES = ("separator", "tagger")
 _MAX_INDEX = 2**62  # "infinite" training stream
@@ -337,11 +337,10 @@ def render_batch(
             window_ms=config.dry_window_ms, task=config.task,
         ))
 
-    if mesh is not None and mesh.size > 1:
+    if mesh is not None:
         # check_vma=False: the renderer's loop carries start as constants (not varying over
         # ``data``); every output is per item, so the out_specs hold by construction.
-        spec = PartitionSpec(DATA)
-        render = jax.shard_map(render, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+        render = per_device(render, mesh, check_vma=False)
     out = render({k: batch[k] for k in synth.INPUT_KEYS})
     for k in ("multi_hot", "weight"):
         if k in batch:

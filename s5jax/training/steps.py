@@ -27,6 +27,7 @@ variance by the mean of the micro-batch variances (docs/training.md, "Gradient a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ from jax.sharding import PartitionSpec as P
 from s5jax import labels as labels_lib
 from s5jax import metrics
 from s5jax.data.synth import TASKS as EDITIONS
-from s5jax.mesh import DATA, batch_sharding
+from s5jax.mesh import DATA, batch_sharding, tracing_on
 from s5jax.training import optim
 from s5jax.training.state import TrainState
 
@@ -240,11 +241,23 @@ def make_train_step(
         return new_state, out
 
     return jax.jit(
-        step,
+        on_mesh(step, mesh),
         in_shardings=(replicated, sharded),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,) if donate else (),
     )
+
+
+def on_mesh(fn: Callable, mesh: Mesh) -> Callable:
+    """``fn`` traced under ``mesh`` (``mesh.tracing_on``), so that the STFT and log-mel split
+    their FFTs over its devices instead of gathering the batch (``mesh.per_device``)."""
+
+    @functools.wraps(fn)
+    def traced(*args):
+        with tracing_on(mesh):
+            return fn(*args)
+
+    return traced
 
 
 def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None,
@@ -283,4 +296,5 @@ def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None
         per_example = jax.vmap(metrics.bce)(out[:, None], target[:, None])
         return {"probabilities": out, "labels": data["labels"], "bce": per_example}
 
-    return jax.jit(step, in_shardings=(replicated, sharded), out_shardings=sharded)
+    return jax.jit(on_mesh(step, mesh), in_shardings=(replicated, sharded),
+                   out_shardings=sharded)
