@@ -7,12 +7,13 @@ gradients are reduced by the compiler, with no extra code (design.md, Parallelis
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA = "data"
 
@@ -45,21 +46,20 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     }
 
 
-def per_device(fn: Callable[..., Any], mesh: Mesh | AbstractMesh | None = None, *,
-               check_vma: bool = True) -> Callable[..., Any]:
+def per_device(fn: Callable[..., Any], *, check_vma: bool = True) -> Callable[..., Any]:
     """``fn`` run by each device on its own slice of the arguments' leading axis (``shard_map``).
 
     For functions that are independent along that axis but that XLA's SPMD partitioner would
     replicate: it all-gathers the whole batch onto every device before an FFT (openxla/xla#24,
-    jax-ml/jax#15680) and before the renderer's data-dependent gathers. ``mesh`` ``None`` uses
-    the mesh the caller traces under (:func:`tracing_on`); with no mesh, a ``data`` axis of one
-    device, or a leading axis that does not divide over it, ``fn`` itself runs. All arguments
-    and outputs are split along their leading axis, so ``fn`` must be independent along it.
+    jax-ml/jax#15680) and before the renderer's data-dependent gathers. The mesh is the one the
+    caller is traced under (:func:`on_mesh`); with none, a ``data`` axis of one device, or a
+    leading axis that does not divide over it, ``fn`` itself runs. All arguments and outputs
+    are split along their leading axis, so ``fn`` must be independent along it.
     """
 
     def wrapped(*args):
-        m = jax.sharding.get_abstract_mesh() if mesh is None else mesh
-        n = 0 if m is None or m.empty or DATA not in m.axis_names else m.shape[DATA]
+        m = jax.sharding.get_abstract_mesh()
+        n = m.shape[DATA] if not m.empty and DATA in m.axis_names else 0
         if n <= 1 or any(not np.ndim(a) or np.shape(a)[0] % n for a in jax.tree.leaves(args)):
             return fn(*args)
         spec = PartitionSpec(DATA)
@@ -68,7 +68,14 @@ def per_device(fn: Callable[..., Any], mesh: Mesh | AbstractMesh | None = None, 
     return wrapped
 
 
-def tracing_on(mesh: Mesh):
-    """Context for tracing a step over ``mesh``: :func:`per_device` functions inside it (the
-    STFT, the log-mel) split their work over its ``data`` axis."""
-    return jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
+def on_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+    """``fn`` traced under ``mesh``: the :func:`per_device` functions it calls (the render, the
+    STFT and log-mel FFTs) split their work over the mesh's ``data`` axis. Wrap a function with
+    it before ``jax.jit`` (as the train and eval steps do)."""
+
+    @functools.wraps(fn)
+    def traced(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args)
+
+    return traced

@@ -108,7 +108,7 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
     it = loader.make_train_iterator(cat, batch_size=batch, seed=0, mode="separator",
                                     num_workers=workers, config=cfg, read_threads=read_threads)
     mesh = mesh_lib.make_mesh()  # as training places and renders its batches (in its jitted step)
-    render_fn = jax.jit(lambda b: loader.render_batch(b, cfg, mode="separator", mesh=mesh))
+    render_fn = jax.jit(mesh_lib.on_mesh(lambda b: loader.render_batch(b, cfg), mesh))
     info = {"ir_frames": max(r.ir_frames for r in cat.splits["train"].rooms), "render": 0.0,
             "mixtures": 0}
 

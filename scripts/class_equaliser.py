@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     state = jax.device_put(create_state(variables, tx, args.seed), NamedSharding(mesh, P()))
     step = steps.make_train_step(
         steps.SEPARATOR, model, tx, mesh, edition=cfg.task,
-        render=lambda b: loader.render_batch(b, mix_cfg, mode=steps.SEPARATOR, mesh=mesh))
+        render=lambda b: loader.render_batch(b, mix_cfg, mode=steps.SEPARATOR))
     evaluate = heldout.HeldOutEvaluator(steps.SEPARATOR, model, mesh, plan.valid,
                                         batch_size=int(cfg.data.valid_batch_size),
                                         limit=args.valid_limit or None)

@@ -82,7 +82,7 @@ def build(config, *, donate: bool = True) -> dict[str, Any]:
     mesh = mesh_lib.make_mesh()
     mix = MixtureConfig(duration=float(config.data.clip_seconds))
     step = steps.make_train_step(
-        task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix, mode=task, mesh=mesh),
+        task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix, mode=task),
         param_labels=labels, lr_schedule=optim.make_schedule(config.optim, num_steps),
         donate=donate, accumulate=int(config.optim.get("accumulate", 1)),
     )

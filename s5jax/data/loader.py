@@ -317,16 +317,15 @@ def to_device(batch: dict[str, np.ndarray], mesh: Mesh | None = None) -> dict[st
 
 
 def render_batch(
-    batch: dict, config: MixtureConfig, *, mode: str = "separator", mesh: Mesh | None = None
+    batch: dict, config: MixtureConfig, *, mode: str = "separator"
 ) -> dict[str, jax.Array]:
     """Device mixtures of a (device or host) batch: ``mixture``, ``labels``, ``dry``
     (separator mode), plus passthrough ``multi_hot`` / ``weight`` if present.
 
-    With a ``mesh`` each device renders its own slice of the batch (``shard_map`` over
-    ``data``): a mixture depends on its own item only, and left to the partitioner the
-    renderer's data-dependent gathers over the whole batch ran ~5 × slower on two devices than on
-    one (docs/benchmarks.md, "Synthesis on a dataset"). Call it under ``jit`` then (as the train
-    and eval steps do): outside ``jit`` a ``shard_map`` runs op by op.
+    Traced under a mesh (``mesh.on_mesh``, as the train and eval steps are), each device renders
+    its own slice of the batch (``mesh.per_device``): a mixture depends on its own item only, and
+    left to the partitioner the renderer's data-dependent gathers over the whole batch ran ~5 ×
+    slower on two devices than on one (docs/benchmarks.md, "Synthesis on a dataset").
     """
     _check_mode(mode)
 
@@ -337,11 +336,9 @@ def render_batch(
             window_ms=config.dry_window_ms, task=config.task,
         ))
 
-    if mesh is not None:
-        # check_vma=False: the renderer's loop carries start as constants (not varying over
-        # ``data``); every output is per item, so the out_specs hold by construction.
-        render = per_device(render, mesh, check_vma=False)
-    out = render({k: batch[k] for k in synth.INPUT_KEYS})
+    # check_vma=False: the renderer's loop carries start as constants (not varying over
+    # ``data``); every output is per item, so the out_specs hold by construction.
+    out = per_device(render, check_vma=False)({k: batch[k] for k in synth.INPUT_KEYS})
     for k in ("multi_hot", "weight"):
         if k in batch:
             out[k] = batch[k]

@@ -420,8 +420,7 @@ class Evaluator:
         self.limit, self.audio_examples = limit, audio_examples
         mode = task
         self.eval_step = steps.make_eval_step(
-            task, model, mesh,
-            render=lambda b: loader.render_batch(b, valid.config, mode=mode, mesh=mesh),
+            task, model, mesh, render=lambda b: loader.render_batch(b, valid.config, mode=mode),
             edition=edition,
         )
 
@@ -589,8 +588,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_it = loader.DevicePrefetch(raw_it, mesh, size=int(d.prefetch))
 
     train_step = steps.make_train_step(
-        task, model, tx, mesh,
-        render=lambda b: loader.render_batch(b, mix_cfg, mode=task, mesh=mesh),
+        task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix_cfg, mode=task),
         param_labels=labels, lr_schedule=lr_schedule, edition=config.task,
         accumulate=int(config.optim.get("accumulate", 1)),
     )

@@ -27,7 +27,6 @@ variance by the mean of the micro-batch variances (docs/training.md, "Gradient a
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 from s5jax import labels as labels_lib
 from s5jax import metrics
 from s5jax.data.synth import TASKS as EDITIONS
-from s5jax.mesh import DATA, batch_sharding, tracing_on
+from s5jax.mesh import DATA, batch_sharding, on_mesh
 from s5jax.training import optim
 from s5jax.training.state import TrainState
 
@@ -246,18 +245,6 @@ def make_train_step(
         out_shardings=(replicated, replicated),
         donate_argnums=(0,) if donate else (),
     )
-
-
-def on_mesh(fn: Callable, mesh: Mesh) -> Callable:
-    """``fn`` traced under ``mesh`` (``mesh.tracing_on``), so that the STFT and log-mel split
-    their FFTs over its devices instead of gathering the batch (``mesh.per_device``)."""
-
-    @functools.wraps(fn)
-    def traced(*args):
-        with tracing_on(mesh):
-            return fn(*args)
-
-    return traced
 
 
 def make_eval_step(task: str, model, mesh: Mesh, *, render: Render | None = None,
