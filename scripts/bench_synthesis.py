@@ -162,8 +162,11 @@ def dataset_main(a, argv) -> int:
         from s5jax.data import embedded
 
         a.root = embedded.ensure_embedded(scale="full", seed=0, progress=True)
-    timed, info = s5jax_dataset_timer(a.root, batch=a.batch, workers=a.workers,
-                                      read_threads=a.read_threads, profile=a.profile)
+    try:
+        timed, info = s5jax_dataset_timer(a.root, batch=a.batch, workers=a.workers,
+                                          read_threads=a.read_threads, profile=a.profile)
+    except ValueError as e:  # the catalog's message: what is wrong with the root, and where
+        raise SystemExit(f"bench_synthesis.py --dataset: {e}") from None
     # Rounds alternate the two sides, so that a shared machine's changing load hits both alike.
     ours, theirs = [], []
     for _ in range(a.rounds):

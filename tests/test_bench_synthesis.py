@@ -24,3 +24,14 @@ def test_dataset_mode_on_two_cpu_devices_appends_its_row(embedded_small, tmp_pat
     row = table.read_text().strip().splitlines()[-1]
     assert row.startswith("| ") and "synthesis on a dataset (loader + render)" in row
     assert "B=2, 0 workers, 1 read thread(s), 2 device(s), medians of 1 batches" in row
+
+
+def test_dataset_mode_on_a_folder_that_is_no_dataset_says_so_in_one_message(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    cmd = [sys.executable, "scripts/bench_synthesis.py", "--dataset", "--root", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=quick_compile.env(JAX_PLATFORMS="cpu"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("bench_synthesis.py --dataset: ")
+    assert str(tmp_path) in proc.stderr

@@ -1,6 +1,7 @@
 """1 vs 2 devices: the same global batch gives the same loss, gradients and BatchNorm statistics
 (SyncBN semantics under jit), and the same in-step render with no cross-device traffic. Runs in a
-subprocess with two forced host devices."""
+subprocess with two forced host devices. The inference pipeline on a sharded batch: no
+collective either, the one-device waveforms."""
 
 import json
 import subprocess
@@ -93,6 +94,18 @@ def render(devices):
 res["render"] = max(rel(r2[k], r1[k]) for k in r1)
 res["render_keys"] = sorted(r1)
 
+# The inference pipeline (evaluate, separate) traces under the mesh of all devices: a batch
+# sharded over it is separated per device, with no collective in the compiled program, and gives
+# the model's own one-device waveforms.
+from s5jax.inference.pipeline import S5Pipeline
+pipe = S5Pipeline(None, None, model, variables)
+mix2 = mesh_lib.put_batch({"m": batch["mixture"]}, mesh_lib.make_mesh(jax.devices()))["m"]
+lab = jnp.asarray(labels)
+res["pipeline_collectives"] = collectives(pipe._oracle.lower(variables, mix2, lab).compile())
+on_one = jax.jit(lambda v, m, q: model.apply(v, m, q, train=False))(
+    variables, jax.device_put(batch["mixture"], jax.devices()[0]), lab)
+res["pipeline"] = rel(pipe(mix2, labels)["waveforms"], on_one)
+
 # The whole train step (render + forward + backward + update), on the accelerators' convolution
 # path (lax.conv; the CPU's GEMM kernel gradients slice across the batch): the same update on
 # 1 and 2 devices, and the only collectives are all-reduces (gradients, BatchNorm statistics,
@@ -140,6 +153,8 @@ def test_one_vs_two_devices_same_loss_grads_and_batch_stats():
     assert res["render_keys"] == ["dry", "labels", "mixture"]
     assert res["render"] <= 1e-6  # measured 0: the same per-item program on each device
     assert res["render_collectives"] == []
+    assert res["pipeline_collectives"] == []
+    assert res["pipeline"] <= 1e-5
     assert res["step_gathers"] == []
     assert res["step_loss"] <= 1e-5
     assert res["step_update"] <= 1e-4

@@ -20,6 +20,7 @@ from s5jax.audio import mel, stft
 from s5jax.audio.wav import SAMPLE_RATE
 from s5jax.inference.chunking import check_chunking, separate_chunked, tag_chunked
 from s5jax.labels import EMPTY, MAX_SOURCES, to_slots
+from s5jax.mesh import make_mesh, on_mesh
 from s5jax.models import tagger
 
 # The shortest input the models take: the separator's centred STFT reflects 512 samples at each
@@ -91,11 +92,16 @@ class S5Pipeline:
             raise ValueError(f"batch_chunks={batch_chunks}: expected ≥ 1")
         self.batch_chunks = int(batch_chunks)
         self.predict_fn = predict_fn or tagger.predict
-        self._tag = jax.jit(self._tag_impl)
-        self._predicted = jax.jit(self._predicted_impl)
-        self._oracle = jax.jit(self._separate_impl)
+        # Traced under the mesh of all devices, as the train and eval steps are: a batch sharded
+        # over it (evaluate) runs its STFT and log-mel FFTs per device (mesh.per_device) instead
+        # of being gathered onto every device; with one device, or a batch that does not split,
+        # nothing changes.
+        mesh = make_mesh()
+        self._tag = jax.jit(on_mesh(self._tag_impl, mesh))
+        self._predicted = jax.jit(on_mesh(self._predicted_impl, mesh))
+        self._oracle = jax.jit(on_mesh(self._separate_impl, mesh))
         self._decide = jax.jit(self._decide_impl)
-        self._chunk_sum = jax.jit(self._chunk_sum_impl, static_argnums=2)
+        self._chunk_sum = jax.jit(on_mesh(self._chunk_sum_impl, mesh), static_argnums=2)
         self._head = jax.jit(self._head_impl)
 
     # -- pure functions (traced) --
