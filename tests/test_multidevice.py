@@ -106,14 +106,13 @@ on_one = jax.jit(lambda v, m, q: model.apply(v, m, q, train=False))(
     variables, jax.device_put(batch["mixture"], jax.devices()[0]), lab)
 res["pipeline"] = rel(pipe(mix2, labels)["waveforms"], on_one)
 
-# The whole train step (render + forward + backward + update), on the accelerators' convolution
-# path (lax.conv; the CPU's GEMM kernel gradients slice across the batch): the same update on
+# The whole train step (render + forward + backward + update), on both convolution paths (the
+# CPU's GEMM kernel gradients, summed per device; the accelerators' lax.conv): the same update on
 # 1 and 2 devices, and the only collectives are all-reduces (gradients, BatchNorm statistics,
 # loss), none of them gathers the batch (the STFT's FFTs run per device: mesh.per_device).
 import optax
 from s5jax.models import conv
 from s5jax.training.state import create_state
-conv.use_gemm = lambda: False
 def train_once(devices):
     mesh = mesh_lib.make_mesh(devices)
     tx = optax.sgd(1e-2)
@@ -125,11 +124,15 @@ def train_once(devices):
     new, m = step(state, data)
     update = jax.tree.map(lambda a, b: a - b, new.params, state.params)
     return jax.device_get((update, m["loss"])), found
+(ug, _), res["gemm_step_gathers"] = train_once(jax.devices())  # conv.use_gemm() on the CPU
+conv.use_gemm = lambda: False
 (u1, l1), _ = train_once(jax.devices()[:1])
 (u2, l2), res["step_gathers"] = train_once(jax.devices())
 res["step_loss"] = rel(l2, l1)
 res["step_update"] = rel(np.concatenate([np.ravel(x) for x in jax.tree.leaves(u2)]),
                          np.concatenate([np.ravel(x) for x in jax.tree.leaves(u1)]))
+res["gemm_step_update"] = rel(np.concatenate([np.ravel(x) for x in jax.tree.leaves(ug)]),
+                              np.concatenate([np.ravel(x) for x in jax.tree.leaves(u1)]))
 print("RESULT " + json.dumps(res))
 """
 
@@ -156,5 +159,7 @@ def test_one_vs_two_devices_same_loss_grads_and_batch_stats():
     assert res["pipeline_collectives"] == []
     assert res["pipeline"] <= 1e-5
     assert res["step_gathers"] == []
+    assert res["gemm_step_gathers"] == []
+    assert res["gemm_step_update"] <= 1e-4
     assert res["step_loss"] <= 1e-5
     assert res["step_update"] <= 1e-4

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from s5jax.mesh import per_device
+
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -98,10 +100,18 @@ def _conv_gemm_fwd(x, kernel, padding):
 def _conv_gemm_bwd(padding, residuals, g):
     x, kernel = residuals
     (dx,) = jax.vjp(lambda x: _conv_forward(x, kernel, padding), x)[1](g)
-    return dx, kernel_grad(x, g, kernel.shape[:2], padding).astype(kernel.dtype)
+    dk = _summed_per_device(lambda x, g: kernel_grad(x, g, kernel.shape[:2], padding), x, g)
+    return dx, dk.astype(kernel.dtype)
 
 
 _conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
+
+
+def _summed_per_device(fn, *args: jax.Array) -> jax.Array:
+    """``fn(*args)``, a sum over the batch, as per-device partial sums (``mesh.per_device``)
+    added up across devices: the chunked GEMMs slice along the batch, which XLA's partitioner
+    would otherwise serve by gathering the whole batch onto every device."""
+    return per_device(lambda *a: fn(*a)[None])(*args).sum(0)
 
 
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_size: Sequence[int], padding: Padding,
@@ -227,7 +237,8 @@ def _conv_transpose_gemm_bwd(residuals, g):
     def patches(s):  # (e, rows, kh, f, kw, co) → (e, rows, f, kh·kw·co)
         return s.transpose(0, 1, 3, 2, 4, 5).reshape(*s.shape[:2], f, kh * kw * co)
 
-    dk = _chunked_products(x, src, 0, patches, CHUNK_DEPTH)  # (in, kh·kw·out)
+    dk = _summed_per_device(  # (in, kh·kw·out)
+        lambda x, src: _chunked_products(x, src, 0, patches, CHUNK_DEPTH), x, src)
     return dx, dk.reshape(ci, kh, kw, co).transpose(1, 2, 3, 0).astype(kernel.dtype)
 
 
