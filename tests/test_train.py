@@ -1,7 +1,9 @@
 """Training: overfitting a fixed batch, non-finite skipping, exact resume, early config errors."""
 
 import importlib.util
+import io
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -9,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 from s5jax import mesh as mesh_lib
 from s5jax.models.separator import build_separator, separator_config
@@ -249,6 +252,25 @@ def test_progress_bar_shows_the_time_budget():
     # long before, so the postfix says how much of the budget is spent.
     assert loop._bar_postfix(0.31416, 90.0, None) == {"loss": "0.3142"}
     assert loop._bar_postfix(-1.5, 90.0, 45 * 60.0) == {"loss": "-1.5", "minutes": "1.5/45"}
+
+
+def test_validation_shows_on_the_bar_and_stays_out_of_its_rate():
+    # A validation takes minutes on a CPU (the small presets): the bar says it is validating,
+    # and its elapsed time and rate stay those of the training steps.
+    out = io.StringIO()
+    bar = tqdm(total=10, file=out, mininterval=0)
+    bar.update(1)
+
+    def slow_validation():
+        assert "validating=step 1" in out.getvalue()
+        time.sleep(0.5)
+        return {"valid/loss": 1.0}
+
+    postfix = {"loss": "0.5"}
+    assert loop._validate(bar, postfix, 1, slow_validation) == {"valid/loss": 1.0}
+    assert bar.format_dict["elapsed"] < 0.4
+    assert out.getvalue().rstrip().endswith("loss=0.5]")
+    bar.close()
 
 
 def _no_build(*args, **kwargs):

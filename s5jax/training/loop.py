@@ -11,9 +11,11 @@ directory ``<workdir>/model`` readable by ``load_separator`` / ``load_tagger``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -610,11 +612,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Training wall time, validation excluded (compilation and checkpoints included); a resumed
     # run continues the count of the run it resumes.
     seconds = _last_value(workdir, "train/seconds") if start else 0.0
-    if start == 0 and t.get("eval_at_start", False):
-        last_valid = evaluate(state, logger, 0)
-        logger.scalars(0, {**last_valid, "train/seconds": 0.0})
     bar = tqdm(total=num_steps, initial=start, disable=not t.progress or jax.process_index() != 0,
                desc=config.get("name", task), dynamic_ncols=True)
+    postfix: dict[str, str] = {}
+    if start == 0 and t.get("eval_at_start", False):
+        last_valid = _validate(bar, postfix, 0, functools.partial(evaluate, state, logger, 0))
+        logger.scalars(0, {**last_valid, "train/seconds": 0.0})
     tic, tic_step = time.perf_counter(), start
     seg = tic  # start of the current stretch of training (for `seconds`)
     pending = None  # the previous step's metrics: blocking on them keeps one step in flight
@@ -650,7 +653,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     scalars["examples_per_second"] = n * d.batch_size / elapsed
                     scalars["seconds"] = seconds + now - seg
                     logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
-                    bar.set_postfix(_bar_postfix(scalars["loss"], scalars["seconds"], budget))
+                    postfix = _bar_postfix(scalars["loss"], scalars["seconds"], budget)
+                    bar.set_postfix(postfix)
                     if scalars["bad_streak"] >= t.max_nonfinite:
                         raise NonFiniteError(
                             f"step {s}: {int(scalars['bad_streak'])} consecutive non-finite "
@@ -667,7 +671,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         bar.update(1)
                         pending = None
                     seconds += time.perf_counter() - seg
-                    evaluated = last_valid = evaluate(state, logger, s)
+                    evaluated = last_valid = _validate(
+                        bar, postfix, s, functools.partial(evaluate, state, logger, s))
                     logger.scalars(s, {**evaluated, "train/seconds": seconds})
                     tic = seg = time.perf_counter()  # keep validation out of the step time
                 if s % t.checkpoint_every == 0 or last:
@@ -683,6 +688,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     break
             if pending is not None:
                 bar.update(1)
+            bar.close()  # its last line: the training steps' time, not the export's below
             ckpts.wait()
             if main_process and ckpts.latest_step() is not None and not interrupted:
                 export_model(workdir, config.model, ckpts, state)
@@ -697,6 +703,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if interrupted:
         raise SystemExit(preemption.EXIT_STATUS)
     return last_valid
+
+
+def _validate(bar: tqdm, postfix: dict[str, str], step: int,
+              run: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``run()`` (a validation) with the progress bar saying so, and its time kept out of the
+    bar's elapsed time, rate and ETA (``tqdm.unpause``), which are those of the training steps:
+    a validation of the `small` preset takes minutes on a CPU."""
+    bar.set_postfix({**postfix, "validating": f"step {step}"})
+    try:
+        return run()
+    finally:
+        bar.unpause()
+        bar.set_postfix(postfix)
 
 
 def _bar_postfix(loss: float, seconds: float, budget: float | None) -> dict[str, str]:
