@@ -19,7 +19,9 @@ computes:
 * every kernel gradient under ``jax.custom_vjp`` as GEMMs over chunks of rows: the sum over
   positions of ``a ⊗ patches(b)``, where ``b`` is the one of (input, output gradient) with fewer
   channels after patching, so that the patches (and the transposes XLA makes for a GEMM that
-  contracts over positions) stay in cache; float32 accumulation.
+  contracts over positions) stay in cache; float32 accumulation. Under a mesh of several CPU
+  devices each device sums its own examples (``mesh.per_device``) and the partial sums are added
+  across devices, since chunks sliced along the batch would otherwise gather it.
 
 Elsewhere (GPU, TPU) both are ``lax.conv_general_dilated`` / ``lax.conv_transpose``, as in Flax.
 tests/test_conv.py checks that the two agree to float32 noise, values and gradients.
