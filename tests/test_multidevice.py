@@ -49,6 +49,8 @@ def run(devices):
     return jax.device_get(out)
 
 one, two = run(jax.devices()[:1]), run(jax.devices())
+def flat(tree):
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
@@ -66,8 +68,7 @@ res = {
     "loss": rel(two[0], one[0]),
     "grads_per_tensor": worst,
     "worst_tensor": worst_name,
-    "grad_global": rel(np.concatenate([np.ravel(x) for x in jax.tree.leaves(two[1])]),
-                       np.concatenate([np.ravel(x) for x in jax.tree.leaves(one[1])])),
+    "grad_global": rel(flat(two[1]), flat(one[1])),
     "batch_stats": max(rel(a, b) for a, b in zip(jax.tree.leaves(two[2]), jax.tree.leaves(one[2]))),
     "stats_moved": float(max(rel(a, b) for a, b in zip(jax.tree.leaves(one[2]),
                                                     jax.tree.leaves(variables["batch_stats"])))),
@@ -129,10 +130,8 @@ conv.use_gemm = lambda: False
 (u1, l1), _ = train_once(jax.devices()[:1])
 (u2, l2), res["step_gathers"] = train_once(jax.devices())
 res["step_loss"] = rel(l2, l1)
-res["step_update"] = rel(np.concatenate([np.ravel(x) for x in jax.tree.leaves(u2)]),
-                         np.concatenate([np.ravel(x) for x in jax.tree.leaves(u1)]))
-res["gemm_step_update"] = rel(np.concatenate([np.ravel(x) for x in jax.tree.leaves(ug)]),
-                              np.concatenate([np.ravel(x) for x in jax.tree.leaves(u1)]))
+res["step_update"] = rel(flat(u2), flat(u1))
+res["gemm_step_update"] = rel(flat(ug), flat(u1))
 print("RESULT " + json.dumps(res))
 """
 
