@@ -81,8 +81,10 @@ def build(config, *, donate: bool = True) -> dict[str, Any]:
     state = jax.eval_shape(lambda v: create_state(v, tx, 0), variables)
     mesh = mesh_lib.make_mesh()
     mix = MixtureConfig(duration=float(config.data.clip_seconds))
+    channels = loop.render_channels(task, config.model)  # as the train command renders
     step = steps.make_train_step(
-        task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix, mode=task),
+        task, model, tx, mesh,
+        render=lambda b: loader.render_batch(b, mix, mode=task, channels=channels),
         param_labels=labels, lr_schedule=optim.make_schedule(config.optim, num_steps),
         donate=donate, accumulate=int(config.optim.get("accumulate", 1)),
     )

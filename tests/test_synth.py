@@ -180,3 +180,17 @@ def test_chunk_and_block_independent(items):
         assert np.abs(x - y).max() / np.abs(x).max() <= 1e-5
     with pytest.raises(ValueError, match="nfft 3000: expected 3999"):
         synth.render(_stack(items), length=L, nfft=3000)
+
+
+def test_channels_subset(items):
+    """``channels=k`` (the tagger's render) gives the full render's first k channels: the gains
+    and the background's level still come from all R channels (a gain from channel 0 alone
+    would differ by several dB)."""
+    a = np.asarray(synth.render(_stack(items), length=L)["mixture"])
+    b = synth.render(_stack(items), length=L, with_dry=False, channels=1)
+    assert b["mixture"].shape == (len(items), 1, L) and "dry" not in b
+    np.testing.assert_allclose(np.asarray(b["mixture"]), a[:, :1], rtol=0,
+                               atol=1e-6 * np.abs(a).max())
+    for bad in (0, R + 1):
+        with pytest.raises(ValueError, match=f"channels {bad}: expected 1 ≤ channels ≤ {R}"):
+            synth.render(_stack(items), length=L, channels=bad)

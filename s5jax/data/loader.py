@@ -317,10 +317,11 @@ def to_device(batch: dict[str, np.ndarray], mesh: Mesh | None = None) -> dict[st
 
 
 def render_batch(
-    batch: dict, config: MixtureConfig, *, mode: str = "separator"
+    batch: dict, config: MixtureConfig, *, mode: str = "separator", channels: int | None = None
 ) -> dict[str, jax.Array]:
     """Device mixtures of a (device or host) batch: ``mixture``, ``labels``, ``dry``
-    (separator mode), plus passthrough ``multi_hot`` / ``weight`` if present.
+    (separator mode), plus passthrough ``multi_hot`` / ``weight`` if present. ``channels``:
+    render only the mixture's first channels (default all; :func:`s5jax.data.synth.render`).
 
     Traced under a mesh (``mesh.on_mesh``, as the train and eval steps are), each device renders
     its own slice of the batch (``mesh.per_device``): a mixture depends on its own item only, and
@@ -333,7 +334,7 @@ def render_batch(
         return dict(synth.render(
             inputs, length=config.frames, num_targets=config.num_targets,
             with_dry=mode == "separator", ref_db=config.ref_db, sr=config.sr,
-            window_ms=config.dry_window_ms, task=config.task,
+            window_ms=config.dry_window_ms, task=config.task, channels=channels,
         ))
 
     # check_vma=False: the renderer's loop carries start as constants (not varying over

@@ -349,6 +349,13 @@ def build_model(task: str, model_config: ml_collections.ConfigDict,
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
+def render_channels(task: str, model_config: ml_collections.ConfigDict) -> int | None:
+    """The mixture channels a model reads, for the in-step render: the tagger's
+    ``in_channels`` (the renderer skips the others, ~2 × less work for one channel; the gains
+    still come from all four), every channel (``None``) for a separator."""
+    return int(model_config.in_channels) if task == steps.TAGGER else None
+
+
 def init_variables(task: str, model, model_config, seed: int) -> dict:
     """Fresh variables (shapes do not depend on the input length; 0.1 s is enough)."""
     x = jnp.zeros((1, 4, 3200), jnp.float32)
@@ -415,15 +422,14 @@ class Evaluator:
 
     def __init__(self, task, model, model_config, mesh, valid, *, limit=None, audio_examples=0,
                  edition="dcase2025"):
-        self.task, self.model, self.mesh, self.valid = task, model, model_config, valid
-        self.mesh = mesh
+        self.task, self.model, self.mesh, self.valid = task, model, mesh, valid
         self.edition = edition
         self.slots = int(model_config.get("slots", 3)) if task == steps.SEPARATOR else None
         self.limit, self.audio_examples = limit, audio_examples
-        mode = task
+        channels = render_channels(task, model_config)
         self.eval_step = steps.make_eval_step(
-            task, model, mesh, render=lambda b: loader.render_batch(b, valid.config, mode=mode),
-            edition=edition,
+            task, model, mesh, edition=edition,
+            render=lambda b: loader.render_batch(b, valid.config, mode=task, channels=channels),
         )
 
     def __call__(self, state: TrainState, logger: Logger | None = None,
@@ -589,8 +595,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       file=sys.stderr)
     train_it = loader.DevicePrefetch(raw_it, mesh, size=int(d.prefetch))
 
+    channels = render_channels(task, config.model)
     train_step = steps.make_train_step(
-        task, model, tx, mesh, render=lambda b: loader.render_batch(b, mix_cfg, mode=task),
+        task, model, tx, mesh,
+        render=lambda b: loader.render_batch(b, mix_cfg, mode=task, channels=channels),
         param_labels=labels, lr_schedule=lr_schedule, edition=config.task,
         accumulate=int(config.optim.get("accumulate", 1)),
     )
