@@ -80,7 +80,7 @@ def test_evaluate_reports_what_the_run_logged(learned_run, embedded_small, tmp_p
 
 
 def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, embedded_small,
-                                                                   tmp_path):
+                                                                   tmp_path, capsys):
     workdir, points = learned_run
     copy = tmp_path / "run"
     shutil.copytree(workdir, copy)
@@ -91,6 +91,9 @@ def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, e
     cfg.train.max_minutes = (points[-1]["train/seconds"] + 1e-3) / 60
     cfg.train.allow_config_change = True
     loop.train_and_evaluate(cfg, str(copy))
+    err = capsys.readouterr().err
+    assert (f"stopping at step {STEPS + 1} of {STEPS + 20}: config.train.max_minutes="
+            f"{cfg.train.max_minutes} of training reached\n") in err  # constant rate: no more
     after = [r for r in read_jsonl(copy) if "valid/ca_si_sdri" in r]
     assert after[-1]["step"] == STEPS + 1  # validated at the step that stopped it
     assert after[-1]["train/seconds"] > points[-1]["train/seconds"]
@@ -99,3 +102,24 @@ def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, e
     n = len(read_jsonl(copy))
     loop.train_and_evaluate(cfg, str(copy))
     assert len(read_jsonl(copy)) == n
+
+
+def test_budget_stop_names_a_learning_rate_schedule_cut_short():
+    """A decaying schedule stopped by the time budget is named, with the steps that fit."""
+    from s5jax.training import optim
+
+    cfg = _config()
+    cfg.train.num_steps, cfg.train.max_minutes = 2500, 45.0
+    cfg.optim.update(dict(lr=5e-4, warmup_steps=200, schedule="cosine"))
+    sched = optim.make_schedule(cfg.optim, 2500)
+    msg = loop._budget_stop_message(cfg, 1470, 2700.0, sched)
+    assert msg.startswith("stopping at step 1470 of 2500: config.train.max_minutes=45.0 of "
+                          "training reached; the learning rate (cosine schedule to step 2500) is ")
+    lr = float(msg.split(") is ")[1].split(",")[0])
+    assert lr == pytest.approx(float(sched(1470)), rel=1e-2) and lr > 1e-4
+    assert "not its final 0: about 1470 steps fit this budget" in msg
+    # At the schedule's end (or with a constant rate) there is nothing to add.
+    assert "learning rate" not in loop._budget_stop_message(cfg, 2500, 2700.0, sched)
+    cfg.optim.schedule = "constant"
+    sched = optim.make_schedule(cfg.optim, 2500)
+    assert "learning rate" not in loop._budget_stop_message(cfg, 1470, 2700.0, sched)

@@ -691,8 +691,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                               f"{ckpts.directory}, the same command resumes from it",
                               file=sys.stderr)
                     elif s < num_steps and main_process:
-                        print(f"stopping at step {s}: config.train.max_minutes={t.max_minutes} of "
-                              "training reached", file=sys.stderr)
+                        spent = seconds + time.perf_counter() - seg
+                        print(_budget_stop_message(config, s, spent, lr_schedule),
+                              file=sys.stderr)
                     break
             if pending is not None:
                 bar.update(1)
@@ -734,6 +735,26 @@ def _bar_postfix(loss: float, seconds: float, budget: float | None) -> dict[str,
     if budget is not None:
         postfix["minutes"] = f"{seconds / 60:.1f}/{budget / 60:g}"
     return postfix
+
+
+def _budget_stop_message(config: ml_collections.ConfigDict, step: int, seconds: float,
+                         lr_schedule: Callable[[Any], Any]) -> str:
+    """Why a run stops at ``step`` before ``train.num_steps``: its time budget is spent after
+    ``seconds`` of training. A decaying learning rate cut short is named, with the step count
+    that fits the budget at this run's pace: a preset's step count fits the machine it was
+    sized on, and on a slower one the schedule never reaches its end."""
+    t = config.train
+    num_steps = int(t.num_steps)
+    msg = (f"stopping at step {step} of {num_steps}: config.train.max_minutes={t.max_minutes} "
+           "of training reached")
+    kind = config.optim.get("schedule", "constant")
+    now, end = float(lr_schedule(step)), float(lr_schedule(num_steps))
+    if kind != "constant" and not np.isclose(now, end, rtol=1e-3, atol=0.0):
+        fit = int(step * 60.0 * float(t.max_minutes) / max(seconds, 1e-9))
+        msg += (f"; the learning rate ({kind} schedule to step {num_steps}) is {now:.3g}, not "
+                f"its final {end:.3g}: about {fit} steps fit this budget at this run's pace "
+                "(config.train.num_steps)")
+    return msg
 
 
 def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDict) -> str:
