@@ -26,9 +26,14 @@ rate s5jax would need to take 0.8 × the reference's time.
 loader batch), timed per step after compilation. FLOPs come from XLA's cost analysis (as
 scripts/memory.py counts them); TFLOP/s = FLOPs / median step time, MFU = TFLOP/s / the
 device's peak (``--peak-tflops``, else the table ``PEAK_TFLOPS`` by device kind and precision).
+``--profile DIR`` then traces two more steps and prints where the step's time goes: device busy
+against the step's wall time, op time by kind (convolution, matmul, FFT, elementwise, …) and by
+phase (forward, backward, the rest), the longest ops (scripts/profiling.py); the row gets the
+busy fraction and the kinds' shares.
 
     python scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu,bf16 \
-        [--batch 40] [--seconds 10] [--repeats 5] [--peak-tflops 989] [--append …]
+        [--batch 40] [--seconds 10] [--repeats 5] [--peak-tflops 989] [--profile DIR] \
+        [--append …]
 
 ``--task dcase2026`` instead times the same jitted step with the DCASE 2025 loss (masked −SNR)
 and the DCASE 2026 loss (class-aware PIT −SNR over the 6 slot permutations) on one model and one
@@ -55,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.reference
 
 import benchlib  # noqa: E402
+import profiling  # noqa: E402
 
 from s5jax import hostmem, metrics  # noqa: E402
 from s5jax import labels as labels_lib  # noqa: E402
@@ -357,6 +363,18 @@ def config_main(args) -> int:
     t = benchlib.median_time(run, args.repeats, warmup=1)
     if not np.isfinite(float(holder[1]["loss"])) or int(holder[1]["skipped"]):
         raise SystemExit("the benchmarked step produced a non-finite loss")
+    profiled, failed = "", False
+    if args.profile:  # after the timed calls, so it cannot change them
+        try:
+            s = profiling.profile(run, step.as_text(), args.profile, step_seconds=t)
+            print(profiling.report(s))
+            profiled = (f"; profile: device busy {s['busy_ms'] / s['traced_step_ms']:.0%} of "
+                        f"the traced step ({s['traced_step_ms']:.0f} ms), "
+                        "op time " + ", ".join(f"{k} {v / s['op_ms']:.0%}" for k, v in sorted(
+                            s["kinds"].items(), key=lambda kv: -kv[1])))
+        except Exception as e:  # the timed row is still worth keeping
+            print(f"profile failed: {type(e).__name__}: {e}")
+            failed = True
     flops = res["flops"]  # None off the CPU (memory.figures)
     if flops is None:
         flops = cpu_flops(args, b, config.data.clip_seconds)
@@ -372,13 +390,13 @@ def config_main(args) -> int:
               f"{tflops:.3g} TFLOP/s, MFU {mfu}; XLA:{res['platform'].upper()} peak "
               f"{res['peak'] / 1e9:.1f} GB"
               + (f", measured peak {used / 1e9:.1f} GB" if used else "")
-              + f"; median of {args.repeats}")
+              + f"; median of {args.repeats}" + profiled)
     print(f"{config.get('name')} on {benchlib.device_kind()}: {result}")
     if args.append:
         benchlib.append_row(args.append, benchmark=f"train step ({config.get('name')})",
                             command=benchlib.command("bench_train_step.py", args.argv),
                             result=result, ratio=f"MFU {mfu.split(' of')[0]}")
-    return 0
+    return int(failed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,12 +409,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="checkout of the official DCASE 2025 task 4 baseline to compare against")
     ap.add_argument("--config", default=None, help="config[:presets]: the real step's MFU")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU")
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="--config mode: trace 2 more steps into DIR and print where the time "
+                         "goes (scripts/profiling.py)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override (--config mode), e.g. optim.accumulate=2")
     ap.add_argument("--task", choices=("dcase2025", "dcase2026"), default="dcase2025",
                     help="dcase2026: the 2025 vs the 2026 (class-aware PIT) loss, no torch side")
     args = ap.parse_args(argv)
     args.argv = argv
+    if args.profile and not args.config:
+        ap.error("--profile traces the --config step: give --config too")
     if args.config:
         return config_main(args)
     args.batch = 1 if args.batch is None else args.batch

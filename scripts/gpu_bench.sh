@@ -3,7 +3,7 @@
 # On an H200 each train-step row costs 135-190 s (mostly compilation), so all rows need about
 # 15 minutes; the budget below stops one run within 8 minutes, the most important rows first.
 #
-#   scripts/gpu_bench.sh [--cpu] [--append FILE] [--official PATH]
+#   scripts/gpu_bench.sh [--cpu] [--append FILE] [--official PATH] [--profile DIR]
 #
 # Order: the rows the issue targets first (bf16 MFU, synthesis), so that a run cut short by the
 # machine's lease still gives them; once GPU_BENCH_BUDGET seconds (default 420) have passed, the
@@ -13,7 +13,10 @@
 #      (global batch 40 = 4 x 10, 10 s) and at batch 16 (baseline, one micro-batch), fp32 and
 #      bf16; ms/step, XLA:CPU's FLOPs per step (a GPU's own count misses cuDNN convolutions),
 #      achieved TFLOP/s and MFU, XLA:GPU's own peak-memory figure next to the measured
-#      peak_bytes_in_use (the check of the CPU memory model).
+#      peak_bytes_in_use (the check of the CPU memory model). The bf16 rows also trace two
+#      steps (--profile, scripts/profiling.py) and print where the step's time goes: device busy
+#      against the step's wall time, op time by kind and by phase, the longest ops; the traces
+#      stay in --profile DIR (default: a new folder under /tmp).
 #      Peaks used for MFU (dense, H100 SXM; the H200 has the same compute): bf16 989.4 TFLOP/s
 #      (tensor cores); fp32 494.7 TFLOP/s (TF32 tensor cores, what XLA uses for float32
 #      convolutions under JAX's default precision on GPU). Plain FP32 would be 66.9.
@@ -49,16 +52,20 @@ cd "$(dirname "$0")/.."
 CPU=0
 APPEND=()
 OFFICIAL=""
+PROFILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) CPU=1 ;;
     --append) APPEND=(--append "$2"); shift ;;
     --official) OFFICIAL="$2"; shift ;;
-    *) echo "usage: scripts/gpu_bench.sh [--cpu] [--append FILE] [--official PATH]" >&2; exit 2 ;;
+    --profile) PROFILE="$2"; shift ;;
+    *) echo "usage: scripts/gpu_bench.sh [--cpu] [--append FILE] [--official PATH]" \
+         "[--profile DIR]" >&2; exit 2 ;;
   esac
   shift
 done
 BUDGET=${GPU_BENCH_BUDGET:-420}
+PROFILE=${PROFILE:-$(mktemp -d /tmp/s5jax-gpu-profile.XXXXXX)}
 
 PY=${PYTHON:-python3}
 if [ -d wheels ] && ls wheels/*.whl >/dev/null 2>&1 && [ "$CPU" = 0 ]; then
@@ -87,20 +94,22 @@ run() {  # one benchmark; a failure is reported and the suite goes on
 "$PY" -c "import jax, flax, optax; print('devices:', jax.devices(), 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__)"
 if [ "$CPU" = 1 ]; then
   run scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu,smoke --batch 4 \
-    --seconds 0.5 --repeats 1
+    --seconds 0.5 --repeats 1 --profile "$PROFILE/baseline_1gpu_smoke"
   run scripts/bench_synthesis.py --batch 1 --repeats 1
   run scripts/bench_inference.py --small --seconds 0.5 --batch 1 --repeats 1 --no-torch
 else
-  run scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu,bf16 --repeats 3
+  run scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu,bf16 --repeats 3 \
+    --profile "$PROFILE/baseline_1gpu_bf16"
   run scripts/bench_synthesis.py --batch 32 --repeats 3
   if [ -n "$OFFICIAL" ]; then
     XLA_PYTHON_CLIENT_PREALLOCATE=false run scripts/bench_train_step.py --official "$OFFICIAL" \
       --batch 4 --seconds 10 --repeats 3
   fi
   run scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu --repeats 3
-  run scripts/bench_train_step.py --config configs/resunetk.py:baseline,bf16 --batch 16 --repeats 3
+  run scripts/bench_train_step.py --config configs/resunetk.py:baseline,bf16 --batch 16 --repeats 3 \
+    --profile "$PROFILE/baseline_bf16_b16"
   run scripts/bench_train_step.py --config configs/resunetk.py:baseline --batch 16 --repeats 3
   run scripts/bench_inference.py --seconds 10 --batch 8 --repeats 3 --no-torch
 fi
-echo "gpu_bench: $FAILED failed, $SKIPPED skipped, ${SECONDS} s in all"
+echo "gpu_bench: $FAILED failed, $SKIPPED skipped, ${SECONDS} s in all; traces in $PROFILE"
 exit $((FAILED > 0))
