@@ -136,10 +136,10 @@ def _kernel_kind(name: str) -> str:
     return "other"
 
 
-def _events(xplane: Path, module: str) -> list[tuple[str, str, int, int]]:
-    """Op events ``(op or kernel name, timeline, start_ns, duration_ns)`` of a trace: a GPU's
-    kernels if the trace has a GPU, else the host's XLA ops (``hlo_op`` stat); an event whose
-    ``hlo_module`` stat names another module than ``module`` is left out."""
+def _events(xplane: Path) -> list[tuple[str, str, int, int, str]]:
+    """Op events ``(op or kernel name, timeline, start_ns, duration_ns, module)`` of a trace: a
+    GPU's kernels if the trace has a GPU, else the host's XLA ops (``hlo_op`` stat); ``module``
+    is the event's ``hlo_module`` stat ("" without one)."""
     from jax.profiler import ProfileData
 
     data = ProfileData.from_file(str(xplane))
@@ -152,11 +152,9 @@ def _events(xplane: Path, module: str) -> list[tuple[str, str, int, int]]:
             for line in streams:
                 for e in line.events:
                     stats = dict(e.stats)
-                    if stats.get("hlo_module", module) != module:
-                        continue
                     op = stats.get("hlo_op") or e.name
                     out.append((str(op), f"{plane.name}/{line.name}", int(e.start_ns),
-                                int(e.duration_ns)))
+                                int(e.duration_ns), str(stats.get("hlo_module", ""))))
         return out
     for plane in data.planes:
         if not plane.name.startswith("/host:CPU"):
@@ -164,9 +162,10 @@ def _events(xplane: Path, module: str) -> list[tuple[str, str, int, int]]:
         for line in plane.lines:
             for e in line.events:
                 stats = dict(e.stats)
-                if "hlo_op" in stats and stats.get("hlo_module", module) == module:
+                if "hlo_op" in stats:
                     out.append((str(stats["hlo_op"]), f"{plane.name}/{line.name}",
-                                int(e.start_ns), int(e.duration_ns)))
+                                int(e.start_ns), int(e.duration_ns),
+                                str(stats.get("hlo_module", ""))))
     return out
 
 
@@ -189,9 +188,12 @@ def summarise(xplane: Path, hlo_text: str, steps: int, step_seconds: float,
     """Per-step figures of a trace of ``steps`` calls of one compiled program (milliseconds):
     ``step_seconds`` the step's untraced time, ``traced_seconds`` the traced calls' wall time."""
     ops = hlo_ops(hlo_text)
+    events = _events(xplane)
+    # This module's events, where the trace names modules the way the HLO text does (it
+    # always does on the CPU); else all events.
     module = re.match(r"HloModule ([\w.\-]+)", hlo_text)
-    events = [(op, where, start, dur) for op, where, start, dur in
-              _events(xplane, module.group(1) if module else "")
+    mine = [e for e in events if module and e[4] == module.group(1)]
+    events = [(op, where, start, dur) for op, where, start, dur, _ in mine or events
               if ops.get(op, {}).get("opcode") not in _CONTAINERS]
     if not events:
         raise ValueError(f"{xplane}: no op events in the trace")

@@ -45,6 +45,9 @@ def test_profile_of_a_program(program, tmp_path):
     s = profiling.profile(lambda: compiled(*args).block_until_ready(), compiled.as_text(),
                           tmp_path, steps=2, step_seconds=1.0)
     assert (tmp_path / "profile.json").exists()
+    xplane = next(tmp_path.glob("**/*.xplane.pb"))
+    modules = {e[4] for e in profiling._events(xplane)}
+    assert compiled.as_text().startswith(f"HloModule {min(modules)}")  # events of this module
     assert s["matched"] == 1.0  # every event names an op of this module
     for kind in ("convolution", "fft", "matmul"):
         assert s["kinds"].get(kind, 0) > 0, s["kinds"]
