@@ -283,8 +283,9 @@ def peak_tflops(precision: str) -> float | None:
 
 
 def synthetic_host_batch(spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """A loader-shaped host batch of random but valid mixtures (all event slots active, full
-    10-s sources and RIRs: the renderer's cost does not depend on the content)."""
+    """A loader-shaped host batch of random but valid mixtures: every event slot active with a
+    full-length source and RIR, the renderer's worst case (its loops run over the (event, block)
+    pairs that hold samples; the embedded data's events fill about half of their windows)."""
     rng = np.random.default_rng(seed)
     b, e, ls = spec["source"].shape
     r, n = spec["ir"].shape[2:]
