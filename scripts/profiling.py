@@ -125,12 +125,16 @@ def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
 def _kernel_kind(name: str) -> str:
     """A GPU kernel's kind from its name alone (when no ``hlo_op`` names its op)."""
     n = name.lower()
-    for keys, kind in ((("conv", "xmma_fprop", "dgrad", "wgrad", "cudnn", "implicit"),
-                        "convolution"), (("gemm", "cutlass", "matmul", "cublas"), "matmul"),
-                       (("fft",), "fft"), (("reduce", "reduction"), "reduction"),
+    # cuDNN's convolution kernels say fprop/dgrad/wgrad (and implicit_gemm); "conv" alone
+    # would also match XLA's convert fusions.
+    for keys, kind in ((("fprop", "dgrad", "wgrad", "cudnn", "convolution", "implicit_gemm"),
+                        "convolution"),
+                       (("gemm", "cutlass", "matmul", "cublas", "dot"), "matmul"),
+                       (("fft",), "fft"),
+                       (("reduce", "reduction"), "reduction"),
                        (("transpose", "copy", "memcpy", "memset", "concatenate", "slice", "pad",
-                         "gather", "scatter"), "data movement"), (("fusion", "loop_"),
-                                                                  "elementwise")):
+                         "gather", "scatter"), "data movement"),
+                       (("fusion", "loop_"), "elementwise")):
         if any(k in n for k in keys):
             return kind
     return "other"

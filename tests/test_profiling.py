@@ -16,6 +16,15 @@ def test_busy_time_is_the_union_of_the_intervals():
     assert profiling._busy_ns([]) == 0
 
 
+def test_kernel_names_without_an_op():
+    kind = profiling._kernel_kind
+    assert kind("sm90_xmma_fprop_implicit_gemm_bf16f32_nhwckrsc") == "convolution"
+    assert kind("loop_convert_fusion_3") == "elementwise"  # not a convolution
+    assert kind("cutlass_80_tensorop_s1688gemm") == "matmul"
+    assert kind("input_reduce_fusion") == "reduction"
+    assert kind("MemcpyD2D") == "data movement"
+
+
 @pytest.fixture(scope="module")
 def program():
     def f(x, w, m):
