@@ -141,9 +141,9 @@ def _kernel_kind(name: str) -> str:
 
 
 def _events(xplane: Path) -> list[tuple[str, str, int, int, str]]:
-    """Op events ``(op or kernel name, timeline, start_ns, duration_ns, module)`` of a trace: a
-    GPU's kernels if the trace has a GPU, else the host's XLA ops (``hlo_op`` stat); ``module``
-    is the event's ``hlo_module`` stat ("" without one)."""
+    """Op events ``(op or kernel name, device, start_ns, duration_ns, module)`` of a trace: a
+    GPU's kernels if the trace has a GPU, else the host's XLA ops (``hlo_op`` stat); ``device``
+    is the event's plane, ``module`` its ``hlo_module`` stat ("" without one)."""
     from jax.profiler import ProfileData
 
     data = ProfileData.from_file(str(xplane))
@@ -157,8 +157,8 @@ def _events(xplane: Path) -> list[tuple[str, str, int, int, str]]:
                 for e in line.events:
                     stats = dict(e.stats)
                     op = stats.get("hlo_op") or e.name
-                    out.append((str(op), f"{plane.name}/{line.name}", int(e.start_ns),
-                                int(e.duration_ns), str(stats.get("hlo_module", ""))))
+                    out.append((str(op), plane.name, int(e.start_ns), int(e.duration_ns),
+                                str(stats.get("hlo_module", ""))))
         return out
     for plane in data.planes:
         if not plane.name.startswith("/host:CPU"):
@@ -167,9 +167,8 @@ def _events(xplane: Path) -> list[tuple[str, str, int, int, str]]:
             for e in line.events:
                 stats = dict(e.stats)
                 if "hlo_op" in stats:
-                    out.append((str(stats["hlo_op"]), f"{plane.name}/{line.name}",
-                                int(e.start_ns), int(e.duration_ns),
-                                str(stats.get("hlo_module", ""))))
+                    out.append((str(stats["hlo_op"]), plane.name, int(e.start_ns),
+                                int(e.duration_ns), str(stats.get("hlo_module", ""))))
     return out
 
 
@@ -197,23 +196,24 @@ def summarise(xplane: Path, hlo_text: str, steps: int, step_seconds: float,
     # always does on the CPU); else all events.
     module = re.match(r"HloModule ([\w.\-]+)", hlo_text)
     mine = [e for e in events if module and e[4] == module.group(1)]
-    events = [(op, where, start, dur) for op, where, start, dur, _ in mine or events
+    events = [(op, device, start, dur) for op, device, start, dur, _ in mine or events
               if ops.get(op, {}).get("opcode") not in _CONTAINERS]
     if not events:
         raise ValueError(f"{xplane}: no op events in the trace")
+
+    def info(op: str) -> dict[str, str]:  # a kernel the HLO does not name: by its name
+        return ops.get(op) or {"kind": _kernel_kind(op), "phase": "other", "source": ""}
+
     by_kind = collections.Counter()
     by_phase = collections.Counter()
     by_op = collections.Counter()
-    for op, _, _, dur in events:
-        info = ops.get(op) or {"kind": _kernel_kind(op), "phase": "other"}
-        by_kind[info["kind"]] += dur
-        by_phase[info["phase"]] += dur
-        by_op[op] += dur
     # The device is busy while any of its timelines runs an op (a CPU's threads overlap).
     devices = collections.defaultdict(list)
-    for _, where, start, dur in events:
-        devices[where.split("/")[1] if where.startswith("/device") else "host"].append(
-            (start, dur))
+    for op, device, start, dur in events:
+        by_kind[info(op)["kind"]] += dur
+        by_phase[info(op)["phase"]] += dur
+        by_op[op] += dur
+        devices[device].append((start, dur))
     busy = max(_busy_ns(v) for v in devices.values())
     ms = 1e-6 / steps
     return {
@@ -224,8 +224,8 @@ def summarise(xplane: Path, hlo_text: str, steps: int, step_seconds: float,
         "op_ms": sum(by_kind.values()) * ms,
         "kinds": {k: by_kind[k] * ms for k in KINDS if by_kind[k]},
         "phases": {k: by_phase[k] * ms for k in PHASES if by_phase[k]},
-        "top": [(op, (ops.get(op) or {"kind": _kernel_kind(op)})["kind"], t * ms,
-                 (ops.get(op) or {}).get("source", "")) for op, t in by_op.most_common(10)],
+        "top": [(op, info(op)["kind"], t * ms, info(op)["source"])
+                for op, t in by_op.most_common(10)],
         "matched": sum(op in ops for op, *_ in events) / len(events),
     }
 
