@@ -90,7 +90,10 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
                         profile: bool):
     """``(timed, info)``: ``timed(n)`` → per-mixture (wall, CPU) seconds of n batches of s5jax's
     loader + renderer on ``root`` (compiled and warmed up on creation); ``info`` holds the
-    profile it fills."""
+    profile it fills and ``close``, which stops the loader (with workers, the batches they
+    prefetched into shared memory are released: left open, Python warns of "leaked
+    shared_memory objects" at exit). Batches are taken as training takes them
+    (``loader.owned``: on the CPU, copied out of the workers' shared memory)."""
     from s5jax.data import catalog as catalog_lib
     from s5jax.data import loader
     from s5jax.data.recipes import MixtureConfig
@@ -116,7 +119,7 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
         out = render_fn(loader.to_device(host, mesh))
         jax.block_until_ready(out)
 
-    host = next(it)
+    host = loader.owned(next(it))
     render()  # warm-up: compilation, worker start
     for t in timers.values():
         t.total = 0.0
@@ -126,7 +129,7 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
         times = []
         for _ in range(n):
             t0, c0 = time.perf_counter(), time.process_time()
-            host = next(it)
+            host = loader.owned(next(it))  # as training's DevicePrefetch takes it
             t1 = time.perf_counter()
             render()
             t2, c2 = time.perf_counter(), time.process_time()
@@ -139,6 +142,12 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
         parts["render"] = info["render"] / info["mixtures"]
         info["parts_s"] = parts
         return times
+
+    def close() -> None:
+        if hasattr(it, "close"):
+            it.close()
+
+    info["close"] = close
 
     return timed, info
 
@@ -169,10 +178,13 @@ def dataset_main(a, argv) -> int:
         raise SystemExit(f"bench_synthesis.py --dataset: {e}") from None
     # Rounds alternate the two sides, so that a shared machine's changing load hits both alike.
     ours, theirs = [], []
-    for _ in range(a.rounds):
-        ours += timed(a.batches)
-        if a.official:
-            theirs += run_official(a)
+    try:
+        for _ in range(a.rounds):
+            ours += timed(a.batches)
+            if a.official:
+                theirs += run_official(a)
+    finally:
+        info["close"]()
     t_s5, c_s5 = (statistics.median(x) for x in zip(*ours, strict=True))
     n = len(ours)
     print(f"dataset {a.root}  device {benchlib.device_kind()} × {jax.device_count()}  batch "

@@ -316,6 +316,21 @@ def to_device(batch: dict[str, np.ndarray], mesh: Mesh | None = None) -> dict[st
     return put_batch(batch, mesh)
 
 
+def owned(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``batch`` with its loader workers' shared-memory arrays copied, on the CPU backend.
+
+    Batches from loader workers arrive as shared-memory arrays (an ndarray subclass), released
+    when the last array viewing them goes. The CPU backend's device arrays alias host memory:
+    copied first, the blocks are released now instead of with the device batch (or, for the
+    batches still referenced at exit, by Python's resource tracker with a "leaked shared_memory
+    objects" warning). Plain arrays (no workers) are not copied; elsewhere ``device_put``
+    copies anyway.
+    """
+    if jax.default_backend() != "cpu":
+        return batch
+    return {k: v if type(v) is np.ndarray else np.array(v) for k, v in batch.items()}
+
+
 def render_batch(
     batch: dict, config: MixtureConfig, *, mode: str = "separator", channels: int | None = None
 ) -> dict[str, jax.Array]:
@@ -361,21 +376,11 @@ class DevicePrefetch:
     def _start(self) -> None:
         self._q: queue.Queue = queue.Queue(maxsize=self._size)
         self._stop = threading.Event()
-        # Batches from loader workers arrive as shared-memory arrays (an ndarray subclass),
-        # released when the last array viewing them goes. The CPU backend's device arrays alias
-        # host memory: copied first, the blocks are released now instead of with the device
-        # batch (or, for the batches still referenced at exit, by Python's resource tracker with
-        # a "leaked shared_memory objects" warning). Plain arrays (no workers) are not copied;
-        # elsewhere device_put copies anyway.
-        copy_shared = jax.default_backend() == "cpu"
 
         def work():
             while not self._stop.is_set():
                 try:
-                    host = next(self._it)
-                    if copy_shared:
-                        host = {k: v if type(v) is np.ndarray else np.array(v)
-                                for k, v in host.items()}
+                    host = owned(next(self._it))
                     item = (self._it.get_state(), to_device(host, self._mesh), None)
                 except Exception as e:  # noqa: BLE001 - handed to the consumer
                     item = (None, None, e)
