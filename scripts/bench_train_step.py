@@ -421,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.profile and not args.config:
         ap.error("--profile traces the --config step: give --config too")
+    if args.profile:  # before the minutes of compiling and timing, not after them
+        try:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            ap.error(f"--profile {args.profile}: cannot create the folder ({e.strerror})")
     if args.config:
         return config_main(args)
     args.batch = 1 if args.batch is None else args.batch

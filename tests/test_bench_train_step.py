@@ -53,3 +53,23 @@ def test_fwd_bwd_flops_counts_the_kernel_gradients_the_cpu_loops_hide():
     # (measured 2.45 × the forward at 1 × 4 s); the accelerators' convolutions have no loops.
     assert 2.8 < flops / forward < 3.2, (flops, forward)
     assert cpu_path < 0.9 * flops, (cpu_path, flops)
+
+
+@pytest.mark.parametrize("case", ["no config", "uncreatable folder"])
+def test_profile_arguments_are_refused_before_any_compiling(case, tmp_path):
+    """A --profile the script cannot honour is one usage error at once, not a failure after the
+    minutes of compiling and timing (the folder used to be created only when tracing)."""
+    import subprocess
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    args = (["--profile", str(tmp_path / "prof")] if case == "no config" else
+            ["--config", "configs/resunetk.py:smoke", "--profile", str(blocker / "prof")])
+    done = subprocess.run([sys.executable, "scripts/bench_train_step.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    if case == "no config":
+        assert "--profile traces the --config step: give --config too" in done.stderr
+    else:
+        assert f"--profile {blocker / 'prof'}: cannot create the folder" in done.stderr
