@@ -10,10 +10,14 @@ variant records its scores with oracle labels, a tagger variant its mixture accu
 
 Budget per run: ``--steps`` (train.num_steps) and ``--minutes`` (train.max_minutes, training
 wall time with validation excluded); whichever is reached first ends the run, and the JSON says
-which one bound. Defaults: the presets' own (small: 4000 steps, 45 minutes).
+which one bound. Defaults: the presets' own (the separators' small: 4000 steps, 45 minutes; the
+tagger's: 2500 steps, 45 minutes).
 
-    python scripts/bench_learning.py [--variants a,b] [--seeds K] [--minutes M] [--steps N]
+    python scripts/bench_learning.py [--variants 'a;b'] [--seeds K] [--minutes M] [--steps N]
         [--eval-every E] [--valid-limit V] --out DIR [--append docs/benchmarks.md]
+
+Variants are separated by ``;`` (quoted in a shell), since a comma already joins one config's
+presets: ``configs/resunetk.py:small,baseline`` is one variant.
 
 Writes ``DIR/learning.json`` (``{variant: {seed: [{step, seconds, ca_sdri, ca_si_sdri, sdri,
 floor_ca_sdri, floor_ca_si_sdri}, …]}}``; a tagger: ``{step, seconds, accuracy}``; ``seconds`` =
