@@ -27,3 +27,28 @@ def test_gpu_bench_cpu_mode(tmp_path):
     summary = json.loads((tmp_path / "traces" / "baseline_1gpu_smoke" / "profile.json").read_text())
     assert summary["op_ms"] > 0 and 0 < summary["busy_ms"] <= summary["traced_step_ms"]
     assert summary["kinds"].get("convolution", 0) > 0 and summary["matched"] == 1.0
+
+
+def test_a_row_past_the_limit_is_stopped_and_the_rest_skipped(tmp_path):
+    # GPU_BENCH_LIMIT bounds the whole run (the device tool kills a command at 600 s and keeps
+    # nothing it had not written): a row still running at the limit is stopped, not waited for.
+    env = quick_compile.env(PYTHON=sys.executable, JAX_PLATFORMS="cpu", GPU_BENCH_LIMIT="20")
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--cpu", "--profile",
+                           str(tmp_path / "traces")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    out = done.stdout
+    assert done.returncode == 1, out[-3000:] + done.stderr[-3000:]
+    # The first row (compiling a train step takes longer than 20 s) is stopped, the others
+    # find the time spent.
+    assert "TIMED OUT (stopped at the suite's 20-s limit)" in out
+    assert "gpu_bench: 1 failed, 2 skipped" in out
+
+
+def test_gpu_mode_without_a_gpu_stops_before_any_row(tmp_path):
+    env = quick_compile.env(PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--profile",
+                           str(tmp_path / "traces")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 1
+    assert "gpu_bench: JAX sees no GPU (backend: cpu). Use --cpu for the CPU suite." in done.stderr
+    assert "== " not in done.stdout  # no row started
