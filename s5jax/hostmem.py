@@ -16,14 +16,22 @@ the heap, where freed ones are reused), and no trimming of the heap's top (``M_T
 not returned to the system), and all threads share one arena's lock, which XLA's few large
 allocations do not contend for. ``python -m s5jax.train`` (``evaluate``, ``separate``) calls it
 before JAX starts its threads; threads that have allocated already keep their arena. Elsewhere than
-glibc (macOS, musl) it does nothing.
+glibc (macOS, musl) it does nothing, and so it does where JAX will run on an accelerator
+(:func:`jax_runs_on_cpu`): there XLA's temporaries live in device memory, so the settings would
+buy nothing, and one arena's lock would be shared by the host threads that do work there (the
+loader's readers, XLA's compiler).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
+import importlib.util
+import os
+import pkgutil
 import sys
+from collections.abc import Mapping, Sequence
 
 # <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -36,16 +44,45 @@ _NEVER = -1
 _applied = False
 
 
+def accelerator_plugins() -> list[str]:
+    """JAX's accelerator back-ends installed here, found as JAX finds them (PJRT plugins: the
+    ``jax_plugins`` entry points and namespace package, e.g. CUDA, ROCm; and ``libtpu``),
+    without importing them or starting JAX."""
+    names = [ep.name for ep in importlib.metadata.entry_points(group="jax_plugins")]
+    try:
+        import jax_plugins  # a namespace package; importing it imports no plugin
+    except ImportError:
+        pass
+    else:
+        names += [m.name for m in pkgutil.iter_modules(jax_plugins.__path__)]
+    if importlib.util.find_spec("libtpu") is not None:
+        names.append("libtpu")
+    return sorted(set(names))
+
+
+def jax_runs_on_cpu(environ: Mapping[str, str] = os.environ,
+                    plugins: Sequence[str] | None = None) -> bool:
+    """Whether JAX's default back-end will be the CPU: ``JAX_PLATFORMS`` names it first, or
+    (unset) no accelerator plugin is installed (``plugins``, default
+    :func:`accelerator_plugins`). Decided before JAX starts, from what JAX itself reads."""
+    platforms = environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip().lower() == "cpu"
+    return not (accelerator_plugins() if plugins is None else plugins)
+
+
 def keep_freed_memory() -> bool:
-    """Configure glibc's ``malloc`` to reuse freed memory instead of returning it (see above).
+    """Configure glibc's ``malloc`` to reuse freed memory instead of returning it (see above),
+    where JAX will run on the CPU.
 
     Returns:
-      whether the settings are in effect (``False`` where the C library is not glibc).
+      whether the settings are in effect (``False`` where the C library is not glibc, or JAX
+      will run on an accelerator).
     """
     global _applied
     if _applied:
         return True
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not jax_runs_on_cpu():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

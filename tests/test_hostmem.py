@@ -62,3 +62,26 @@ def test_freed_block_is_reused_without_page_faults():
 def test_commands_keep_freed_memory(module):
     # `python -m <module>` sets the allocator up before anything else (here: before --help).
     assert _second_round_faults(module) < 100
+
+
+def test_only_where_jax_runs_on_the_cpu():
+    from s5jax import hostmem
+
+    assert hostmem.jax_runs_on_cpu({}, plugins=[])
+    assert not hostmem.jax_runs_on_cpu({}, plugins=["cuda"])
+    assert hostmem.jax_runs_on_cpu({"JAX_PLATFORMS": "cpu"}, plugins=["cuda"])
+    assert not hostmem.jax_runs_on_cpu({"JAX_PLATFORMS": "cuda,cpu"}, plugins=["cuda"])
+    assert hostmem.jax_runs_on_cpu({"JAX_PLATFORMS": " CPU "}, plugins=[])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_left_alone_where_jax_will_run_on_an_accelerator():
+    # On an accelerator XLA's temporaries are in device memory: the settings would buy nothing
+    # and put every host thread behind one arena's lock, so they are not applied.
+    import os
+
+    code = "from s5jax import hostmem; print(hostmem.keep_freed_memory())"
+    for platforms, expected in (("cuda", "False"), ("cpu", "True")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env=dict(os.environ, JAX_PLATFORMS=platforms))
+        assert done.stdout.strip() == expected, (platforms, done.stdout, done.stderr)
