@@ -273,9 +273,13 @@ PEAK_TFLOPS = {
 }
 
 
-def peak_tflops(precision: str) -> float | None:
-    """The table's peak for the first device, or ``None`` (unknown device, e.g. a CPU)."""
-    kind = benchlib.device_kind()
+def peak_tflops(precision: str, kind: str | None = None) -> float | None:
+    """The table's peak for the first device (or a device ``kind``), or ``None`` (unknown
+    device, e.g. a CPU, or a PCIe / NVL variant, whose clocks and peaks are lower than the SXM
+    parts' in the table: give ``--peak-tflops``)."""
+    kind = benchlib.device_kind() if kind is None else kind
+    if "PCIe" in kind or "NVL" in kind:
+        return None
     for (name, prec), peak in PEAK_TFLOPS.items():
         if name in kind and prec == precision:
             return peak
@@ -381,7 +385,8 @@ def config_main(args) -> int:
         flops = cpu_flops(args, b, config.data.clip_seconds)
     tflops = flops / t / 1e12
     peak = args.peak_tflops or peak_tflops(config.precision)
-    mfu = f"{tflops / peak:.1%} of {peak:g}" if peak else "– (no peak known for this device)"
+    mfu = (f"{tflops / peak:.1%} of {peak:g}" if peak
+           else "– (no peak known for this device: give --peak-tflops)")
     dev = jax.devices()[0]
     used = (dev.memory_stats() or {}).get("peak_bytes_in_use") if dev.platform != "cpu" else None
     k = int(config.optim.get("accumulate", 1))

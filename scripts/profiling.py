@@ -140,14 +140,19 @@ def _kernel_kind(name: str) -> str:
     return "other"
 
 
-def _events(xplane: Path) -> list[tuple[str, str, int, int, str]]:
+def _events(xplane: Path, backend: str = "cpu") -> list[tuple[str, str, int, int, str]]:
     """Op events ``(op or kernel name, device, start_ns, duration_ns, module)`` of a trace: a
     GPU's kernels if the trace has a GPU, else the host's XLA ops (``hlo_op`` stat); ``device``
-    is the event's plane, ``module`` its ``hlo_module`` stat ("" without one)."""
+    is the event's plane, ``module`` its ``hlo_module`` stat ("" without one). ``backend``:
+    the traced program's (``jax.default_backend()``); a GPU program's trace must hold its GPU
+    (without CUPTI it holds only the host's launches, whose times are not the kernels')."""
     from jax.profiler import ProfileData
 
     data = ProfileData.from_file(str(xplane))
     gpu = [p for p in data.planes if p.name.startswith("/device:GPU")]
+    if backend == "gpu" and not gpu:
+        raise ValueError(f"{xplane}: no GPU in the trace (were its kernels traced? CUPTI is "
+                         "needed); the host's launch times are not the kernels' times")
     out = []
     if gpu:
         for plane in gpu:
@@ -187,11 +192,12 @@ def _busy_ns(events: list[tuple[int, int]]) -> int:
 
 
 def summarise(xplane: Path, hlo_text: str, steps: int, step_seconds: float,
-              traced_seconds: float) -> dict:
+              traced_seconds: float, backend: str = "cpu") -> dict:
     """Per-step figures of a trace of ``steps`` calls of one compiled program (milliseconds):
-    ``step_seconds`` the step's untraced time, ``traced_seconds`` the traced calls' wall time."""
+    ``step_seconds`` the step's untraced time, ``traced_seconds`` the traced calls' wall time,
+    ``backend`` the program's (:func:`_events`)."""
     ops = hlo_ops(hlo_text)
-    events = _events(xplane)
+    events = _events(xplane, backend)
     # This module's events, where the trace names modules the way the HLO text does (it
     # always does on the CPU); else all events.
     module = re.match(r"HloModule ([\w.\-]+)", hlo_text)
@@ -266,6 +272,7 @@ def profile(call: Callable[[], object], hlo_text: str, out: Path, *, steps: int 
                      key=lambda p: Path(p).stat().st_mtime)
     if not xplanes:
         raise FileNotFoundError(f"{out}: the profiler wrote no .xplane.pb")
-    s = summarise(Path(xplanes[-1]), hlo_text, steps, step_seconds, traced)
+    s = summarise(Path(xplanes[-1]), hlo_text, steps, step_seconds, traced,
+                  jax.default_backend())
     (out / "profile.json").write_text(json.dumps(s, indent=1))
     return s

@@ -29,6 +29,16 @@ def test_roofline_rates_and_fractions():
     assert "0.8 × the reference's time: 250 GFLOP/s (62%)" in text
 
 
+def test_peaks_only_for_the_parts_in_the_table():
+    peak = bench_train_step.peak_tflops
+    assert peak("bfloat16", "gpu:NVIDIA H100 80GB HBM3") == 989.4
+    assert peak("float32", "gpu:NVIDIA H200") == 494.7
+    # PCIe and NVL parts run slower clocks than the SXM ones: no MFU against the wrong peak.
+    assert peak("bfloat16", "gpu:NVIDIA H100 PCIe") is None
+    assert peak("bfloat16", "gpu:NVIDIA H200 NVL") is None
+    assert peak("bfloat16", "cpu:cpu") is None
+
+
 def test_fwd_bwd_flops_counts_the_kernel_gradients_the_cpu_loops_hide():
     if jax.default_backend() != "cpu":
         pytest.skip("XLA counts lowered programs on the CPU only")

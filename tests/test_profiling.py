@@ -64,3 +64,6 @@ def test_profile_of_a_program(program, tmp_path):
     assert s["busy_ms"] <= s["traced_step_ms"]  # the union of the ops within the traced calls
     text = profiling.report(s)
     assert "device busy" in text and "convolution" in text
+    # A GPU program's trace without its GPU (no CUPTI) is refused, not read from the host.
+    with pytest.raises(ValueError, match="no GPU in the trace"):
+        profiling.summarise(xplane, compiled.as_text(), 2, 1.0, 1.0, backend="gpu")
