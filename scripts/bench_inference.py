@@ -5,7 +5,8 @@ Both sides run the same random weights: the PyTorch reference models of tests/re
 s5jax ``S5Pipeline``. The PyTorch side applies the same decision rule and the same query layout
 (ResUNetK: one pass with the 54-d query; ResUNet: the B·3 items of ``ResUNet30MultiPredict``).
 Timings are medians over repeats after a warm-up call (compilation on the JAX side), per clip,
-float32. Needs torch and nnAudio (the parity extra).
+float32. Needs torch and nnAudio (the parity extra), except with ``--no-torch``: s5jax alone,
+on fresh random weights of the same architectures, with nothing of torch imported.
 
     python scripts/bench_inference.py [--seconds 10] [--batch 1] [--repeats 3]
         [--separator resunetk|resunet] [--small] [--append docs/benchmarks.md]
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.reference
@@ -55,24 +57,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     a = p.parse_args(argv)
 
-    import torch
-
-    from tests.reference import resunet as ref_sep
-    from tests.reference import vit as ref_vit
-
-    torch.manual_seed(0)
     slots = 3 if a.separator == "resunetk" else 1
-    if a.small:
-        tag_ref = ref_vit.randomize_(ref_vit.M2dAt(dim=64, depth=2, heads=2), seed=0)
-        sep_ref = ref_sep.ResUNet30(slots=slots, channels=(4, 4, 8, 8, 8, 8))
+    small_tagger = dict(embed_dim=64, depth=2, num_heads=2) if a.small else {}
+    small_channels = (4, 4, 8, 8, 8, 8)
+    if a.no_torch:
+        # s5jax alone, on fresh random weights of the same architectures: nothing of torch is
+        # imported (a GPU machine may have no torch, torchlibrosa or librosa).
+        tcfg = T.tagger_config(adapters=False, **small_tagger)
+        scfg = S.separator_config(name=a.separator,
+                                  **({"channels": small_channels} if a.small else {}))
+        tvars = T.init_variables(T.build_tagger(tcfg), seed=0)
+        svars = S.build_separator(scfg).init(
+            jax.random.key(1), jnp.zeros((1, 4, 3200)), jnp.zeros((1, slots), jnp.int32))
     else:
-        tag_ref = ref_vit.randomize_(ref_vit.M2dAt(), seed=0)
-        sep_ref = ref_sep.ResUNet30(slots=slots)
-    sep_ref = ref_sep.randomize_(sep_ref, seed=1).eval()
-    tcfg, tvars = conv_tag.convert_state_dict(
-        {f"model.{k}": v.numpy() for k, v in tag_ref.state_dict().items()},
-        num_heads=tag_ref.backbone.blocks[0].attn.heads if a.small else None)
-    scfg, svars = conv_sep.convert_state_dict(ref_sep.numpy_state_dict(sep_ref))
+        import torch
+
+        from tests.reference import resunet as ref_sep
+        from tests.reference import vit as ref_vit
+
+        torch.manual_seed(0)
+        if a.small:
+            tag_ref = ref_vit.randomize_(ref_vit.M2dAt(dim=64, depth=2, heads=2), seed=0)
+            sep_ref = ref_sep.ResUNet30(slots=slots, channels=small_channels)
+        else:
+            tag_ref = ref_vit.randomize_(ref_vit.M2dAt(), seed=0)
+            sep_ref = ref_sep.ResUNet30(slots=slots)
+        sep_ref = ref_sep.randomize_(sep_ref, seed=1).eval()
+        tcfg, tvars = conv_tag.convert_state_dict(
+            {f"model.{k}": v.numpy() for k, v in tag_ref.state_dict().items()},
+            num_heads=tag_ref.backbone.blocks[0].attn.heads if a.small else None)
+        scfg, svars = conv_sep.convert_state_dict(ref_sep.numpy_state_dict(sep_ref))
     pipe = S5Pipeline(T.build_tagger(tcfg), tvars, S.build_separator(scfg), svars)
 
     n = int(round(a.seconds * SR))
@@ -105,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     what = (f"pipeline (M2D-AT + {'ResUNetK' if slots == 3 else 'ResUNet'}"
             f"{', tiny widths' if a.small else ''}, {a.seconds:g} s)")
     result, ratio = benchlib.clip_report(t_jax, t_ref, batch=a.batch, repeats=a.repeats,
-                                         threads=torch.get_num_threads(), digits=3, title=what)
+                                         threads=None if a.no_torch else torch.get_num_threads(),
+                                         digits=3, title=what)
     if a.append:
         benchlib.append_row(a.append, benchmark=what,
                             command=benchlib.command("bench_inference.py", argv),

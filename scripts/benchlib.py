@@ -124,16 +124,16 @@ def append_row(path: Path | str, *, benchmark: str, command: str, result: str,
     return row
 
 
-def clip_report(t_jax: float, t_ref: float | None, *, batch: int, repeats: int, threads: int,
-                digits: int, title: str = "") -> tuple[str, str]:
+def clip_report(t_jax: float, t_ref: float | None, *, batch: int, repeats: int,
+                threads: int | None, digits: int, title: str = "") -> tuple[str, str]:
     """Print per-clip times of the jitted JAX side and the optional torch CPU reference.
 
     ``t_jax``, ``t_ref``: seconds per clip; ``digits``: decimals of the clips/s figures;
     ``title`` starts the first printed line. Returns ``(result, ratio)`` for
     :func:`append_row` (ratio ``–`` without a reference).
     """
-    print(f"{title + '  ' if title else ''}device {device_kind()}  batch {batch}  "
-          f"torch threads {threads}")
+    print(f"{title + '  ' if title else ''}device {device_kind()}  batch {batch}"
+          + (f"  torch threads {threads}" if threads is not None else ""))
     ms = 6 + digits  # width of the ms column, so that the two printed lines stay aligned
     print(f"jax jit   {t_jax * 1e3:{ms}.1f} ms/clip  {1 / t_jax:7.{digits}f} clips/s")
     result = (f"jitted {t_jax * 1e3:.0f} ms/clip ({1 / t_jax:.{digits}f} clips/s), B={batch}, "
