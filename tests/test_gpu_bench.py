@@ -10,12 +10,17 @@ from tests import quick_compile
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _gpu_bench(tmp_path, *args: str, timeout: int = 300, **env: str):
+    """``scripts/gpu_bench.sh *args --profile tmp_path/traces`` on the CPU (quick compilation)."""
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_bench.sh"), *args, "--profile",
+         str(tmp_path / "traces")], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        check=False, env=quick_compile.env(PYTHON=sys.executable, JAX_PLATFORMS="cpu", **env))
+
+
 def test_gpu_bench_cpu_mode(tmp_path):
     # The timings are not checked here: the benchmarks' programs are compiled quickly.
-    env = quick_compile.env(PYTHON=sys.executable, JAX_PLATFORMS="cpu")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--cpu", "--profile",
-                           str(tmp_path / "traces")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+    done = _gpu_bench(tmp_path, "--cpu", timeout=900)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
     assert "gpu_bench: 0 failed" in out
@@ -32,10 +37,7 @@ def test_gpu_bench_cpu_mode(tmp_path):
 def test_a_row_past_the_limit_is_stopped_and_the_rest_skipped(tmp_path):
     # GPU_BENCH_LIMIT bounds the whole run (the device tool kills a command at 600 s and keeps
     # nothing it had not written): a row still running at the limit is stopped, not waited for.
-    env = quick_compile.env(PYTHON=sys.executable, JAX_PLATFORMS="cpu", GPU_BENCH_LIMIT="20")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--cpu", "--profile",
-                           str(tmp_path / "traces")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = _gpu_bench(tmp_path, "--cpu", GPU_BENCH_LIMIT="20")
     out = done.stdout
     assert done.returncode == 1, out[-3000:] + done.stderr[-3000:]
     # The first row (compiling a train step takes longer than 20 s) is stopped, the others
@@ -45,10 +47,7 @@ def test_a_row_past_the_limit_is_stopped_and_the_rest_skipped(tmp_path):
 
 
 def test_gpu_mode_without_a_gpu_stops_before_any_row(tmp_path):
-    env = quick_compile.env(PYTHON=sys.executable, JAX_PLATFORMS="cpu")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), "--profile",
-                           str(tmp_path / "traces")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = _gpu_bench(tmp_path)
     assert done.returncode == 1
     assert "gpu_bench: JAX sees no GPU (backend: cpu). Use --cpu for the CPU suite." in done.stderr
     assert "== " not in done.stdout  # no row started
