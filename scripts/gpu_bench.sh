@@ -12,6 +12,9 @@
 #   scripts/gpu_bench.sh --append "$OUT/rows.md" --profile "$OUT/prof" 2>&1 | tee "$OUT/log"
 #
 # with the git-ignored wheels/ (below) carried, and copy the rows into docs/benchmarks.md here.
+# For --official, copy the official checkout into the git-ignored official/ folder of this
+# repository and carry it too (`--official official/dcase2025_task4_baseline`): nothing outside
+# the repository travels to the device.
 #
 # Order: the rows the issue targets first (bf16 MFU, synthesis), so that a run cut short by the
 # machine's lease still gives them. A row starts only before GPU_BENCH_BUDGET seconds (default
