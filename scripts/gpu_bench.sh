@@ -16,8 +16,8 @@
 # repository and carry it too (`--official official/dcase2025_task4_baseline`): nothing outside
 # the repository travels to the device.
 #
-# Order: the rows the issue targets first (bf16 MFU, synthesis), so that a run cut short by the
-# machine's lease still gives them. A row starts only before GPU_BENCH_BUDGET seconds (default
+# Order: the rows the issue targets first (bf16 MFU at both settings, synthesis), so that a run
+# cut short by the machine's lease still gives them, then fp32, then inference. A row starts only before GPU_BENCH_BUDGET seconds (default
 # 420) have passed, and runs under `timeout` until GPU_BENCH_LIMIT: a row still running then is
 # stopped and reported as timed out, the rows after it as skipped. In GPU mode the script
 # stops at once, before any row, if JAX sees no GPU (it would otherwise fall back to the CPU
@@ -131,9 +131,9 @@ else
     XLA_PYTHON_CLIENT_PREALLOCATE=false run scripts/bench_train_step.py --official "$OFFICIAL" \
       --batch 4 --seconds 10 --repeats 3
   fi
-  run scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu --repeats 3
   run scripts/bench_train_step.py --config configs/resunetk.py:baseline,bf16 --batch 16 --repeats 3 \
     --profile "$PROFILE/baseline_bf16_b16"
+  run scripts/bench_train_step.py --config configs/resunetk.py:baseline_1gpu --repeats 3
   run scripts/bench_train_step.py --config configs/resunetk.py:baseline --batch 16 --repeats 3
   run scripts/bench_inference.py --seconds 10 --batch 8 --repeats 3 --no-torch
 fi
