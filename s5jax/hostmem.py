@@ -50,7 +50,9 @@ def accelerator_plugins() -> list[str]:
     without importing them or starting JAX."""
     names = [ep.name for ep in importlib.metadata.entry_points(group="jax_plugins")]
     try:
-        import jax_plugins  # a namespace package; importing it imports no plugin
+        # Deferred to the call, and optional: the namespace package exists only where a plugin
+        # is installed; importing it imports no plugin.
+        import jax_plugins
     except ImportError:
         pass
     else:
