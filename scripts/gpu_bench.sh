@@ -17,11 +17,12 @@
 # the repository travels to the device.
 #
 # Order: the rows the issue targets first (bf16 MFU at both settings, synthesis), so that a run
-# cut short by the machine's lease still gives them, then fp32, then inference. A row starts only before GPU_BENCH_BUDGET seconds (default
-# 420) have passed, and runs under `timeout` until GPU_BENCH_LIMIT: a row still running then is
-# stopped and reported as timed out, the rows after it as skipped. In GPU mode the script
-# stops at once, before any row, if JAX sees no GPU (it would otherwise fall back to the CPU
-# and spend the lease compiling the full-size steps there).
+# cut short by the machine's lease still gives them, then fp32, then inference. A row starts
+# only before GPU_BENCH_BUDGET seconds (default 420) have passed, and runs under `timeout`
+# until GPU_BENCH_LIMIT: a row still running then is stopped and reported as timed out, the
+# rows after it as skipped. In GPU mode the script stops at once, before any row, if JAX sees
+# no GPU (it would otherwise fall back to the CPU and spend the lease compiling the full-size
+# steps there).
 #
 #   1. train step (scripts/bench_train_step.py --config): ResUNetK at the baseline_1gpu setting
 #      (global batch 40 = 4 x 10, 10 s) and at batch 16 (baseline, one micro-batch), fp32 and
@@ -105,7 +106,8 @@ run() {  # one benchmark; a failure is reported and the suite goes on
   echo "== $*"
   local left=$((LIMIT - SECONDS))
   if [ "$SECONDS" -ge "$BUDGET" ] || [ "$left" -le 0 ]; then
-    echo "SKIPPED (the suite's ${BUDGET}-s budget is spent): $*"; SKIPPED=$((SKIPPED + 1)); return
+    echo "SKIPPED (${SECONDS} s spent: rows start before ${BUDGET} s and end by ${LIMIT} s): $*"
+    SKIPPED=$((SKIPPED + 1)); return
   fi
   local t0=$SECONDS rc=0
   timeout --kill-after=10 "$left" "$PY" "$@" ${APPEND[@]+"${APPEND[@]}"} || rc=$?
