@@ -12,10 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _gpu_bench(tmp_path, *args: str, timeout: int = 300, **env: str):
     """``scripts/gpu_bench.sh *args --profile tmp_path/traces`` on the CPU (quick compilation)."""
+    env = {"PYTHON": sys.executable, "JAX_PLATFORMS": "cpu", **env}
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu_bench.sh"), *args, "--profile",
          str(tmp_path / "traces")], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        check=False, env=quick_compile.env(PYTHON=sys.executable, JAX_PLATFORMS="cpu", **env))
+        check=False, env=quick_compile.env(**env))
 
 
 def test_gpu_bench_cpu_mode(tmp_path):
@@ -42,13 +43,16 @@ def test_gpu_bench_cpu_mode(tmp_path):
 def test_a_row_past_the_limit_is_stopped_and_the_rest_skipped(tmp_path):
     # GPU_BENCH_LIMIT bounds the whole run (the device tool kills a command at 600 s and keeps
     # nothing it had not written): a row still running at the limit is stopped, not waited for.
-    done = _gpu_bench(tmp_path, "--cpu", GPU_BENCH_LIMIT="20")
+    # The Python given to the script runs its own checks (-c) but hangs in every row.
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/sh\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\n'
+                    "sleep 300\n")
+    slow.chmod(0o755)
+    done = _gpu_bench(tmp_path, "--cpu", GPU_BENCH_LIMIT="15", PYTHON=str(slow))
     out = done.stdout
     assert done.returncode == 1, out[-3000:] + done.stderr[-3000:]
-    # The first row (compiling a train step takes longer than 20 s) is stopped, the others
-    # find the time spent.
-    assert "TIMED OUT (stopped at the suite's 20-s limit)" in out
-    assert "gpu_bench: 1 failed, 2 skipped" in out
+    assert "TIMED OUT (stopped at the suite's 15-s limit)" in out  # the first row
+    assert "gpu_bench: 1 failed, 2 skipped" in out  # the others find the time spent
 
 
 def test_gpu_mode_without_a_gpu_stops_before_any_row(tmp_path):
