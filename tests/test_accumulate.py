@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
@@ -84,9 +85,15 @@ def _flat(tree):
 
 
 def _first_moment(state):
-    """AdamW's first moment after one step: (1 − β1) × the clipped gradient."""
+    """AdamW's first moment after one step: (1 − β1) × the clipped gradient (one vector: the
+    optimiser works on the parameters flattened, in leaf order)."""
     (adam,) = [s for s in state.opt_state if isinstance(s, optim.AdamWTorchState)]
     return adam.mu
+
+
+def _per_tensor(flat, params):
+    """The flat vector cut back into the parameters' tensors (leaf order)."""
+    return jax.tree.leaves(ravel_pytree(params)[1](flat))
 
 
 def _init(model, batch):
@@ -106,8 +113,8 @@ def test_accumulate_equals_whole_batch_without_batchnorm(slots):
     assert _rel(mk["loss"], m1["loss"]) < 1e-6
     assert _rel(mk["grad_norm"], m1["grad_norm"]) < 1e-5
     # First AdamW moment = (1 − β1)·clipped gradient: the gradients themselves, tensor by tensor.
-    for a, b in zip(jax.tree.leaves(acc.opt_state), jax.tree.leaves(whole.opt_state),
-                    strict=True):
+    for a, b in zip(_per_tensor(_first_moment(acc), acc.params),
+                    _per_tensor(_first_moment(whole), whole.params), strict=True):
         if np.ndim(b) and np.max(np.abs(b)) > 0:
             assert _rel(a, b) < 1e-5
     assert int(acc.skipped) == 0

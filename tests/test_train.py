@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from tqdm import tqdm
 
@@ -196,6 +197,22 @@ def test_resume_continues_exactly(tmp_path, compile_cache, capsys):
     assert (full / "model" / "config.json").is_file()
     cfg, variables = loop.ckpt_lib.load_any(full)
     assert cfg.name == "m2d_at" and "params" in variables
+
+
+def test_resume_names_an_optimiser_state_of_another_layout(tmp_path, compile_cache,
+                                                            monkeypatch):
+    """A work directory whose optimiser moments are per tensor (before the optimiser worked on
+    one flat vector) is refused with the way out, not only Orbax's tree mismatch."""
+    old = tmp_path / "old"
+    with monkeypatch.context() as m:
+        m.setattr(optax, "flatten", lambda tx: tx)  # the per-tensor layout
+        loop.train_and_evaluate(_resume_config(1), str(old))
+    longer = _resume_config(2)
+    longer.train.allow_config_change = True
+    with pytest.raises(ValueError, match=r"(?s)does not fit this config .*opt_state.*another "
+                       rf"layout: start a new work directory from its weights with "
+                       rf"--config.init={old}$"):
+        loop.train_and_evaluate(longer, str(old))
 
 
 def test_resume_check_lists_only_the_differing_fields(tmp_path):

@@ -583,8 +583,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         try:
             state = ckpts.restore(step0, abstract, data_iterator=raw_it)
         except (ValueError, KeyError, TypeError) as e:
+            hint = ""
+            if "opt_state" in str(e):  # e.g. the per-tensor moments written before 2026-12-01
+                hint = (f"; its optimiser state has another layout: start a new work directory "
+                        f"from its weights with --config.init={workdir}")
             raise ValueError(f"{ckpts.directory}/{step0}: checkpoint does not fit this config "
-                             f"({type(e).__name__}: {e})") from e
+                             f"({type(e).__name__}: {e}){hint}") from e
         start = int(state.step)
         if main_process:
             print(f"resuming {workdir} from step {start} of {int(t.num_steps)} (checkpoint "
