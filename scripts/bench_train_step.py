@@ -23,9 +23,12 @@ rate s5jax would need to take 0.8 × the reference's time.
 
 ``--config`` mode — the training step exactly as ``s5jax.train`` builds it for the config
 (``train.remat``, ``optim.accumulate``, precision, synthesis inside the step from a synthetic
-loader batch), timed per step after compilation. FLOPs come from XLA's cost analysis (as
-scripts/memory.py counts them); TFLOP/s = FLOPs / median step time, MFU = TFLOP/s / the
-device's peak (``--peak-tflops``, else the table ``PEAK_TFLOPS`` by device kind and precision).
+loader batch), timed per step after compilation; the row also gives how long tracing and
+compiling the step took (what a run waits for before its first step; a load, not a compilation,
+when JAX's persistent compilation cache holds it, and the row says when the cache is on). FLOPs
+come from XLA's cost analysis (as scripts/memory.py counts them); TFLOP/s = FLOPs / median step
+time, MFU = TFLOP/s / the device's peak (``--peak-tflops``, else the table ``PEAK_TFLOPS`` by
+device kind and precision).
 ``--profile DIR`` then traces two more steps and prints where the step's time goes: device busy
 against the step's wall time, op time by kind (convolution, matmul, FFT, elementwise, …) and by
 phase (forward, backward, the rest), the longest ops (scripts/profiling.py); the row gets the
@@ -49,6 +52,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -357,7 +361,10 @@ def config_main(args) -> int:
     state = jax.device_put(create_state(built["init"](0), built["tx"], 0),
                            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     batch = mesh_lib.put_batch(synthetic_host_batch(spec), mesh)
+    tic = time.perf_counter()
     step = built["step"].lower(state, batch).compile()
+    compile_s = time.perf_counter() - tic  # what a run waits for before its first step
+    cached = " (persistent compilation cache on)" if jax.config.jax_compilation_cache_dir else ""
     res = memory.figures(config, built, step, batch)  # XLA's own memory and FLOP counts
     holder = [state, None]
 
@@ -396,7 +403,8 @@ def config_main(args) -> int:
               f"{tflops:.3g} TFLOP/s, MFU {mfu}; XLA:{res['platform'].upper()} peak "
               f"{res['peak'] / 1e9:.1f} GB"
               + (f", measured peak {used / 1e9:.1f} GB" if used else "")
-              + f"; median of {args.repeats}" + profiled)
+              + f"; median of {args.repeats}; traced and compiled in {compile_s:.1f} s{cached}"
+              + profiled)
     print(f"{config.get('name')} on {benchlib.device_kind()}: {result}")
     if args.append:
         benchlib.append_row(args.append, benchmark=f"train step ({config.get('name')})",

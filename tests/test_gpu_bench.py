@@ -1,6 +1,7 @@
 """scripts/gpu_bench.sh --cpu: the GPU benchmark suite runs end to end at tiny sizes."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ def test_gpu_bench_cpu_mode(tmp_path):
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
     assert "gpu_bench: 0 failed" in out
     assert "TFLOP/s, MFU" in out  # train step with XLA's FLOP count
+    assert re.search(r"traced and compiled in \d+\.\d s \(persistent compilation cache on\)",
+                     out)  # the suite's cache (tests/conftest.py), inherited by the scripts
     assert "mixtures/s" in out  # synthesis
     assert "clips/s" in out  # inference
     # The train-step row's profile (scripts/profiling.py): where the step's time went.
