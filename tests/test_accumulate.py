@@ -84,16 +84,23 @@ def _flat(tree):
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
 
 
-def _first_moment(state):
-    """AdamW's first moment after one step: (1 − β1) × the clipped gradient (one vector: the
-    optimiser works on the parameters flattened, in leaf order)."""
+def _adam(state) -> optim.AdamWTorchState:
+    """The AdamW state: its moments are vectors (the optimiser works on the parameters
+    flattened, in leaf order)."""
     (adam,) = [s for s in state.opt_state if isinstance(s, optim.AdamWTorchState)]
-    return adam.mu
+    return adam
 
 
-def _per_tensor(flat, params):
-    """The flat vector cut back into the parameters' tensors (leaf order)."""
-    return jax.tree.leaves(ravel_pytree(params)[1](flat))
+def _first_moment(state):
+    """AdamW's first moment after one step: (1 − β1) × the clipped gradient."""
+    return _adam(state).mu
+
+
+def _moments_per_tensor(state) -> list:
+    """Every AdamW moment (mu, nu, nu_max) cut back into the parameters' tensors."""
+    unravel = ravel_pytree(state.params)[1]
+    adam = _adam(state)
+    return [t for m in (adam.mu, adam.nu, adam.nu_max) for t in jax.tree.leaves(unravel(m))]
 
 
 def _init(model, batch):
@@ -112,9 +119,9 @@ def test_accumulate_equals_whole_batch_without_batchnorm(slots):
     acc, mk = _one_step(model, variables, batch, K)
     assert _rel(mk["loss"], m1["loss"]) < 1e-6
     assert _rel(mk["grad_norm"], m1["grad_norm"]) < 1e-5
-    # First AdamW moment = (1 − β1)·clipped gradient: the gradients themselves, tensor by tensor.
-    for a, b in zip(_per_tensor(_first_moment(acc), acc.params),
-                    _per_tensor(_first_moment(whole), whole.params), strict=True):
+    # AdamW's moments after one step ((1 − β1)·g, (1 − β2)·g², its max): the clipped
+    # gradients themselves, tensor by tensor.
+    for a, b in zip(_moments_per_tensor(acc), _moments_per_tensor(whole), strict=True):
         if np.ndim(b) and np.max(np.abs(b)) > 0:
             assert _rel(a, b) < 1e-5
     assert int(acc.skipped) == 0

@@ -3,6 +3,7 @@
 import importlib.util
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -210,8 +211,8 @@ def test_resume_names_an_optimiser_state_of_another_layout(tmp_path, compile_cac
     longer = _resume_config(2)
     longer.train.allow_config_change = True
     with pytest.raises(ValueError, match=r"(?s)does not fit this config .*opt_state.*another "
-                       rf"layout: start a new work directory from its weights with "
-                       rf"--config.init={old}$"):
+                       r"layout: start a new work directory from its weights with "
+                       rf"--config.init={re.escape(str(old))}$"):
         loop.train_and_evaluate(longer, str(old))
 
 
