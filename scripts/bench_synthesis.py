@@ -119,8 +119,16 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
         out = render_fn(loader.to_device(host, mesh))
         jax.block_until_ready(out)
 
-    host = loader.owned(next(it))
-    render()  # warm-up: compilation, worker start
+    def close() -> None:
+        if hasattr(it, "close"):
+            it.close()
+
+    try:
+        host = loader.owned(next(it))
+        render()  # warm-up: compilation, worker start
+    except BaseException:  # e.g. the render does not compile: stop the workers all the same
+        close()
+        raise
     for t in timers.values():
         t.total = 0.0
 
@@ -142,10 +150,6 @@ def s5jax_dataset_timer(root: Path, *, batch: int, workers: int, read_threads: i
         parts["render"] = info["render"] / info["mixtures"]
         info["parts_s"] = parts
         return times
-
-    def close() -> None:
-        if hasattr(it, "close"):
-            it.close()
 
     info["close"] = close
 

@@ -7,9 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from s5jax.data import loader
 from tests import quick_compile
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_synthesis  # noqa: E402
 
 
 def test_dataset_mode_on_two_cpu_devices_appends_its_row(embedded_small, tmp_path):
@@ -37,3 +43,30 @@ def test_dataset_mode_on_a_folder_that_is_no_dataset_says_so_in_one_message(tmp_
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("bench_synthesis.py --dataset: ")
     assert str(tmp_path) in proc.stderr
+
+
+def test_a_render_that_fails_before_timing_still_stops_the_loader(embedded_small, monkeypatch):
+    # Without the close, a loader with workers would keep its processes and their shared memory.
+    closed = []
+
+    class Spy:
+        def __init__(self, it):
+            self.it = it
+
+        def __next__(self):
+            return next(self.it)
+
+        def close(self):
+            closed.append(True)
+
+    real = loader.make_train_iterator
+    monkeypatch.setattr(loader, "make_train_iterator", lambda *a, **k: Spy(real(*a, **k)))
+
+    def no_render(batch, cfg):
+        raise RuntimeError("render failed to compile (test)")
+
+    monkeypatch.setattr(loader, "render_batch", no_render)
+    with pytest.raises(RuntimeError, match="render failed to compile"):
+        bench_synthesis.s5jax_dataset_timer(embedded_small, batch=1, workers=0, read_threads=1,
+                                            profile=False)
+    assert closed == [True]
