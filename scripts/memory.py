@@ -185,8 +185,8 @@ def report(config, res: dict[str, Any], command: str) -> str:
 #   happens before code generation (the same peak, temporaries and FLOPs, checked on ResUNetK
 #   at 1 s), and compiling is 2.5x faster;
 # * the memory-minimising scheduler instead of XLA:CPU's default concurrency-optimised one,
-#   which trades memory for parallel CPU threads (ResUNetK baseline, 10 s: 5.52 instead of
-#   5.81 GB per example; with train.remat=blocks 3.92 instead of 5.81, i.e. the default CPU
+#   which trades memory for parallel CPU threads (2026-11-28, ResUNetK baseline, 10 s: 5.52
+#   instead of 5.81 GB per example; with train.remat=blocks 3.92 instead of 5.81: the default CPU
 #   scheduler recomputed the blocks early and saved nothing). A GPU schedules for memory.
 MODEL_FLAGS = ("--xla_backend_optimization_level=0",
                "--xla_cpu_enable_concurrency_optimized_scheduler=false")

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
 from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
@@ -86,8 +85,9 @@ def _flat(tree):
 
 def _adam(state) -> optim.AdamWTorchState:
     """The AdamW state: its moments are vectors (the optimiser works on the parameters
-    flattened, in leaf order)."""
-    (adam,) = [s for s in state.opt_state if isinstance(s, optim.AdamWTorchState)]
+    flattened, optim.to_flat)."""
+    (adam,) = [s for s in state.opt_state.reversed_leaves
+               if isinstance(s, optim.AdamWTorchState)]
     return adam
 
 
@@ -98,9 +98,9 @@ def _first_moment(state):
 
 def _moments_per_tensor(state) -> list:
     """Every AdamW moment (mu, nu, nu_max) cut back into the parameters' tensors."""
-    unravel = ravel_pytree(state.params)[1]
     adam = _adam(state)
-    return [t for m in (adam.mu, adam.nu, adam.nu_max) for t in jax.tree.leaves(unravel(m))]
+    return [t for m in (adam.mu, adam.nu, adam.nu_max)
+            for t in jax.tree.leaves(optim.from_flat(state.params, m))]
 
 
 def _init(model, batch):

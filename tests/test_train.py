@@ -200,13 +200,17 @@ def test_resume_continues_exactly(tmp_path, compile_cache, capsys):
     assert cfg.name == "m2d_at" and "params" in variables
 
 
+@pytest.mark.parametrize("layout", [lambda tx: tx, optax.flatten],
+                         ids=["per-tensor", "flat-in-tree-order"])
 def test_resume_names_an_optimiser_state_of_another_layout(tmp_path, compile_cache,
-                                                            monkeypatch):
-    """A work directory whose optimiser moments are per tensor (before the optimiser worked on
-    one flat vector) is refused with the way out, not only Orbax's tree mismatch."""
+                                                            monkeypatch, layout):
+    """A work directory whose optimiser moments are per tensor (before 2026-12-01) or one vector
+    in tree order (2026-12-01; the same shapes as today's reverse order, so only the state's
+    structure can tell) is refused with the way out, not only Orbax's tree mismatch, and never
+    restored with its moments misplaced."""
     old = tmp_path / "old"
     with monkeypatch.context() as m:
-        m.setattr(optax, "flatten", lambda tx: tx)  # the per-tensor layout
+        m.setattr(optim, "flattened", layout)
         loop.train_and_evaluate(_resume_config(1), str(old))
     longer = _resume_config(2)
     longer.train.allow_config_change = True

@@ -584,7 +584,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             state = ckpts.restore(step0, abstract, data_iterator=raw_it)
         except (ValueError, KeyError, TypeError) as e:
             hint = ""
-            if "opt_state" in str(e):  # e.g. the per-tensor moments written before 2026-12-01
+            # e.g. moments per tensor (before 2026-12-01) or flat in tree order (2026-12-01)
+            if "opt_state" in str(e):
                 hint = (f"; its optimiser state has another layout: start a new work directory "
                         f"from its weights with --config.init={workdir}")
             raise ValueError(f"{ckpts.directory}/{step0}: checkpoint does not fit this config "
