@@ -99,3 +99,21 @@ def test_schedules():
     assert float(s(110)) < 1e-6
     with pytest.raises(ValueError, match="schedule"):
         optim.make_schedule(_optim_config(schedule="linear"), 10)
+
+
+def test_flat_layout_is_reverse_tree_order_and_round_trips():
+    # The optimiser's vectors hold the leaves in reverse tree order (optim.to_flat: the order
+    # steers XLA's memory scheduler; docs/benchmarks.md "Memory model"); from_flat cuts them back.
+    tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "b": {"c": np.full(4, 7.0, np.float32), "d": np.float32(-1.0)}}
+    flat = np.asarray(optim.to_flat(tree))
+    np.testing.assert_array_equal(flat, np.r_[-1.0, np.full(4, 7.0), np.arange(6.0)])
+    back = optim.from_flat(tree, jnp.asarray(flat))
+    assert jax.tree.structure(back) == jax.tree.structure(tree)
+    for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(tree), strict=True):
+        assert x.shape == np.shape(y)
+        np.testing.assert_array_equal(x, y)
+    state = optim.build_optimizer(_optim_config(), 10).init(tree)
+    assert isinstance(state, optim.FlatState)
+    adam = state.reversed_leaves[-1]
+    assert adam.mu.shape == (11,)
