@@ -155,7 +155,7 @@ def separator_presets() -> dict[str, Preset]:
         # batch is 4 accumulated micro-batches of 10 (BatchNorm statistics over 10 examples, the
         # running averages updated once per step; docs/training.md). Chosen with the memory
         # model (scripts/memory.py, docs/benchmarks.md "Memory model"): the whole batch needs
-        # ~5.5-6.6 GB per example, 3-4x more than 80 GB; micro-batches of 10 fit with a margin,
+        # ~5.5 GB per example, ~4x more than 80 GB; micro-batches of 10 fit with a margin,
         # also under JAX's default GPU pre-allocation (75 % of the card).
         baseline(cfg)
         cfg.optim.accumulate = 4
