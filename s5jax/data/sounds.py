@@ -12,7 +12,6 @@ import functools
 from collections.abc import Callable
 
 import numpy as np
-from scipy import signal
 
 from s5jax.labels import CLASSES
 
@@ -35,6 +34,8 @@ def _snap(f: float | None) -> float | None:
 
 @functools.lru_cache(maxsize=4096)
 def _sos(lo: float | None, hi: float | None, order: int) -> np.ndarray:
+    from scipy import signal  # deferred: importing scipy adds ~1 s to every command's start-up
+
     if lo and hi:
         return signal.butter(order, [lo, hi], btype="bandpass", fs=_SR, output="sos")
     if lo:
@@ -43,6 +44,8 @@ def _sos(lo: float | None, hi: float | None, order: int) -> np.ndarray:
 
 
 def _band(x: np.ndarray, lo: float | None, hi: float | None, order: int = 4) -> np.ndarray:
+    from scipy import signal  # deferred, as in _sos
+
     return signal.sosfilt(_sos(_snap(lo), _snap(hi), order), x)
 
 

@@ -64,7 +64,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.signal
 from jax import lax
 
 from s5jax import labels as labels_lib
@@ -139,6 +138,8 @@ def render_reference(
 
     Returns ``mixture (R, length)`` and ``dry (num_targets, length)`` float64.
     """
+    import scipy.signal  # deferred: importing scipy adds ~1 s to every command's start-up
+
     rule = rules(task)
     d0, d1 = dry_window(sr, window_ms)
     r = item["ir"].shape[-2]
