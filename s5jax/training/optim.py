@@ -24,14 +24,19 @@ FROZEN = "frozen"
 
 def global_norm(tree: Any) -> jax.Array:
     """L2 norm over all leaves of ``tree`` (float32)."""
-    if not jax.tree.leaves(tree):
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
         return jnp.zeros((), jnp.float32)
     # One reduction over the concatenated leaves, not one per leaf: a model has hundreds of
-    # leaves, and each reduction of its own is one more fusion for XLA to compile.
-    return jnp.sqrt(jnp.sum(jnp.square(to_flat(tree, jnp.float32))))
+    # leaves, and each reduction of its own is one more fusion for XLA to compile. Tree order,
+    # unlike to_flat: with the optimiser's vector reversed, this order leaves the memory model
+    # unchanged (4.41 GB in both, docs/benchmarks.md), and reversed here XLA fused the step so
+    # that one and two devices differed ten times more in float32 rounding (test_multidevice).
+    flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
+    return jnp.sqrt(jnp.sum(jnp.square(flat)))
 
 
-def to_flat(tree: Any, dtype: Any = None) -> jax.Array:
+def to_flat(tree: Any) -> jax.Array:
     """All leaves of ``tree`` as one vector, in **reverse** tree order (``(n,)``).
 
     Why reversed: in a training step every gradient then feeds one concatenation, and the order
@@ -40,8 +45,7 @@ def to_flat(tree: Any, dtype: Any = None) -> jax.Array:
     model (6.17 GB with remat), against 5.97 (4.39) with the optimiser per tensor; in reverse
     order 5.97 (4.41) (2026-12-02, docs/benchmarks.md "Memory model").
     """
-    leaves = jax.tree.leaves(tree)[::-1]
-    return jnp.concatenate([jnp.ravel(x if dtype is None else x.astype(dtype)) for x in leaves])
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)[::-1]])
 
 
 def from_flat(like: Any, flat: jax.Array) -> Any:
