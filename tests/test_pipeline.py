@@ -231,7 +231,7 @@ def test_separate_chunked_streams_fixed_size_groups(batch_chunks):
 
 @pytest.mark.parametrize("overrides", [
     {},
-    {"features": "stacked"},
+    {"features": "stacked", "pool": "meanmax"},
     {"in_channels": 4, "head": "slots"},
 ])
 def test_streamed_tagger_equals_whole_clip(overrides):

@@ -152,6 +152,8 @@ def test_adapter_blocks_subset_and_config_errors():
         T.tagger_config(features="pooled")
     with pytest.raises(ValueError, match="adapter_mode"):
         T.tagger_config(adapter_mode="serial")
+    with pytest.raises(ValueError, match="pool"):
+        T.tagger_config(pool="max")
     with pytest.raises(ValueError, match="unknown fields"):
         T.tagger_config(width=3)
 
@@ -175,3 +177,22 @@ def test_head_prior_starts_at_the_class_prior(small):
             T.tagger_config(head_prior=bad)
     with pytest.raises(ValueError, match="head_prior.*sigmoid18"):
         T.tagger_config(head="slots", head_prior=0.1)
+
+
+def test_meanmax_pool_adds_the_tokens_maximum_to_their_mean(small):
+    """``pool="meanmax"``: the head reads mean + max over the tokens (same parameters as
+    ``"mean"``); a model directory written before the field existed reads as ``"mean"``."""
+    model, variables = small
+    variables = jax.tree.map(np.asarray, variables)
+    kernel = np.random.default_rng(2).normal(0, 0.1, variables["params"]["head"]["kernel"].shape)
+    variables["params"]["head"]["kernel"] = kernel.astype(np.float32)  # a head that listens
+    mm = T.build_tagger(T.tagger_config(**{**dict(model.config), "pool": "meanmax"}))
+    x = np.random.default_rng(3).standard_normal((2, 4, 16000)).astype(np.float32)
+    tok = np.asarray(model.apply(variables, x, method=T.Tagger.tokens), np.float64)
+    norm = variables["batch_stats"]["head_norm"]
+    head = variables["params"]["head"]
+    for m, feats in ((model, tok.mean(1)), (mm, tok.mean(1) + tok.max(1))):
+        z = (feats - norm["mean"]) / np.sqrt(norm["var"] + 1e-5) @ head["kernel"] + head["bias"]
+        np.testing.assert_allclose(m.apply(variables, x), 1 / (1 + np.exp(-z)), rtol=1e-5)
+    assert np.abs(mm.apply(variables, x) - model.apply(variables, x)).max() > 0.01
+    assert T.tagger_config(**{k: v for k, v in mm.config.items() if k != "pool"}).pool == "mean"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import jax.numpy as jnp
 import numpy as np
 
 from s5jax.audio import mel
@@ -156,23 +157,25 @@ def tagger_chunks(length: int, frames: int, patch: int) -> list[tuple[int, int, 
     return out
 
 
-def tag_chunked(chunk_sum_fn: Callable, head_fn: Callable, mixture: np.ndarray, frames: int,
+def tag_chunked(chunk_stats_fn: Callable, head_fn: Callable, mixture: np.ndarray, frames: int,
                 patch: int) -> np.ndarray:
     """The tagger on a long input, one encoder chunk at a time.
 
-    ``chunk_sum_fn(window, zero_frames) -> (sum (batch, F), tokens)`` sums the tokens of one
-    chunk (window: its reflect-padded samples, ``s5jax.audio.mel.padded_window``);
-    ``head_fn(mean (batch, F))`` gives the outputs. Equals the whole-clip tagger (the mean over
-    all tokens) to float32 rounding; memory is that of one chunk.
+    ``chunk_stats_fn(window, zero_frames) -> (sum (batch, F), max (batch, F), tokens)`` pools
+    the tokens of one chunk (window: its reflect-padded samples,
+    ``s5jax.audio.mel.padded_window``); ``head_fn(mean (batch, F), max (batch, F))`` gives the
+    outputs. Equals the whole-clip tagger (its mean and maximum over all tokens) to float32
+    rounding; memory is that of one chunk.
     """
     mixture = np.asarray(mixture)
-    total, count = None, 0
+    total, peak, count = None, None, 0
     for f0, real, zeros in tagger_chunks(mixture.shape[-1], frames, patch):
         if real + zeros == 0:
             continue  # a last chunk shorter than one patch has no tokens
-        s, n = chunk_sum_fn(mel.padded_window(mixture, f0, real), zeros)
+        s, m, n = chunk_stats_fn(mel.padded_window(mixture, f0, real), zeros)
         count += int(n)
         total = s if total is None else total + s
+        peak = m if peak is None else jnp.maximum(peak, m)
     if total is None:
         raise ValueError(f"{mixture.shape[-1]} samples: too short for the tagger")
-    return head_fn(total / count)
+    return head_fn(total / count, peak)

@@ -101,7 +101,7 @@ class S5Pipeline:
         self._predicted = jax.jit(on_mesh(self._predicted_impl, mesh))
         self._oracle = jax.jit(on_mesh(self._separate_impl, mesh))
         self._decide = jax.jit(self._decide_impl)
-        self._chunk_sum = jax.jit(on_mesh(self._chunk_sum_impl, mesh), static_argnums=2)
+        self._chunk_stats = jax.jit(on_mesh(self._chunk_stats_impl, mesh), static_argnums=2)
         self._head = jax.jit(self._head_impl)
 
     # -- pure functions (traced) --
@@ -109,12 +109,12 @@ class S5Pipeline:
     def _tag_impl(self, tv, mixture):
         return self.tagger_model.apply(tv, mixture, train=False)
 
-    def _chunk_sum_impl(self, tv, window, zero_frames):
+    def _chunk_stats_impl(self, tv, window, zero_frames):
         return self.tagger_model.apply(tv, window, zero_frames,
-                                       method=tagger.Tagger.chunk_token_sum)
+                                       method=tagger.Tagger.chunk_token_stats)
 
-    def _head_impl(self, tv, feats):
-        return self.tagger_model.apply(tv, feats, method=tagger.Tagger.head_output)
+    def _head_impl(self, tv, mean, maximum):
+        return self.tagger_model.apply(tv, mean, maximum, method=tagger.Tagger.pooled_output)
 
     def _decide_impl(self, probs):
         labels = self.predict_fn(probs, self.threshold, self.max_sources, self.allow_empty)
@@ -151,7 +151,7 @@ class S5Pipeline:
         mixture = self._check_mixture(mixture)
         if self._streamed_tagger(mixture.shape[-1]):
             cfg = self.tagger_model.config
-            return tag_chunked(functools.partial(self._chunk_sum, self.tagger_vars),
+            return tag_chunked(functools.partial(self._chunk_stats, self.tagger_vars),
                                functools.partial(self._head, self.tagger_vars),
                                np.asarray(mixture, np.float32), int(cfg.frames), int(cfg.patch))
         return self._tag(self.tagger_vars, mixture)

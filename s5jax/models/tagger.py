@@ -33,6 +33,7 @@ from s5jax.models.vit import ViT
 
 HEAD_NORM_MOMENTUM = 0.1  # PyTorch convention (BatchNorm1d default)
 HEADS = ("sigmoid18", "slots")
+POOLS = ("mean", "meanmax")
 SLOT_CLASSES = NUM_CLASSES + 1  # the 2026 slot head's classes: 18 + silence (index 18)
 SILENCE_CLASS = NUM_CLASSES
 SLOT_LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by the official HeadAvgLinear
@@ -42,9 +43,12 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
     """Model config of the tagger; defaults are the seed (adapters on, all blocks, parallel).
 
     Fields: ``name``, ``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``, ``patch``,
-    ``n_mels``, ``frames`` (training length in mel frames), ``features`` (``"flat"``: mean of
-    all D-dim patch tokens; ``"stacked"``: per time step the ``n_f·D`` frequency stack, then the
-    mean), ``adapters``, ``adapter_ratio``, ``adapter_mode`` (``"parallel"``/``"sequential"``),
+    ``n_mels``, ``frames`` (training length in mel frames), ``features`` (``"flat"``: the
+    D-dim patch tokens; ``"stacked"``: per time step the ``n_f·D`` frequency stack), ``pool``
+    (how the tokens become one feature: ``"mean"``, the official mean over the tokens;
+    ``"meanmax"``, the mean plus the element-wise maximum over the tokens, as PANNs pool a clip,
+    which lets a short event carry a 10-s clip; for training from scratch), ``adapters``,
+    ``adapter_ratio``, ``adapter_mode`` (``"parallel"``/``"sequential"``),
     ``adapter_blocks`` (block indices; empty = all), ``norm_stats`` (log-mel ``(mean, std)``,
     replaced by the checkpoint's value on conversion), ``dtype``, ``head`` (``"sigmoid18"``:
     2025, ``"slots"``: 2026), ``in_channels`` (mixture channels ``0..in_channels−1`` each run
@@ -66,6 +70,7 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
             n_mels=mel.N_MELS,
             frames=1001,
             features="flat",
+            pool="mean",
             adapters=True,
             adapter_ratio=2,
             adapter_mode="parallel",
@@ -84,6 +89,8 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
     cfg.update(overrides)
     if cfg.features not in ("flat", "stacked"):
         raise ValueError(f"tagger config features={cfg.features!r}: expected 'flat' or 'stacked'")
+    if cfg.pool not in POOLS:
+        raise ValueError(f"tagger config pool={cfg.pool!r}: expected one of {POOLS}")
     if cfg.adapter_mode not in ("parallel", "sequential"):
         raise ValueError(
             f"tagger config adapter_mode={cfg.adapter_mode!r}: expected 'parallel' or 'sequential'"
@@ -223,35 +230,45 @@ class Tagger(nn.Module):
         tok = self.encoder(lms, stacked=self.config.features == "stacked")  # (B·C, N, F)
         return self._catchan(tok, mixture.shape[0])
 
-    def chunk_token_sum(self, window: jnp.ndarray, zero_frames: int = 0,
-                        ) -> tuple[jnp.ndarray, int]:
-        """Sum over the tokens of ONE encoder chunk, for inputs streamed chunk by chunk.
+    def chunk_token_stats(self, window: jnp.ndarray, zero_frames: int = 0,
+                          ) -> tuple[jnp.ndarray, jnp.ndarray, int]:
+        """Sum and maximum over the tokens of ONE encoder chunk, for inputs streamed chunk by
+        chunk.
 
         ``window``: ``(batch, channels ≥ in_channels, samples)`` cut from the reflect-padded
         signal (``s5jax.audio.mel.padded_window``) for the chunk's frames; ``zero_frames``: the
         zero frames the whole-clip path appends to this (last) chunk. The chunk's tokens are
         exactly those ``tokens`` gives for it, so the sums of all chunks divided by the token
-        count is the mean ``__call__`` takes. Returns ``(sum (batch, C·F) float32, tokens)``.
+        count is the mean, and the maximum of their maxima the maximum, that ``__call__`` pools
+        (``pooled_output``). Returns ``(sum (batch, C·F) float32, max (batch, C·F) float32,
+        tokens)``.
         """
         stats = tuple(float(v) for v in self.config.norm_stats)
         x = window[:, : self.config.in_channels].astype(jnp.float32)
         lms = mel.normalized_log_mel(x.reshape(-1, x.shape[-1]), stats, center=False)
         lms = jnp.pad(lms, ((0, 0), (0, zero_frames), (0, 0)))
         tok = self.encoder.encode_chunk(lms, stacked=self.config.features == "stacked")
-        tok = self._catchan(tok, window.shape[0])
-        return jnp.sum(tok.astype(jnp.float32), axis=1), tok.shape[1]
+        tok = self._catchan(tok, window.shape[0]).astype(jnp.float32)
+        return jnp.sum(tok, axis=1), jnp.max(tok, axis=1), tok.shape[1]
 
     def head_output(self, feats: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        """Mean token features ``(batch, C·F)`` → the outputs of ``__call__``."""
+        """Pooled token features ``(batch, C·F)`` → the outputs of ``__call__``."""
         out = self.head(self.head_norm(feats, train=train))
         return out if self.config.head == "slots" else nn.sigmoid(out)
+
+    def pooled_output(self, mean: jnp.ndarray, maximum: jnp.ndarray,
+                      train: bool = False) -> jnp.ndarray:
+        """The mean and maximum of the tokens ``(batch, C·F)`` each → the outputs of
+        ``__call__``, pooled as ``config.pool`` says."""
+        return self.head_output(mean + maximum if self.config.pool == "meanmax" else mean, train)
 
     def tokens_and_probabilities(
         self, mixture: jnp.ndarray, train: bool = False
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """``(tokens, outputs)`` from one encoder pass; outputs as ``__call__``."""
         tok = self.tokens(mixture)
-        return tok, self.head_output(jnp.mean(tok.astype(jnp.float32), axis=1), train)
+        t = tok.astype(jnp.float32)
+        return tok, self.pooled_output(jnp.mean(t, axis=1), jnp.max(t, axis=1), train)
 
     def __call__(self, mixture: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """``"sigmoid18"``: probabilities ``(batch, 18)``; ``"slots"``: logits
