@@ -20,6 +20,7 @@ STEPS = 4
 
 def _config():
     cfg = load_config("m2d_at", "smoke")
+    cfg.model.features, cfg.model.pool = "stacked", "meanmax"  # as the `small` preset pools
     cfg.data.valid_split = "test"
     cfg.data.valid_limit = None
     cfg.data.valid_batch_size = 4  # 6 soundscapes: the last batch is padded
