@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -162,6 +163,27 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         embedded.ensure_embedded(tmp_path / "ds", "small", 0)
     assert list(tmp_path.iterdir()) == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_redraws_on_a_terminal_and_logs_one_line_per_stage(monkeypatch, tty):
+    stream = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    for stage, total in (("sound_event/train", 3), ("noise/train", 2)):
+        for done in range(1, total + 1):
+            embedded._printer(stage, done, total)
+    text = stream.getvalue()
+    lines = text.split("\n")[:-1]  # (str.splitlines would split at the carriage returns too)
+    assert len(lines) == 2 and lines[-1].endswith("2/2")
+    if tty:  # every count drawn over the last one
+        assert text.count("\r") == 5 and "1/3" in lines[0]
+    else:  # a log file: the finished counts only, no carriage returns
+        assert "\r" not in text and lines[0] == f"[embedded] {'sound_event/train':24s}    3/3"
 
 
 def test_default_root_and_cli(embedded_small, monkeypatch, tmp_path, capsys):
