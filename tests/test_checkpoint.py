@@ -68,6 +68,16 @@ def test_keeps_latest_and_best_and_restores_iterator(tmp_path, caplog):
     with pytest.raises(ValueError, match="holds a 'resunetk' model"):
         ck.load_any(tmp_path, names=["m2d_at"])
 
+    # A run validated on the test soundscapes is not chosen by them: its model is the latest.
+    on_test = _train_config()
+    on_test.data = ml_collections.ConfigDict({"valid_split": "test"})
+    ck.write_train_config(tmp_path, on_test)
+    _, variables = ck.load_any(tmp_path)
+    np.testing.assert_array_equal(variables["params"]["w"], np.full(3, 5.0))
+    reader = ck.CheckpointManager(tmp_path, best_metric="valid/loss", read_only=True)
+    assert ck.model_step(reader, on_test) == 5 and ck.model_step(reader, _train_config()) == 2
+    reader.close()
+
 
 def test_best_mode_max_and_latest_fallback(tmp_path):
     cfg = _train_config()

@@ -193,11 +193,20 @@ def _json_state(state: Any) -> Any:
     return state
 
 
+def model_step(mgr: CheckpointManager, config: ml_collections.ConfigDict) -> int | None:
+    """The checkpoint that is a run's model (exported, or read from its work directory): the
+    best by ``train.best_metric``, else the latest; always the latest when the run validates on
+    the test soundscapes (``data.valid_split = "test"``), so that the set a run reports on never
+    chooses the model it reports (``None``: no checkpoint)."""
+    if config.get("data", {}).get("valid_split", "valid") == "test":
+        return mgr.latest_step()
+    return mgr.best_step()
+
+
 def load_any(path: str | os.PathLike, names: Collection[str] | None = None,
              ) -> tuple[ml_collections.ConfigDict, Any]:
     """``(model_config, variables)`` of a model directory, or of a training work directory (its
-    best checkpoint by the validation metric, else the latest); ``names`` as
-    ``modeldir.load_model``."""
+    checkpoint :func:`model_step`); ``names`` as ``modeldir.load_model``."""
     path = Path(path).absolute()
     if modeldir.is_model_dir(path):
         return modeldir.load_model(path, names)
@@ -213,7 +222,7 @@ def load_any(path: str | os.PathLike, names: Collection[str] | None = None,
         best_mode=config.train.get("best_mode", "min"), read_only=True,
     )
     try:
-        step = mgr.best_step()
+        step = model_step(mgr, config)
         if step is None:
             raise ValueError(f"{path}: training work directory without any checkpoint yet")
         raw = mgr.restore_raw_state(step)

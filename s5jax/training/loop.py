@@ -5,7 +5,8 @@ dataset root, resume compatibility) is checked first, so a run that cannot work 
 seconds with one clear ``ValueError``. Then: build model, optimiser, data; restore the latest
 checkpoint of ``workdir`` if any (automatic resume, including the data iterator position); train
 with periodic logging, validation and checkpoints; export the best (else last) model as a model
-directory ``<workdir>/model`` readable by ``load_separator`` / ``load_tagger``.
+directory ``<workdir>/model`` readable by ``load_separator`` / ``load_tagger`` (the last when the
+run validates on the test split, which must not choose the model it reports on).
 """
 
 from __future__ import annotations
@@ -706,7 +707,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             bar.close()  # its last line: the training steps' time, not the export's below
             ckpts.wait()
             if main_process and ckpts.latest_step() is not None and not interrupted:
-                export_model(workdir, config.model, ckpts, state)
+                export_model(workdir, config, ckpts, state)
                 if start >= num_steps:
                     print(_complete_message(workdir, start, config), file=sys.stderr)
         finally:
@@ -768,14 +769,14 @@ def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDic
     mgr = ckpt_lib.CheckpointManager(workdir, best_metric=t.best_metric, best_mode=t.best_mode,
                                       read_only=True)
     try:
-        best = mgr.best_step()
+        best = ckpt_lib.model_step(mgr, config)
     finally:
         mgr.close()
     limit = (f"train.max_minutes={t.max_minutes} spent" if step < int(t.num_steps)
              else f"train.num_steps={int(t.num_steps)}")
     return (f"{workdir}: the run is complete at step {step} ({limit});"
-            f" exported model: {workdir / MODEL_DIR} (checkpoint {best}, best by "
-            f"{t.best_metric}). Nothing to do: use another --workdir for a new run, or raise "
+            f" exported model: {workdir / MODEL_DIR} (checkpoint {best}, "
+            f"{_chosen_by(config)}). Nothing to do: use another --workdir for a new run, or raise "
             "train.num_steps (train.max_minutes) with --config.train.allow_config_change=true "
             "to train further")
 
@@ -803,13 +804,20 @@ def _last_validation(workdir: Path) -> dict[str, float]:
     return {}
 
 
-def export_model(workdir: Path, model_config, ckpts: ckpt_lib.CheckpointManager,
-                 state: TrainState) -> Path:
-    """``<workdir>/model``: the best checkpoint's (else the last state's) variables."""
-    best = ckpts.best_step()
+def _chosen_by(config: ml_collections.ConfigDict) -> str:
+    if config.data.get("valid_split", "valid") == "test":
+        return "the last: a run validated on the test split does not choose its model by it"
+    return f"best by {config.train.best_metric}"
+
+
+def export_model(workdir: Path, config: ml_collections.ConfigDict,
+                 ckpts: ckpt_lib.CheckpointManager, state: TrainState) -> Path:
+    """``<workdir>/model``: the variables of checkpoint ``checkpoint.model_step`` (the best,
+    else the last state's; the last for a run validated on the test split)."""
+    best = ckpt_lib.model_step(ckpts, config)
     if best is None or best == int(state.step):
         variables = state.variables
     else:
         raw = ckpts.restore_raw_state(best)
         variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
-    return modeldir.save_model(workdir / MODEL_DIR, model_config, variables, overwrite=True)
+    return modeldir.save_model(workdir / MODEL_DIR, config.model, variables, overwrite=True)
