@@ -100,10 +100,14 @@ def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, e
     assert after[-1]["step"] == STEPS + 1  # validated at the step that stopped it
     assert after[-1]["train/seconds"] > points[-1]["train/seconds"]
     assert (copy / "checkpoints" / str(STEPS + 1)).is_dir()
-    # Spent: running it again does nothing (no step, nothing logged).
+    # Spent: running it again does nothing (no step, nothing logged), and says which checkpoint
+    # it exported: the last, since the run validates on the test split.
     n = len(read_jsonl(copy))
+    capsys.readouterr()
     loop.train_and_evaluate(cfg, str(copy))
     assert len(read_jsonl(copy)) == n
+    assert (f"(checkpoint {STEPS + 1}, the last: a run validated on the test split does not "
+            "choose its model by it)") in capsys.readouterr().err
 
 
 def test_budget_stop_names_a_learning_rate_schedule_cut_short():

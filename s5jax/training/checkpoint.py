@@ -193,14 +193,17 @@ def _json_state(state: Any) -> Any:
     return state
 
 
+def validation_chooses_model(config: ml_collections.ConfigDict) -> bool:
+    """Whether a run's validation may choose its model: not when it validates on the test
+    soundscapes (``data.valid_split = "test"``), the set it reports on."""
+    return config.get("data", {}).get("valid_split", "valid") != "test"
+
+
 def model_step(mgr: CheckpointManager, config: ml_collections.ConfigDict) -> int | None:
     """The checkpoint that is a run's model (exported, or read from its work directory): the
-    best by ``train.best_metric``, else the latest; always the latest when the run validates on
-    the test soundscapes (``data.valid_split = "test"``), so that the set a run reports on never
-    chooses the model it reports (``None``: no checkpoint)."""
-    if config.get("data", {}).get("valid_split", "valid") == "test":
-        return mgr.latest_step()
-    return mgr.best_step()
+    best by ``train.best_metric``, else the latest; always the latest where
+    :func:`validation_chooses_model` says no (``None``: no checkpoint)."""
+    return mgr.best_step() if validation_chooses_model(config) else mgr.latest_step()
 
 
 def load_any(path: str | os.PathLike, names: Collection[str] | None = None,

@@ -805,9 +805,9 @@ def _last_validation(workdir: Path) -> dict[str, float]:
 
 
 def _chosen_by(config: ml_collections.ConfigDict) -> str:
-    if config.data.get("valid_split", "valid") == "test":
-        return "the last: a run validated on the test split does not choose its model by it"
-    return f"best by {config.train.best_metric}"
+    if ckpt_lib.validation_chooses_model(config):
+        return f"best by {config.train.best_metric}"
+    return "the last: a run validated on the test split does not choose its model by it"
 
 
 def export_model(workdir: Path, config: ml_collections.ConfigDict,
