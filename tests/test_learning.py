@@ -70,15 +70,15 @@ def test_evaluate_reports_what_the_run_logged(learned_run, embedded_small, tmp_p
     workdir, points = learned_run
     # The exported checkpoint is the last: a run validated on the test split is not chosen by
     # it (checkpoint.model_step), however its best_metric ranks the points.
-    best = points[-1]
+    last = points[-1]
     out = tmp_path / "eval"
     assert evaluate.main(["--oracle-labels", "--separator", str(workdir / "model"), "--data",
                           str(embedded_small), "--out", str(out), "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
     # Same computation on the same soundscapes; only batch shapes differ (float32 rounding).
     for key in ("ca_sdri", "ca_si_sdri", "floor_ca_sdri", "floor_ca_si_sdri"):
-        assert res[key] == pytest.approx(best[f"valid/{key}"], abs=1e-3), key
-    assert res["oracle_sdri"] == pytest.approx(best["valid/sdri"], abs=1e-3)
+        assert res[key] == pytest.approx(last[f"valid/{key}"], abs=1e-3), key
+    assert res["oracle_sdri"] == pytest.approx(last["valid/sdri"], abs=1e-3)
 
 
 def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, embedded_small,

@@ -186,11 +186,11 @@ def _quiet(stage: str, done: int, total: int) -> None:
 def _printer(stage: str, done: int, total: int) -> None:
     """One line per stage, redrawn in place on a terminal; into a log file (not a terminal)
     only the stage's last count, so that the log holds 8 lines, not one per file."""
+    line = f"[embedded] {stage:24s} {done:4d}/{total}"
     if sys.stderr.isatty():
-        end = "\n" if done == total else ""
-        print(f"\r[embedded] {stage:24s} {done:4d}/{total}", end=end, file=sys.stderr, flush=True)
+        print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
     elif done == total:
-        print(f"[embedded] {stage:24s} {done:4d}/{total}", file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
 
 
 def generate(out: str | os.PathLike, scale: str = "small", seed: int = 0,
