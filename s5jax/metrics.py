@@ -27,6 +27,8 @@ from s5jax import labels as L
 
 # PyTorch's binary_cross_entropy clamps each log term from below at -100.
 _LOG_FLOOR = -100.0
+# ... and its backward divides by max(p·(1 − p), 1e-12).
+_BCE_GRAD_EPS = 1e-12
 
 
 def _xp(*arrays: Any):
@@ -134,10 +136,39 @@ def bce(probabilities, targets):
     y = xp.asarray(targets).astype(p.dtype)
     if p.shape != y.shape:
         raise ValueError(f"bce: probabilities {p.shape} and targets {y.shape} differ in shape")
+    if xp is jnp:
+        return jnp.mean(_bce_terms(p, y))
     with np.errstate(divide="ignore"):  # log(0) = -inf before the clamp, as in PyTorch
-        log_p = xp.maximum(xp.log(p), _LOG_FLOOR)
-        log_1mp = xp.maximum(xp.log1p(-p), _LOG_FLOOR)
-    return xp.mean(-(y * log_p) - (1 - y) * log_1mp)
+        log_p, log_1mp = _clamped_logs(np, p)
+    return np.mean(-(y * log_p) - (1 - y) * log_1mp)
+
+
+def _clamped_logs(xp, p):
+    """``(max(log p, −100), max(log(1 − p), −100))``."""
+    return xp.maximum(xp.log(p), _LOG_FLOOR), xp.maximum(xp.log1p(-p), _LOG_FLOOR)
+
+
+@jax.custom_vjp
+def _bce_terms(p: jax.Array, y: jax.Array) -> jax.Array:
+    """Element-wise BCE with PyTorch's gradient. Differentiating the clamped logs instead gives
+    0 · ∞ = NaN wherever a probability is exactly 0 or 1 (a sigmoid of a logit above ~17 in
+    float32): a trained tagger's step then has a NaN gradient and is skipped."""
+    log_p, log_1mp = _clamped_logs(jnp, p)
+    return -(y * log_p) - (1 - y) * log_1mp
+
+
+def _bce_terms_fwd(p, y):
+    return _bce_terms(p, y), (p, y)
+
+
+def _bce_terms_bwd(res, g):
+    # ATen's binary_cross_entropy_backward and binary_cross_entropy_target_backward (whose logs
+    # are not clamped: ±inf at p = 0 or 1, as in PyTorch; targets are data in training).
+    p, y = res
+    return g * (p - y) / jnp.maximum(p * (1 - p), _BCE_GRAD_EPS), g * (jnp.log1p(-p) - jnp.log(p))
+
+
+_bce_terms.defvjp(_bce_terms_fwd, _bce_terms_bwd)
 
 
 # --------------------------------------------------------------------------------------------

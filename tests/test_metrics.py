@@ -122,6 +122,29 @@ def test_bce_matches_torch_including_clamp():
     assert metrics.bce(np.array([0.0], np.float32), np.array([1.0], np.float32)) == 100.0
 
 
+def test_bce_gradient_matches_torch_at_certain_probabilities():
+    # A trained tagger's sigmoid reaches exactly 1.0 in float32 (logit > ~17); differentiating
+    # the clamped logs there gave NaN and the training step was skipped.
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0, 1, (3, 18)).astype(np.float32)
+    y = (rng.uniform(size=(3, 18)) < 0.3).astype(np.float32)
+    p[0, :6] = [0.0, 1.0, 0.0, 1.0, 1e-30, 1 - 1e-7]
+    y[0, :6] = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    tp, ty = torch.from_numpy(p).requires_grad_(), torch.from_numpy(y).requires_grad_()
+    torch.nn.functional.binary_cross_entropy(tp, ty).backward()
+    gp, gy = jax.jit(jax.grad(metrics.bce, argnums=(0, 1)))(jnp.asarray(p), jnp.asarray(y))
+    assert np.all(np.isfinite(gp))  # the targets' gradient is ±inf at p = 0 or 1 in both
+    np.testing.assert_allclose(gp, tp.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(gy, ty.grad.numpy(), rtol=1e-6)
+    # through the head's sigmoid: saturated logits give finite gradients, as in PyTorch
+    z = np.array([[30.0, -120.0, 30.0, 0.5]], np.float32)
+    t = np.array([[1.0, 0.0, 0.0, 1.0]], np.float32)
+    tz = torch.from_numpy(z).requires_grad_()
+    torch.nn.functional.binary_cross_entropy(torch.sigmoid(tz), torch.from_numpy(t)).backward()
+    gz = jax.grad(lambda z: metrics.bce(jax.nn.sigmoid(z), jnp.asarray(t)))(jnp.asarray(z))
+    np.testing.assert_allclose(gz, tz.grad.numpy(), rtol=1e-6, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # Class-aware SDRi on hand-built signals. Sources live on disjoint supports, so every SNR has a
 # closed form: a unit block of 1000 samples against a mixture of two such blocks is 0 dB; an
