@@ -32,7 +32,7 @@ def _config():
 
 
 def test_tagger_logs_on_the_test_split_what_evaluate_gives(embedded_small, tiny_models,
-                                                           tmp_path):
+                                                           tmp_path, capsys):
     cfg = _config()
     cfg.data.root = str(embedded_small)
     workdir = tmp_path / "run"
@@ -40,6 +40,10 @@ def test_tagger_logs_on_the_test_split_what_evaluate_gives(embedded_small, tiny_
     points = [r for r in read_jsonl(workdir) if "valid/accuracy" in r]
     assert [p["step"] for p in points] == [STEPS]  # the one validated step: the exported one
     logged = points[0]
+    # Without the progress bar, each validation is one line on stderr.
+    lines = [x for x in capsys.readouterr().err.splitlines() if "valid/" in x]
+    assert len(lines) == 1 and lines[0].startswith(f"step {STEPS}/{STEPS}: ")
+    assert f"valid/accuracy {logged['valid/accuracy']:.4g}," in lines[0]
 
     # The exported model, run as `evaluate` and `separate` load it, on every test soundscape.
     ts = TestSet(embedded_small / "test")

@@ -168,8 +168,11 @@ def _losses(workdir) -> dict[int, float]:
 def test_resume_continues_exactly(tmp_path, compile_cache, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     loop.train_and_evaluate(_resume_config(4), str(full))
+    # Without the progress bar (train.progress=false), one line per log step on stderr.
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("step ")]
+    assert [x.split(":")[0] for x in lines] == [f"step {s}/4" for s in range(1, 5)]
+    assert lines[-1].startswith(f"step 4/4: loss {_losses(full)[4]:.4g}, s/step ")
     # Re-running a finished run says so, and what it exported; nothing is trained or rewritten.
-    capsys.readouterr()
     before = (full / "log.jsonl").read_bytes()
     loop.train_and_evaluate(_resume_config(4), str(full))
     err = capsys.readouterr().err

@@ -630,9 +630,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     bar = tqdm(total=num_steps, initial=start, disable=not t.progress or jax.process_index() != 0,
                desc=config.get("name", task), dynamic_ncols=True)
     postfix: dict[str, str] = {}
+    # Without the bar (logs of unattended runs) one line per log step and per validation.
+    say = print if main_process and not t.progress else lambda *a, **k: None
     if start == 0 and t.get("eval_at_start", False):
         last_valid = _validate(bar, postfix, 0, functools.partial(evaluate, state, logger, 0))
         logger.scalars(0, {**last_valid, "train/seconds": 0.0})
+        say(_progress_line(0, num_steps, last_valid), file=sys.stderr, flush=True)
     tic, tic_step = time.perf_counter(), start
     seg = tic  # start of the current stretch of training (for `seconds`)
     pending = None  # the previous step's metrics: blocking on them keeps one step in flight
@@ -670,6 +673,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
                     postfix = _bar_postfix(scalars["loss"], scalars["seconds"], budget)
                     bar.set_postfix(postfix)
+                    say(_progress_line(s, num_steps, {
+                        "loss": scalars["loss"], "s/step": scalars["step_time"],
+                        "minutes": postfix.get("minutes", f"{scalars['seconds'] / 60:.1f}")}),
+                        file=sys.stderr, flush=True)
                     if scalars["bad_streak"] >= t.max_nonfinite:
                         raise NonFiniteError(
                             f"step {s}: {int(scalars['bad_streak'])} consecutive non-finite "
@@ -689,6 +696,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     evaluated = last_valid = _validate(
                         bar, postfix, s, functools.partial(evaluate, state, logger, s))
                     logger.scalars(s, {**evaluated, "train/seconds": seconds})
+                    say(_progress_line(s, num_steps, evaluated), file=sys.stderr, flush=True)
                     tic = seg = time.perf_counter()  # keep validation out of the step time
                 if s % t.checkpoint_every == 0 or last:
                     ckpts.save(s, state, train_it, metrics=evaluated)
@@ -732,6 +740,14 @@ def _validate(bar: tqdm, postfix: dict[str, str], step: int,
     finally:
         bar.unpause()
         bar.set_postfix(postfix)
+
+
+def _progress_line(step: int, num_steps: int, values: dict[str, Any]) -> str:
+    """``"step 250/2500: loss 0.2102, s/step 1.05"``: numbers to 4 significant digits, text as
+    it is."""
+    items = (f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
+             for k, v in values.items())
+    return f"step {step}/{num_steps}: " + ", ".join(items)
 
 
 def _bar_postfix(loss: float, seconds: float, budget: float | None) -> dict[str, str]:
