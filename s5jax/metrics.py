@@ -152,7 +152,7 @@ def _clamped_logs(xp, p):
 def _bce_terms(p: jax.Array, y: jax.Array) -> jax.Array:
     """Element-wise BCE with PyTorch's gradient. Differentiating the clamped logs instead gives
     0 · ∞ = NaN wherever a probability is exactly 0 or 1 (a sigmoid of a logit above ~17 in
-    float32): a trained tagger's step then has a NaN gradient and is skipped."""
+    float32), so the training step guarding against NaN skipped a trained tagger's steps."""
     log_p, log_1mp = _clamped_logs(jnp, p)
     return -(y * log_p) - (1 - y) * log_1mp
 
