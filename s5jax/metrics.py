@@ -139,13 +139,13 @@ def bce(probabilities, targets):
     if xp is jnp:
         return jnp.mean(_bce_terms(p, y))
     with np.errstate(divide="ignore"):  # log(0) = -inf before the clamp, as in PyTorch
-        log_p, log_1mp = _clamped_logs(np, p)
-    return np.mean(-(y * log_p) - (1 - y) * log_1mp)
+        return np.mean(_clamped_terms(np, p, y))
 
 
-def _clamped_logs(xp, p):
-    """``(max(log p, −100), max(log(1 − p), −100))``."""
-    return xp.maximum(xp.log(p), _LOG_FLOOR), xp.maximum(xp.log1p(-p), _LOG_FLOOR)
+def _clamped_terms(xp, p, y):
+    """Element-wise ``−y·max(log p, −100) − (1 − y)·max(log(1 − p), −100)``."""
+    log_p, log_1mp = xp.maximum(xp.log(p), _LOG_FLOOR), xp.maximum(xp.log1p(-p), _LOG_FLOOR)
+    return -(y * log_p) - (1 - y) * log_1mp
 
 
 @jax.custom_vjp
@@ -153,8 +153,7 @@ def _bce_terms(p: jax.Array, y: jax.Array) -> jax.Array:
     """Element-wise BCE with PyTorch's gradient. Differentiating the clamped logs instead gives
     0 · ∞ = NaN wherever a probability is exactly 0 or 1 (a sigmoid of a logit above ~17 in
     float32), so the training step guarding against NaN skipped a trained tagger's steps."""
-    log_p, log_1mp = _clamped_logs(jnp, p)
-    return -(y * log_p) - (1 - y) * log_1mp
+    return _clamped_terms(jnp, p, y)
 
 
 def _bce_terms_fwd(p, y):

@@ -630,12 +630,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     bar = tqdm(total=num_steps, initial=start, disable=not t.progress or jax.process_index() != 0,
                desc=config.get("name", task), dynamic_ncols=True)
     postfix: dict[str, str] = {}
-    # Without the bar (logs of unattended runs) one line per log step and per validation.
-    say = print if main_process and not t.progress else lambda *a, **k: None
+
+    def say(step: int, values: dict[str, Any]) -> None:
+        """Without the bar (logs of unattended runs): one line per log step and validation."""
+        if main_process and not t.progress:
+            print(_progress_line(step, num_steps, values), file=sys.stderr, flush=True)
+
     if start == 0 and t.get("eval_at_start", False):
         last_valid = _validate(bar, postfix, 0, functools.partial(evaluate, state, logger, 0))
         logger.scalars(0, {**last_valid, "train/seconds": 0.0})
-        say(_progress_line(0, num_steps, last_valid), file=sys.stderr, flush=True)
+        say(0, last_valid)
     tic, tic_step = time.perf_counter(), start
     seg = tic  # start of the current stretch of training (for `seconds`)
     pending = None  # the previous step's metrics: blocking on them keeps one step in flight
@@ -673,10 +677,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     logger.scalars(s, {f"train/{k}": v for k, v in scalars.items()})
                     postfix = _bar_postfix(scalars["loss"], scalars["seconds"], budget)
                     bar.set_postfix(postfix)
-                    say(_progress_line(s, num_steps, {
-                        "loss": scalars["loss"], "s/step": scalars["step_time"],
-                        "minutes": postfix.get("minutes", f"{scalars['seconds'] / 60:.1f}")}),
-                        file=sys.stderr, flush=True)
+                    say(s, {"loss": scalars["loss"], "s/step": scalars["step_time"],
+                            "minutes": postfix.get("minutes", f"{scalars['seconds'] / 60:.1f}")})
                     if scalars["bad_streak"] >= t.max_nonfinite:
                         raise NonFiniteError(
                             f"step {s}: {int(scalars['bad_streak'])} consecutive non-finite "
@@ -696,7 +698,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     evaluated = last_valid = _validate(
                         bar, postfix, s, functools.partial(evaluate, state, logger, s))
                     logger.scalars(s, {**evaluated, "train/seconds": seconds})
-                    say(_progress_line(s, num_steps, evaluated), file=sys.stderr, flush=True)
+                    say(s, evaluated)
                     tic = seg = time.perf_counter()  # keep validation out of the step time
                 if s % t.checkpoint_every == 0 or last:
                     ckpts.save(s, state, train_it, metrics=evaluated)
