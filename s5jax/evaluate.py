@@ -50,7 +50,7 @@ from s5jax.data.testset import SOUNDSCAPE_DIR, match_soundscape
 from s5jax.inference.editions import DCASE2025, DCASE2026, Edition, edition
 from s5jax.inference.evaluation import evaluate, prepare
 from s5jax.inference.loading import load_pipeline
-from s5jax.inference.pipeline import chunk_samples
+from s5jax.inference.pipeline import check_threshold, chunk_samples
 from s5jax.inference.report import (
     CHART_PNG,
     COUNTS_PNG,
@@ -63,12 +63,13 @@ from s5jax.inference.report import (
 from s5jax.labels import MAX_SOURCES
 
 
-def resolve_test_root(root: str | os.PathLike) -> Path:
-    """``root`` if it holds ``soundscape/``, else ``root/test`` or ``root/synthesized/test``."""
+def resolve_test_root(root: str | os.PathLike, task: str | None = None) -> Path:
+    """``root`` if it holds ``soundscape/``, else ``root/test`` or ``root/synthesized/test``
+    (the layout of ``task`` first, where a root holds both)."""
     root = Path(root)
     if (root / SOUNDSCAPE_DIR).is_dir():
         return root
-    found = find_test_dir(root)
+    found = find_test_dir(root, task)
     if found is not None:
         return found
     raise ValueError(f"{root}: neither {root}/{SOUNDSCAPE_DIR}/ nor {root}/test/{SOUNDSCAPE_DIR}/ "
@@ -174,8 +175,28 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def _overlap(a: Path, b: Path) -> bool:
-    a, b = a.absolute(), b.absolute()
+    a, b = a.resolve(), b.resolve()
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def check_outputs_apart(inputs: dict[str, Path | None], replaced: dict[str, Path | None],
+                        merged: dict[str, Path]) -> None:
+    """``ValueError`` if an output folder could overwrite an input folder (the test set, the
+    estimates): a ``replaced`` folder (estimate wavs; ``--overwrite`` replaces it, and a test
+    set's references are named like estimates) may neither hold nor lie inside an input; a
+    ``merged`` one (the report files) may not lie inside one. ``--out DIR`` beside
+    ``--estimates DIR/estimates``, rescoring a run's own ``--write-wavs`` output, is fine."""
+    for iname, i in inputs.items():
+        if i is None:
+            continue
+        for oname, o in replaced.items():
+            if o is not None and _overlap(o, i):
+                raise ValueError(f"{oname} {o} and {iname} {i} overlap: estimates must not be "
+                                 "written into, or around, a folder that is read")
+        for oname, o in merged.items():
+            if o.resolve().is_relative_to(i.resolve()):
+                raise ValueError(f"{oname} {o} is inside {iname} {i}: expected a folder of its "
+                                 "own for the report")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -184,6 +205,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.batch_chunks < 1:
         raise ValueError(f"--batch-chunks {args.batch_chunks}: expected ≥ 1")
     chunk_samples(args.chunk_seconds, args.overlap_seconds)  # before any work
+    check_threshold(args.threshold)
     if args.estimates:
         if args.tagger or args.separator or args.oracle_labels:
             raise ValueError("--estimates scores files on disk: drop --tagger/--separator/"
@@ -196,7 +218,16 @@ def run(args: argparse.Namespace) -> dict:
     sub = Path(args.submission) if args.submission else None
     if sub is not None and _overlap(sub, out):
         raise ValueError(f"--submission {sub} and --out {out}: expected two separate folders")
-    test_root = resolve_test_root(args.data) if args.data else None
+    test_root = resolve_test_root(args.data, args.task) if args.data else None
+    estimates = Path(args.estimates) if args.estimates else None
+
+    def apart(test_root):
+        check_outputs_apart(
+            {"--data": test_root, "--estimates": estimates},
+            {"--submission": sub, "--write-wavs folder": out / "estimates" if args.write_wavs
+             else None}, {"--out": out})
+
+    apart(test_root)  # before the models
     with Staging() as staging:
         out_tmp = staging.stage(out, overwrite=args.overwrite)  # before the models
         staging.require_absent(out, REPORT_FILES, args.overwrite)
@@ -209,10 +240,13 @@ def run(args: argparse.Namespace) -> dict:
                 batch_chunks=args.batch_chunks)
             if pipeline.tagger_model is not None:
                 head = pipeline.tagger_model.config.get("head")
+        hint = args.task or (DCASE2026 if head == "slots" else None)
         if test_root is None:
-            task = args.task or (DCASE2026 if head == "slots" else DCASE2025)
             test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress,
-                                                          task=task))
+                                                          task=hint or DCASE2025))
+        elif hint != args.task:  # a slot-head tagger: the 2026 layout first
+            test_root = resolve_test_root(args.data, hint)
+        apart(test_root)
         # headers, before any work
         ts, lengths, notes, task = prepare(test_root, args.allow_empty, args.task, head)
         args.task = task

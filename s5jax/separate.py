@@ -46,7 +46,7 @@ from s5jax.inference.files import (
     resampled_frames,
 )
 from s5jax.inference.loading import load_pipeline
-from s5jax.inference.pipeline import chunk_samples
+from s5jax.inference.pipeline import check_threshold, chunk_samples
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, SILENCE, class_index
 from s5jax.models.tagger import slot_decision
 
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_chunks < 1:
         raise ValueError(f"--batch-chunks {args.batch_chunks}: expected ≥ 1")
     chunk_samples(args.chunk_seconds, args.overlap_seconds)  # before any work
+    check_threshold(args.threshold)
     paths = expand_inputs(args.inputs)
     infos = [check_soundscape(p) for p in paths]  # headers of every input before any work
     out = Path(args.out)

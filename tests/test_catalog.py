@@ -199,3 +199,13 @@ def test_all_problems_in_one_error(copy):
                    "sound_event/train/Whistle: unknown class folder",
                    "Speech/r.wav: not a readable audio file"):
         assert needle in msg
+
+
+def test_test_dir_follows_the_task_where_a_root_holds_both(tmp_path):
+    for sub in ("test", "synthesized/test"):
+        (tmp_path / sub / "soundscape").mkdir(parents=True)
+    assert catalog.find_test_dir(tmp_path) == tmp_path / "test"
+    assert catalog.find_test_dir(tmp_path, "dcase2025") == tmp_path / "test"
+    assert catalog.find_test_dir(tmp_path, "dcase2026") == tmp_path / "synthesized" / "test"
+    (tmp_path / "test" / "soundscape").rmdir()
+    assert catalog.find_test_dir(tmp_path, "dcase2025") == tmp_path / "synthesized" / "test"

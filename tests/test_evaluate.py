@@ -129,6 +129,64 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert "test/soundscape" in capsys.readouterr().err
 
 
+def test_non_finite_options_are_refused(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    base = ["--estimates", str(est_dir), "--data", str(data), "--out", str(tmp_path / "o")]
+    assert evaluate.main(base + ["--chunk-seconds", "inf"]) == 2
+    assert "chunk_seconds=inf, overlap_seconds=1.0: expected finite" in capsys.readouterr().err
+    assert evaluate.main(base + ["--threshold", "nan"]) == 2
+    assert "threshold=nan: expected a probability in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_outputs_never_overwrite_the_inputs(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    refs = data / "test" / "oracle_target"
+    before = _tree(data), _tree(est_dir)
+    base = ["--estimates", str(est_dir), "--data", str(data), "--no-progress", "--overwrite",
+            "--allow-empty"]
+    # The references are named like estimates: --overwrite would have replaced them.
+    for sub in (refs, est_dir, data):
+        assert evaluate.main(base + ["--out", str(tmp_path / "o"), "--submission", str(sub)]) == 2
+        assert "overlap: estimates must not be written into" in capsys.readouterr().err
+    assert evaluate.main(base + ["--out", str(refs / "report")]) == 2
+    assert "is inside --data" in capsys.readouterr().err
+    assert (_tree(data), _tree(est_dir)) == before and not (tmp_path / "o").exists()
+
+
+def test_estimates_folder_without_estimates_is_refused(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert evaluate.main(["--estimates", str(empty), "--data", str(data), "--out",
+                          str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "empty: no estimate <soundscape>_<Label>.wav of the 4 soundscape(s)" in \
+        capsys.readouterr().err
+    # A soundscape without any estimate is scored (all its references missed) with a note.
+    assert evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out",
+                          str(tmp_path / "o"), "--no-progress"]) == 0
+    assert "no estimate for 1 soundscape(s) with references (mix_2)" in capsys.readouterr().err
+
+
+def test_hidden_and_upper_case_wav_files(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    sdir, odir = data / "test" / "soundscape", data / "test" / "oracle_target"
+    (sdir / "._mix_1.wav").write_bytes(b"Mac OS X resource fork")  # skipped, as elsewhere
+    args = ["--estimates", str(est_dir), "--data", str(data), "--no-progress"]
+    assert evaluate.main(args + ["--out", str(tmp_path / "o1")]) == 0
+    res = json.loads((tmp_path / "o1" / "results.json").read_text())
+    assert res["n_mixtures"] == 4
+    # A reference the official reader would skip silently is refused, naming it.
+    (odir / "mix_1_Speech.wav").rename(odir / "mix_1_Speech.WAV")
+    assert evaluate.main(args + ["--out", str(tmp_path / "o2")]) == 2
+    assert "mix_1_Speech.WAV: extension '.WAV'; expected lower-case '.wav'" in \
+        capsys.readouterr().err
+    (odir / "mix_1_Speech.WAV").rename(odir / "mix_1_Speech.wav")
+    (est_dir / "mix_1_Speech.wav").rename(est_dir / "mix_1_Speech.Wav")
+    assert evaluate.main(args + ["--out", str(tmp_path / "o3")]) == 2
+    assert "mix_1_Speech.Wav: extension '.Wav'" in capsys.readouterr().err
+
+
 def test_batches_group_equal_lengths():
     assert batches([5, 5, 5, 7, 7, 5], 2) == [[0, 1], [2], [3, 4], [5]]
 
@@ -165,6 +223,24 @@ def test_end_to_end_embedded(tiny_models, embedded_small, tmp_path):
     res2 = json.loads((out2 / "results.json").read_text())
     assert res2["ca_sdri"] == pytest.approx(res["ca_sdri"], abs=1e-4)
     assert res2["label_accuracy"] == res["label_accuracy"]
+    # Rescoring beside the run (--out the run's folder, its estimates/ read) is allowed; writing
+    # the estimates back over the folder being read is not.
+    assert evaluate.main(["--estimates", str(out / "estimates"), "--data", str(embedded_small),
+                          "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    assert evaluate.main(["--estimates", str(out / "estimates"), "--data", str(embedded_small),
+                          "--out", str(out), "--no-progress", "--overwrite",
+                          "--write-wavs"]) == 2
+    # DCASE 2026 layout with the 18-sigmoid tagger: eval_results.json gives the tagger's
+    # probability of each estimate's class (sigmoid(3) here), not the 1.0 of given labels.
+    sub26 = tmp_path / "sub26"
+    assert evaluate.main(["--tagger", str(tagger), "--separator", str(separator), "--data",
+                          str(embedded_small), "--out", str(tmp_path / "out26"), "--task",
+                          "dcase2026", "--submission", str(sub26), "--no-oracle-pass",
+                          "--batch-size", "4", "--no-progress"]) == 0
+    listing = json.loads((sub26 / "eval_results.json").read_text())["probabilities"]
+    probs = [e["probability"] for m in listing for e in m["estimate"]]
+    assert len(probs) == 2 * n
+    assert probs == pytest.approx([1 / (1 + math.exp(-3.0))] * len(probs), abs=1e-3)
 
 
 def test_oracle_labels_mode(tiny_models, embedded_small, tmp_path):

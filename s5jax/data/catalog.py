@@ -282,7 +282,7 @@ def scan(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid"),
         root=root,
         splits=found,
         valid_metadata=meta if meta.is_file() else None,
-        test_dir=find_test_dir(root),
+        test_dir=find_test_dir(root, task),
         notes=state.notes(),
     )
 
@@ -290,10 +290,12 @@ def scan(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid"),
 TEST_DIRS = ("test", "synthesized/test")  # 2025 dev set; 2026 dev set (and the embedded ones)
 
 
-def find_test_dir(root: str | os.PathLike) -> Path | None:
+def find_test_dir(root: str | os.PathLike, task: str | None = None) -> Path | None:
     """The labelled test folder of a dataset root: ``test/`` (DCASE 2025 layout) or
-    ``synthesized/test/`` (DCASE 2026), whichever holds ``soundscape/``; None if neither."""
-    for sub in TEST_DIRS:
+    ``synthesized/test/`` (DCASE 2026), whichever holds ``soundscape/``, the layout of ``task``
+    first (a root may hold both); None if neither."""
+    order = TEST_DIRS[::-1] if task == "dcase2026" else TEST_DIRS
+    for sub in order:
         if (Path(root) / sub / "soundscape").is_dir():
             return Path(root) / sub
     return None

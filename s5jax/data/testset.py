@@ -100,6 +100,23 @@ def match_soundscape(filename: str, names: Collection[str]) -> tuple[str, str, i
     return slotted, label, int(tail)
 
 
+def wav_files(folder: Path) -> list[Path]:
+    """The ``*.wav`` files of ``folder``, sorted, without dot-files (macOS ``._x.wav`` resource
+    forks, which the official ``os.listdir`` readers would fail to read). A file named
+    ``*.WAV`` (another case) is refused: the official tools would skip it without a word, and a
+    reference or soundscape left out silently would change the score."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.suffix.lower() == ".wav" and p.suffix != ".wav":
+            raise ValueError(f"{p}: extension {p.suffix!r}; expected lower-case '.wav' (the "
+                             "official tools skip other cases): rename it")
+        if p.suffix == ".wav":
+            out.append(p)
+    return out
+
+
 class TestSet:
     """A labelled test set under ``root`` (the folder holding ``soundscape/`` and
     ``oracle_target/``).
@@ -116,13 +133,11 @@ class TestSet:
             raise ValueError(f"{self.root}: no {SOUNDSCAPE_DIR}/ folder (expected a test-set root)")
         if not odir.is_dir():
             raise ValueError(f"{self.root}: no {ORACLE_DIR}/ folder (expected a labelled test set)")
-        names = sorted(p.name[:-4] for p in sdir.iterdir() if p.name.endswith(".wav"))
+        names = sorted(p.name[:-4] for p in wav_files(sdir))
         if not names:
             raise ValueError(f"{sdir}: no .wav soundscapes")
         refs: dict[str, list[Reference]] = {n: [] for n in names}
-        for p in sorted(odir.iterdir()):
-            if not p.name.endswith(".wav") or p.name.startswith("."):
-                continue
+        for p in wav_files(odir):
             try:
                 name, label, slot = match_soundscape(p.name, refs)
             except ValueError as e:

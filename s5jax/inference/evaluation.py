@@ -191,6 +191,26 @@ def prepare(test_root: str | os.PathLike, allow_empty: bool = False, task: str |
     return ts, [resampled_frames(i) for i in infos], notes, task
 
 
+def _check_estimates_found(folder: Path, ts: TestSet, found: dict[str, list], ed: Edition,
+                           ) -> None:
+    """``ValueError`` if ``folder`` holds no estimate of the test set at all (a wrong folder
+    would otherwise score as a system that separates nothing); a note on stderr naming the
+    soundscapes with references but no estimate, as the official reader warns of each."""
+    pattern = "<soundscape>_<i>_<Label>.wav" if ed.slotted_names else "<soundscape>_<Label>.wav"
+    if not any(found.values()) and any(it.references for it in ts):
+        hint = ""
+        if ed.submission_wavs and (folder / ed.submission_wavs).is_dir():
+            hint = f" (a submission folder: its estimates are in {folder / ed.submission_wavs})"
+        raise ValueError(f"{folder}: no estimate {pattern} of the {len(ts)} soundscape(s) of "
+                         f"{ts.root}{hint}")
+    missing = [it.name for it in ts if it.references and not found[it.name]]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                          else "")
+        print(f"note: {folder}: no estimate for {len(missing)} soundscape(s) with references "
+              f"({shown}): their references count as missed", file=sys.stderr)
+
+
 def _num(v: float) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v:.6f}"
 
@@ -217,8 +237,9 @@ def evaluate(
     class-agnostic SDRi. ``task`` (None: inferred, ``editions.infer_task``) sets the estimate
     file names, whether soundscapes without references are expected, the summary's keys and
     the layout of ``submission_dir`` (2026: ``eval_out/`` + ``eval_results.json``, whose
-    probability is the tagger's winning softmax per slot, 1.0 with oracle labels as the official
-    ``Evaluator``, null for estimates read from files).
+    probability is the tagger's winning softmax per slot — with an 18-sigmoid tagger its
+    probability of the slot's class —, 1.0 with oracle labels as the official ``Evaluator``,
+    null for estimates read from files).
 
     Returns:
       ``(summary, per_class rows, per-mixture CSV text)``.
@@ -230,7 +251,10 @@ def evaluate(
         head = pipeline.tagger_model.config.get("head")
     ts, lengths, _, task = prepare(test_root, allow_empty, task, head)
     ed = edition(task)
-    est_files = read_estimates(Path(estimates), [it.name for it in ts]) if estimates else None
+    est_files = None
+    if estimates is not None:
+        est_files = read_estimates(Path(estimates), [it.name for it in ts])
+        _check_estimates_found(Path(estimates), ts, est_files, ed)
     n_dev = jax.device_count()
     batch_size = max(n_dev, -(-batch_size // n_dev) * n_dev)  # a multiple of the device count
     sharding = batch_sharding(make_mesh())
@@ -287,6 +311,9 @@ def evaluate(
                 est_probs = np.ones(est_slots.shape, np.float32)  # oracle labels: the official 1
                 if out["probabilities"] is not None and np.ndim(out["probabilities"]) == 3:
                     est_probs = np.asarray(slot_decision(out["probabilities"])[1])[: len(idx)]
+                elif out["probabilities"] is not None:  # a sigmoid tagger: its class's probability
+                    p18 = np.asarray(out["probabilities"])[: len(idx)]
+                    est_probs = np.take_along_axis(p18, np.maximum(est_slots, 0), axis=1)
                 orc_waves = None if oracle_out is None else \
                     np.asarray(oracle_out["waveforms"])[: len(idx)]
             for j, i in enumerate(idx):

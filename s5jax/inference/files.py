@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from s5jax.audio import wav
-from s5jax.data.testset import match_soundscape
+from s5jax.data.testset import match_soundscape, wav_files
 from s5jax.inference.pipeline import check_length
 from s5jax.labels import CLASSES, EMPTY, SILENCE, class_index
 
@@ -70,9 +70,7 @@ def read_estimates(est_dir: Path, names: Sequence[str]) -> dict[str, list[tuple[
     """``<name>_<Label>[_k].wav`` and ``<name>_<i>_<Label>.wav`` files in ``est_dir`` grouped by
     soundscape (prefix-free), each group in file-name order (the official reader's order)."""
     found: dict[str, list[tuple[str, Path]]] = {n: [] for n in names}
-    for p in sorted(est_dir.iterdir()):
-        if p.suffix != ".wav" or p.name.startswith("."):
-            continue
+    for p in wav_files(est_dir):
         try:
             name, label, _ = match_soundscape(p.name, found)
         except ValueError as e:

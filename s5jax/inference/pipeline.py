@@ -10,6 +10,7 @@ at a time (its own chunking, spec §4.3), which gives the whole-clip result.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -40,6 +41,9 @@ def chunk_samples(chunk_seconds: float, overlap_seconds: float,
                   sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:
     """``(chunk, overlap)`` in samples; ``ValueError`` unless the chunks are long enough for the
     models and the fades of two joins cannot meet (overlap ≤ chunk / 3)."""
+    if not (math.isfinite(chunk_seconds) and math.isfinite(overlap_seconds)):
+        raise ValueError(f"chunk_seconds={chunk_seconds}, overlap_seconds={overlap_seconds}: "
+                         "expected finite numbers of seconds")
     chunk = int(round(chunk_seconds * sample_rate))
     overlap = int(round(overlap_seconds * sample_rate))
     where = f"chunk_seconds={chunk_seconds}, overlap_seconds={overlap_seconds}"
@@ -51,6 +55,13 @@ def chunk_samples(chunk_seconds: float, overlap_seconds: float,
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return chunk, overlap
+
+
+def check_threshold(threshold: float) -> None:
+    """``ValueError`` unless ``threshold`` is a probability in [0, 1] (NaN would keep no class
+    but the arg-max one, silently)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold={threshold}: expected a probability in [0, 1]")
 
 
 class S5Pipeline:
@@ -86,6 +97,7 @@ class S5Pipeline:
     ):
         self.tagger_model, self.tagger_vars = tagger_model, tagger_vars
         self.separator_model, self.separator_vars = separator_model, separator_vars
+        check_threshold(threshold)
         self.threshold, self.max_sources, self.allow_empty = threshold, max_sources, allow_empty
         self.chunk, self.overlap = chunk_samples(chunk_seconds, overlap_seconds, sample_rate)
         if int(batch_chunks) < 1:

@@ -287,7 +287,7 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
         return Plan(task=task, catalog=None, devices=n_dev, resume=resume, complete=True)
     catalog = _scan_dataset(d, config.task)
     if d.get("valid_split", "valid") == "test":
-        test_dir = catalog_lib.find_test_dir(catalog.root)
+        test_dir = catalog_lib.find_test_dir(catalog.root, config.task)
         if test_dir is None:
             raise ValueError(f"config.data.valid_split='test': {catalog.root} has no test/"
                              "soundscape/ folder")
