@@ -96,7 +96,8 @@ def render_markdown(results: dict, per_class: Sequence[dict]) -> str:
         "oracle labels: the separator queried with the true labels, mean SNR improvement over "
         "all references (class-agnostic separation quality). Scaled-mixture floor: what a "
         "do-nothing separator scores with oracle labels, mixture channel 0 scaled by the "
-        "least-squares gain of each reference put in its slot (its CA-SI-SDRi is 0 dB); read "
+        "least-squares gain of each reference put in its slot (its CA-SI-SDRi is 0 dB unless a "
+        "reference is silent: its floor estimate is then silent too, and scores high); read "
         "CA-SDRi against it.",
         "",
         "## Per class",
