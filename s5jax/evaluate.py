@@ -214,6 +214,8 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--separator is required (or --estimates DIR)")
     elif not args.tagger and not args.oracle_labels:
         raise ValueError("--tagger is required unless --oracle-labels is given")
+    if not args.out:
+        raise ValueError("--out: expected a folder name")
     out = Path(args.out)
     sub = Path(args.submission) if args.submission else None
     if sub is not None and _overlap(sub, out):

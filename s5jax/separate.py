@@ -58,8 +58,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir()
-                           if q.suffix.lower() == ".wav" and not q.name.startswith("."))
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() == ".wav"
+                           and not q.name.startswith(".") and q.is_file())
             if not found:
                 raise ValueError(f"{p}: directory holds no .wav files")
             out += found
@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Check everything, load the models, separate into a staging folder, move the outputs
     into place; returns the number of files written."""
-    given = parse_labels(args.labels) if args.labels else None
+    if not args.out:
+        raise ValueError("--out: expected a folder name")
+    given = parse_labels(args.labels) if args.labels is not None else None
     if given is None and not args.tagger:
         raise ValueError("--tagger is required unless --labels is given")
     if args.batch_chunks < 1:
@@ -184,7 +186,8 @@ def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Pat
                   ) -> tuple[int, dict]:
     """Separate one input into the staging folder ``tmp``; returns the number of files written
     and its entry of the 2026 ``eval_results.json`` (file, label and probability per estimate:
-    the tagger's winning softmax, 1.0 for given labels as the official oracle-label mode)."""
+    the tagger's winning softmax, an 18-sigmoid tagger's probability of the class, 1.0 for
+    given labels as the official oracle-label mode)."""
     x = read_soundscape(path)
     res = pipe(x[None], None if given is None else [given])
     labels = [int(v) for v in np.asarray(res["labels"])[0]]
@@ -196,16 +199,24 @@ def _separate_one(args, ed, pipe, given, path: Path, info: wav.WavInfo, tmp: Pat
     if args.submission and not kept and not (args.allow_empty or ed.empty_mixtures):
         raise ValueError(f"{path}: no class detected (the challenge expects at least one)")
     names = output_names(path.stem, labels, ed.slotted_names)
-    slot_probs = np.ones(len(labels))
+    slot_probs = np.ones(len(labels))  # given labels: the official 1
     if given is None and probs is not None and np.ndim(probs) == 3:
         slot_probs = np.asarray(slot_decision(probs)[1])[0]
+    elif given is None and probs is not None:  # an 18-sigmoid tagger: its class's probability
+        slot_probs = np.asarray(probs)[0][np.maximum(labels, 0)]
     entry = {"soundscape": path.stem, "estimate": [
         {"filename": n, "label": CLASSES[lab], "probability": float(slot_probs[k])}
         for (k, lab), n in zip(kept, names, strict=True)]}
+    peak = float(np.max(np.abs(x)))
+    if peak > 1.0:
+        print(f"note: {path}: samples reach ±{peak:.3g}, beyond full scale ±1 (a float WAV "
+              "written at integer scale?); the models expect audio within ±1", file=sys.stderr)
     for (k, lab), n in zip(kept, names, strict=True):
         if not np.isfinite(wave[k]).all():
+            why = (f"the input reaches ±{peak:.3g}, far beyond full scale ±1" if peak > 1.0
+                   else "check the separator's weights")
             raise ValueError(f"{path}: the separated {CLASSES[lab]} is not finite (NaN or inf); "
-                             "check the separator's weights")
+                             f"{why}")
         wav.write(tmp / n, wave[k], subtype="PCM_16" if args.submission else "FLOAT")
     if args.submission:
         return len(names), entry

@@ -136,6 +136,8 @@ def test_non_finite_options_are_refused(scored_set, tmp_path, capsys):
     assert "chunk_seconds=inf, overlap_seconds=1.0: expected finite" in capsys.readouterr().err
     assert evaluate.main(base + ["--threshold", "nan"]) == 2
     assert "threshold=nan: expected a probability in [0, 1]" in capsys.readouterr().err
+    assert evaluate.main(base[:-1] + [""]) == 2  # --out "" would write into the working folder
+    assert "--out: expected a folder name" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -122,3 +122,50 @@ def test_argument_errors(tmp_path, capsys):
     assert separate.main(["--separator", "s", "--labels", "Speech", str(tmp_path / "a.wav"),
                           str(tmp_path / "d"), "--out", "o"]) == 2
     assert "two inputs named 'a'" in capsys.readouterr().err
+    assert separate.main(["--separator", "s", str(tmp_path / "a.wav"), "--out", "o",
+                          "--labels", ""]) == 2
+    assert "--labels: no class names given" in capsys.readouterr().err
+    assert separate.main(["--separator", "s", "--labels", "Speech", str(tmp_path / "a.wav"),
+                          "--out", ""]) == 2
+    assert "--out: expected a folder name" in capsys.readouterr().err
+
+
+def test_awkward_names_folders_and_loud_input(tiny_models, tmp_path, capsys):
+    import math
+    import os
+
+    tagger, separator = tiny_models
+    d = tmp_path / "in"
+    d.mkdir()
+    latin1 = os.fsdecode(b"caf\xe9")  # a Latin-1 name on a UTF-8 system: surrogates in Python
+    _input(d / f"{latin1}.wav")
+    (d / "takes.wav").mkdir()  # a folder named like a wav is not an input
+    x = _input(d / "loud.wav", seed=1)
+    wav.write(d / "loud.wav", x * 32767)  # a float WAV written at integer scale
+    out = tmp_path / "out"
+    assert separate.main(["--tagger", str(tagger), "--separator", str(separator), str(d),
+                          "--out", str(out), "--task", "dcase2026", "--submission"]) == 0
+    assert "loud.wav: samples reach ±" in capsys.readouterr().err
+    names = sorted(os.listdir(out / "eval_out"))
+    assert f"{latin1}_0_Blender.wav" in names and "loud_0_Blender.wav" in names
+    # The 18-sigmoid tagger's probability of each class (sigmoid(3) here), not 1.0.
+    listing = json.loads((out / "eval_results.json").read_text())["probabilities"]
+    probs = [e["probability"] for m in listing for e in m["estimate"]]
+    assert len(probs) == 4
+    assert probs == pytest.approx([1 / (1 + math.exp(-3.0))] * 4, abs=1e-3)
+
+
+def test_header_problems_are_named_plainly(tmp_path):
+    from s5jax.inference.files import check_soundscape
+
+    _input(tmp_path / "a.wav")
+    raw = bytearray((tmp_path / "a.wav").read_bytes())
+    at = raw.index(b"data")
+    raw[at + 4: at + 8] = (0).to_bytes(4, "little")  # a streaming writer's unfinished header
+    (tmp_path / "stream.wav").write_bytes(raw)
+    with pytest.raises(ValueError, match="its header declares no samples, yet the file holds"):
+        check_soundscape(tmp_path / "stream.wav")
+    _input(tmp_path / "short.wav", sr=16000, n=100)
+    with pytest.raises(ValueError, match=r"short.wav \(100 frames at 16000 Hz, resampled to "
+                                         r"32000\): 200 samples"):
+        check_soundscape(tmp_path / "short.wav")

@@ -92,7 +92,9 @@ def _opened(path: Path):
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        f = sf.SoundFile(str(path))
+        # As bytes: soundfile encodes a str path strictly as UTF-8, so a name that is not
+        # (a Latin-1 name on a UTF-8 system, kept by Python as surrogates) could not be opened.
+        f = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise ValueError(f"{path}: not a readable audio file ({e})") from None
     with f:

@@ -33,8 +33,15 @@ def check_soundscape(path: str | os.PathLike) -> wav.WavInfo:
         raise ValueError(f"{path}: {info.channels} channel(s); 4-channel first-order ambisonics "
                          "(FOA, the DCASE S5 format) is required")
     if info.frames == 0:
+        size = Path(path).stat().st_size
+        if size > 1024:  # libsndfile trusts a data size of 0 over the bytes that follow it
+            raise ValueError(f"{path}: its header declares no samples, yet the file holds {size}"
+                             " bytes (a header a streaming writer left unfinished?): rewrite "
+                             "the header")
         raise ValueError(f"{path}: no samples (an empty recording)")
-    check_length(resampled_frames(info), path)
+    where = path if info.sample_rate == wav.SAMPLE_RATE else \
+        f"{path} ({info.frames} frames at {info.sample_rate} Hz, resampled to {wav.SAMPLE_RATE})"
+    check_length(resampled_frames(info), where)
     return info
 
 
