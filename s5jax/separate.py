@@ -38,7 +38,8 @@ from s5jax.atomic import Staging, check_free_space, write_atomic
 from s5jax.audio import wav
 from s5jax.cli import ArgumentParser, fail
 from s5jax.data.synth import TASKS
-from s5jax.inference.editions import DCASE2025, DCASE2026, edition
+from s5jax.data.testset import match_soundscape
+from s5jax.inference.editions import DCASE2025, DCASE2026, Edition, edition
 from s5jax.inference.files import (
     check_soundscape,
     output_names,
@@ -85,6 +86,42 @@ def parse_labels(text: str, max_sources: int = MAX_SOURCES) -> list[int]:
         return [class_index(t) for t in items]
     except ValueError as e:
         raise ValueError(f"--labels: {e}") from None
+
+
+def merge_listing(out: Path, ed: Edition, listing: list[dict]) -> list[dict]:
+    """The ``eval_results.json`` entries for a 2026 submission folder ``out`` that already holds
+    one (``--overwrite``): the earlier entries of other inputs are kept, those of the inputs of
+    this run replaced, so that the file lists every wav of ``eval_out/`` (the official
+    ``verify_json``). An earlier estimate of an input of this run that this run does not rewrite
+    would be left unlisted: ``ValueError`` naming it."""
+    path = out / ed.submission_json
+    if not path.is_file():
+        return listing
+    mine = {m["soundscape"] for m in listing}
+    try:
+        old = json.loads(path.read_text())
+        entries = old["probabilities"] if isinstance(old, dict) else None
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and "soundscape" in e for e in entries):
+            raise ValueError('expected {"probabilities": [{"soundscape": …}, …]}')
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not an eval_results.json ({e}); refusing to merge into it"
+                         ) from None
+    kept = [e for e in entries if e["soundscape"] not in mine]
+    written = {e["filename"] for m in listing for e in m["estimate"]}
+    stale = []
+    wavs = out / ed.submission_wavs
+    for n in sorted(os.listdir(wavs)) if wavs.is_dir() else []:
+        try:
+            if match_soundscape(n, mine) and n not in written:
+                stale.append(n)
+        except ValueError:
+            continue
+    if stale:
+        raise ValueError(f"{wavs / stale[0]}: an earlier estimate of an input of this run, which "
+                         "this run does not rewrite, would stay unlisted in "
+                         f"{ed.submission_json}; remove it (or write to a new folder)")
+    return kept + listing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
             count += n
             listing.append(entry)
         if args.submission and ed.submission_json:  # the official eval_results.json
+            listing = merge_listing(out, ed, listing)
             write_atomic(tmp / ed.submission_json,
                          json.dumps({"probabilities": listing}, indent=4) + "\n")
             count += 1

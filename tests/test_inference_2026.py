@@ -204,3 +204,33 @@ def test_separate_2026_names_and_slots(tiny_slot_tagger, tiny_models, tmp_path):
         {"filename": n, "label": n[8:-4], "probability": 1.0}
         for n in ("scene_0_Dishes.wav", "scene_1_Speech.wav", "scene_2_Dishes.wav")]}]
     verify_json(str(sub / "eval_results.json"), str(sub / "eval_out"))
+
+
+def test_separate_2026_submission_in_parts_stays_consistent(tiny_models, tmp_path, capsys):
+    """Two runs into one submission folder (--overwrite): eval_results.json lists the wavs of
+    both, as the official verify_json requires; a stale estimate of a re-separated input is
+    refused rather than left unlisted."""
+    _, separator = tiny_models
+    x = np.random.default_rng(0).standard_normal((4, 16000)).astype(np.float32) * 0.1
+    for n in ("a", "b"):
+        wav.write(tmp_path / f"{n}.wav", x)
+    sub = tmp_path / "sub"
+
+    def run(name, labels):
+        return separate.main(["--separator", str(separator), str(tmp_path / f"{name}.wav"),
+                              "--out", str(sub), "--labels", labels, "--submission", "--task",
+                              "dcase2026", "--overwrite"])
+
+    assert run("a", "Dishes") == 0 and run("b", "Speech,Cough") == 0
+    verify_json(str(sub / "eval_results.json"), str(sub / "eval_out"))
+    assert run("a", "Dishes") == 0  # the same outputs again: a's entry replaced, b's kept
+    listing = json.loads((sub / "eval_results.json").read_text())["probabilities"]
+    assert sorted(m["soundscape"] for m in listing) == ["a", "b"]
+    verify_json(str(sub / "eval_results.json"), str(sub / "eval_out"))
+    before = {p.name: p.read_bytes() for p in (sub / "eval_out").iterdir()}
+    assert run("b", "Speech") == 2  # b_1_Cough.wav would stay, unlisted
+    assert "b_1_Cough.wav: an earlier estimate of an input of this run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (sub / "eval_out").iterdir()} == before
+    (sub / "eval_results.json").write_text("[]")
+    assert run("a", "Dishes") == 2
+    assert "not an eval_results.json" in capsys.readouterr().err
