@@ -303,6 +303,21 @@ TRAIN_ROWS = [
                               "--config.data.root={tmp}/nodata"], "no such dataset folder"),
     ("bad config value", ["--config", "configs/resunetk.py:smoke", "--workdir", "{tmp}/run",
                           "--config.train.best_mode=middle"], "config.train.best_mode='middle'"),
+    # Values a run would only refuse after its dataset scan, or fail on in the model's init,
+    # leaving a work directory behind (and --dry_run passed them).
+    ("unknown schedule", ["--config", "configs/resunetk.py:smoke", "--workdir", "{tmp}/run",
+                          "--config.optim.schedule=bogus"], "config.optim.schedule='bogus'"),
+    ("nan learning rate", ["--config", "configs/resunetk.py:smoke", "--workdir", "{tmp}/run",
+                           "--config.optim.lr=nan"], "config.optim.lr=nan"),
+    ("zero width", ["--config", "configs/resunetk.py:smoke", "--workdir", "{tmp}/run",
+                    "--config.model.dprnn_hidden=0"], "dprnn_hidden=0"),
+    ("empty name", ["--config", "configs/resunetk.py:smoke", "--workdir", "{tmp}/run",
+                    "--config.name="], "config.name=''"),
+    ("heads not dividing the width", ["--config", "configs/m2d_at.py:smoke", "--workdir",
+                                      "{tmp}/run", "--config.model.num_heads=3"],
+     "embed_dim=16 is not divisible by num_heads=3"),
+    ("unknown trainable", ["--config", "configs/m2d_at.py:smoke", "--workdir", "{tmp}/run",
+                           "--config.trainable=bogus"], "config.trainable='bogus'"),
 ]
 
 _DRIVER = textwrap.dedent("""

@@ -77,8 +77,11 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model config film={cfg.film!r}: expected one of {FILM_MODES}")
     if cfg.bottleneck not in BOTTLENECKS:
         raise ValueError(f"model config bottleneck={cfg.bottleneck!r}: expected {BOTTLENECKS}")
-    if len(tuple(cfg.channels)) != 6:
-        raise ValueError(f"model config channels={tuple(cfg.channels)}: expected six widths")
+    if len(tuple(cfg.channels)) != 6 or min(int(c) for c in cfg.channels) < 1:
+        raise ValueError(f"model config channels={tuple(cfg.channels)}: expected six widths ≥ 1")
+    if int(cfg.get("dprnn_hidden", 1)) < 1 or int(cfg.get("dprnn_repeats", 1)) < 1:
+        raise ValueError(f"model config dprnn_hidden={cfg.get('dprnn_hidden')}, dprnn_repeats="
+                         f"{cfg.get('dprnn_repeats')}: expected ≥ 1 each")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model config dtype={cfg.dtype!r}: expected one of {sorted(DTYPES)}")
     if not 0.0 < float(cfg.get("bn_momentum", BN_MOMENTUM)) <= 1.0:

@@ -97,6 +97,13 @@ def tagger_config(**overrides: Any) -> ml_collections.ConfigDict:
         )
     if cfg.head not in HEADS:
         raise ValueError(f"tagger config head={cfg.head!r}: expected one of {HEADS}")
+    for name in ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch", "n_mels", "frames",
+                 "adapter_ratio"):
+        if not cfg[name] >= 1:
+            raise ValueError(f"tagger config {name}={cfg[name]!r}: expected ≥ 1")
+    if cfg.embed_dim % cfg.num_heads:
+        raise ValueError(f"tagger config embed_dim={cfg.embed_dim} is not divisible by "
+                         f"num_heads={cfg.num_heads}")
     if not 1 <= int(cfg.in_channels) <= 4:
         raise ValueError(f"tagger config in_channels={cfg.in_channels!r}: expected 1..4")
     if not 0.0 <= float(cfg.head_prior) < 1.0:
@@ -364,6 +371,19 @@ def slot_decision(logits: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 
 TRAINABLE, FROZEN = "trainable", "frozen"
+
+
+def check_trainable(mode: str, depth: int) -> None:
+    """``ValueError`` unless ``mode`` is a :func:`trainable_mask` mode for ``depth`` blocks."""
+    if mode in ("all", "head", "adapters"):
+        return
+    if isinstance(mode, str) and mode.startswith("blocks:"):
+        k = mode.split(":", 1)[1]
+        if k.isdigit() and int(k) <= depth:
+            return
+        raise ValueError(f"config.trainable={mode!r}: expected blocks:k with 0 ≤ k ≤ {depth}")
+    raise ValueError(f"config.trainable={mode!r}: expected 'head', 'blocks:k', 'adapters' or "
+                     "'all'")
 
 
 def trainable_mask(params: Any, mode: str) -> Any:

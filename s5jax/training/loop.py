@@ -40,7 +40,13 @@ from s5jax.data import embedded, loader
 from s5jax.data.recipes import task_config
 from s5jax.models import remat as remat_lib
 from s5jax.models.separator import build_separator, validate_config
-from s5jax.models.tagger import build_tagger, predict, tagger_config, trainable_mask
+from s5jax.models.tagger import (
+    build_tagger,
+    check_trainable,
+    predict,
+    tagger_config,
+    trainable_mask,
+)
 from s5jax.training import checkpoint as ckpt_lib
 from s5jax.training import heldout, optim, preemption, steps
 from s5jax.training.logging import Logger, read_jsonl
@@ -268,6 +274,15 @@ def check_config(config: ml_collections.ConfigDict) -> str:
         raise ValueError(f"config.train.best_metric={t.best_metric!r}: expected one of {names}")
     if task == steps.SEPARATOR and config.trainable != "all":
         raise ValueError(f"config.trainable={config.trainable!r}: separators train 'all'")
+    if task == steps.TAGGER:
+        check_trainable(config.trainable, int(config.model.depth))
+    optim.check_config(config.optim)
+    if int(t.get("max_nonfinite", 1)) < 1:
+        raise ValueError(f"config.train.max_nonfinite={t.max_nonfinite}: expected ≥ 1")
+    name = str(config.get("name", "run"))
+    if not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
+        raise ValueError(f"config.name={name!r}: expected a plain folder name (the default "
+                         "work directory is runs/<name>)")
     if d.clip_seconds <= 0:
         raise ValueError(f"config.data.clip_seconds={d.clip_seconds}: expected > 0")
     if d.valid_limit is not None and d.valid_limit < 1:
@@ -550,9 +565,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if main_process:
             print(_complete_message(workdir, plan.resume.step, config), file=sys.stderr)
         return _last_validation(workdir)
-    if main_process and plan.resume.step is None:
-        ckpt_lib.write_train_config(workdir, config)
-
     mesh = mesh_lib.make_mesh()
     model = build_model(task, config.model, t.get("remat", remat_lib.NONE))
     variables = init_variables(task, model, config.model, int(t.seed))
@@ -564,6 +576,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     lr_schedule = optim.make_schedule(config.optim, int(t.num_steps))
     replicated = NamedSharding(mesh, P())
     state = jax.device_put(create_state(variables, tx, int(t.seed)), replicated)
+    # Once the model and optimiser are built: a config they refuse leaves no work directory.
+    if main_process and plan.resume.step is None:
+        ckpt_lib.write_train_config(workdir, config)
 
     catalog = plan.catalog
     mix_cfg = task_config(config.task, task, d.clip_seconds)

@@ -163,6 +163,41 @@ def adamw_torch(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def check_config(optim: ml_collections.ConfigDict) -> None:
+    """``ValueError`` naming the field of ``config.optim`` whose value cannot train (checked
+    before any work, also by ``--dry_run``)."""
+
+    def value(name, default=None) -> float:
+        v = optim.get(name, default)
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"config.optim.{name}={v!r}: expected a number") from None
+
+    def need(name, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"config.optim.{name}={optim.get(name)!r}: expected {expected}")
+
+    lr, b1, b2, eps = value("lr"), value("b1", 0.9), value("b2", 0.999), value("eps", 1e-8)
+    need("lr", math.isfinite(lr) and lr > 0, "a finite rate > 0")
+    need("b1", 0 <= b1 < 1, "0 ≤ b1 < 1")
+    need("b2", 0 <= b2 < 1, "0 ≤ b2 < 1")
+    need("eps", math.isfinite(eps) and eps > 0, "a finite value > 0")
+    wd = value("weight_decay", 0.0)
+    need("weight_decay", math.isfinite(wd) and wd >= 0, "a finite value ≥ 0")
+    if optim.get("clip_norm") is not None:
+        clip = value("clip_norm")
+        need("clip_norm", math.isfinite(clip) and clip >= 0, "a finite norm (0: no clipping)")
+    warmup = value("warmup_steps", 0)
+    need("warmup_steps", warmup >= 0 and warmup == int(warmup), "a whole number ≥ 0")
+    final = value("final_lr_ratio", 0.0)
+    need("final_lr_ratio", 0 <= final <= 1, "0 ≤ ratio ≤ 1")
+    need("schedule", optim.get("schedule", "constant") in SCHEDULES, f"one of {SCHEDULES}")
+
+
 def make_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> Callable[[Any], Any]:
     """Learning-rate schedule of the 0-based update count from ``config.optim``.
 
