@@ -209,3 +209,15 @@ def test_test_dir_follows_the_task_where_a_root_holds_both(tmp_path):
     assert catalog.find_test_dir(tmp_path, "dcase2026") == tmp_path / "synthesized" / "test"
     (tmp_path / "test" / "soundscape").rmdir()
     assert catalog.find_test_dir(tmp_path, "dcase2025") == tmp_path / "synthesized" / "test"
+
+
+def test_broken_link_and_a_clip_too_short_for_32_khz_are_refused(copy):
+    speech = copy / "sound_event" / "train" / "Speech"
+    (speech / "gone.wav").symlink_to(copy / "nowhere.wav")
+    wav.write(speech / "tiny48.wav", np.zeros(1, np.float32), sample_rate=48000)
+    with pytest.raises(ValueError) as e:
+        catalog.scan(copy)
+    msg = str(e.value)
+    assert "2 problem(s)" in msg
+    assert "Speech/gone.wav: a broken symbolic link (to " in msg
+    assert "Speech/tiny48.wav: 1 frame(s) at 48000 Hz, none left at 32000 Hz" in msg

@@ -1,5 +1,6 @@
 """Recipe statistics (P15, spec §2.3) and cross-process determinism."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -318,3 +319,33 @@ def test_bad_ref_event(split):
                 else ["silence"] * 3)
     with pytest.raises(ValueError, match="ref_event"):
         recipes.recipe_from_metadata(recipes.ValidEntry("m", meta, bad), split, CFG)
+
+
+def test_nulls_in_metadata(split, tmp_path):
+    """A null foreground source_time reads from the file's start (librosa.load(offset=None),
+    as the official readers do); a null event_position (the official traj_2_ir_idx fails),
+    a background snr other than 0, a null metadata_path or config are refused by name."""
+    r = next(r for i in range(100)
+             if (r := recipes.make_recipe(split, i, 9)).active[3] and int(r.noise) >= 0)
+    meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)
+    entry = recipes.ValidEntry("m", meta, tuple(ref))
+    meta["int_events"][0]["source_time"] = None
+    assert recipes.recipe_from_metadata(entry, split, CFG).source_time[3] == 0.0
+    meta["int_events"][0]["event_position"] = None
+    with pytest.raises(ValueError, match=r"validation mixture m: event_position None: expected "
+                                         r"\[\[x, y, z\]\]"):
+        recipes.recipe_from_metadata(entry, split, CFG)
+    meta["int_events"][0]["event_position"] = [[0.0, 1.0]]
+    with pytest.raises(ValueError, match=r"event_position \[\[0.0, 1.0\]\]: expected"):
+        recipes.recipe_from_metadata(entry, split, CFG)
+    meta["int_events"][0]["event_position"] = [[0.0, 1.0, 0.5]]
+    meta["bg_events"][0]["snr"] = 10
+    with pytest.raises(ValueError, match="background snr 10: only 0 is supported"):
+        recipes.recipe_from_metadata(entry, split, CFG)
+    listing = tmp_path / "valid.json"
+    (tmp_path / "a.json").write_text(json.dumps(dict(meta, config=None)))
+    listing.write_text(json.dumps([{"metadata_path": None}, {"metadata_path": "a.json"}]))
+    with pytest.raises(ValueError) as e:
+        recipes.read_valid_metadata(listing)
+    assert "2 problem(s)" in str(e.value) and "entry 0 lacks a metadata_path" in str(e.value)
+    assert "a.json: mixture metadata's config must be an object" in str(e.value)

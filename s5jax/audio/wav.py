@@ -90,6 +90,8 @@ def _open_info(path: Path) -> WavInfo:
 def _opened(path: Path):
     """``(soundfile, WavInfo)`` of a checked file, open once for its header and its samples."""
     if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            raise ValueError(f"{path}: a broken symbolic link (to {os.readlink(path)})")
         raise ValueError(f"{path}: no such file")
     try:
         # As bytes: soundfile encodes a str path strictly as UTF-8, so a name that is not

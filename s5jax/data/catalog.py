@@ -132,7 +132,9 @@ def _files(folder: Path, pattern: str, scan: _Scan, recursive: bool = False) -> 
     """Visible files matching ``pattern`` directly in ``folder`` (the 2025 baseline's
     non-recursive glob) or, ``recursive``, in any visible sub-folder too (the 2026 baseline's
     ``glob("**/*.wav", recursive=True)``); both skip dot-files, which pathlib's glob would not."""
-    out = sorted(_visible((p for p in folder.glob(pattern) if p.is_file()), scan))
+    # A broken symbolic link is kept, to be refused by name (the official glob lists it too).
+    out = sorted(_visible((p for p in folder.glob(pattern)
+                           if p.is_file() or (p.is_symlink() and not p.exists())), scan))
     if recursive:
         for sub in _visible(sorted(p for p in folder.iterdir() if p.is_dir()), scan):
             out += _files(sub, pattern, scan, recursive=True)
@@ -147,6 +149,10 @@ def _clip(path: Path, label: str, scan: _Scan, base: Path | None = None) -> Clip
         return None
     if i.frames == 0:
         scan.problems.append(f"{path}: no audio frames, expected at least one")
+        return None
+    if i.frames * SAMPLE_RATE // i.sample_rate == 0:
+        scan.problems.append(f"{path}: {i.frames} frame(s) at {i.sample_rate} Hz, none left at "
+                             f"{SAMPLE_RATE} Hz; expected at least one")
         return None
     if i.sample_rate != SAMPLE_RATE:
         scan.resampled.append((path, i.sample_rate))

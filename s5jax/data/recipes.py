@@ -346,8 +346,8 @@ def read_valid_metadata(valid_json: Path) -> list[ValidEntry]:
         raise ValueError(f"{valid_json}: expected a JSON list of {{metadata_path[, ref_event]}}")
     out, problems = [], []
     for i, e in enumerate(entries):
-        if not isinstance(e, Mapping) or "metadata_path" not in e:
-            problems.append(f"{valid_json}: entry {i} lacks metadata_path")
+        if not isinstance(e, Mapping) or not isinstance(e.get("metadata_path"), str):
+            problems.append(f"{valid_json}: entry {i} lacks a metadata_path (a relative path)")
             continue
         p = valid_json.parent / e["metadata_path"]
         try:
@@ -363,6 +363,10 @@ def read_valid_metadata(valid_json: Path) -> list[ValidEntry]:
         missing = [k for k in ("config", "fg_events", "room") if k not in meta]
         if missing:
             problems.append(f"{p}: mixture metadata lacks {', '.join(map(repr, missing))}")
+            continue
+        if not isinstance(meta["config"], Mapping) or not isinstance(meta["fg_events"], list):
+            problems.append(f"{p}: mixture metadata's config must be an object and fg_events a "
+                            "list")
             continue
         ref = e.get("ref_event")
         out.append(ValidEntry(Path(e["metadata_path"]).stem, meta,
@@ -408,8 +412,16 @@ class ClipIndex:
         raise ValueError(f"{where}: source_file {source_file!r} is not in the catalog split")
 
 
-def _nearest(room: Room, xyz: Sequence) -> int:
-    p = np.asarray(xyz, np.float64).reshape(-1)[:3]
+def _nearest(room: Room, xyz: Sequence, where: str) -> int:
+    """The room measurement nearest to ``xyz`` (``[[x, y, z]]`` or ``[x, y, z]``); ``ValueError``
+    for anything else (a null position: the official ``traj_2_ir_idx`` fails on it)."""
+    try:
+        p = np.asarray(xyz, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        p = np.zeros(0)
+    if p.shape != (3,) or not np.isfinite(p).all():
+        raise ValueError(f"{where}: event_position {xyz!r}: expected [[x, y, z]], a point of "
+                         f"{room.path.name}")
     return int(np.argmin(np.sum((np.asarray(room.positions, np.float64) - p) ** 2, axis=1)))
 
 
@@ -421,7 +433,10 @@ def place_event(out: dict[str, np.ndarray], slot: int, ev: Mapping, clip: Clip, 
     an event must start inside its file and end inside the mixture, as every event the official
     generators write does; ``ValueError`` naming the mixture and the file otherwise.
     """
-    st, du, on = float(ev["source_time"]), float(ev["event_duration"]), float(ev["event_time"])
+    # A null source_time reads the file from its start, as librosa.load(offset=None) does in
+    # both official readers.
+    st = float(ev["source_time"] if ev["source_time"] is not None else 0.0)
+    du, on = float(ev["event_duration"]), float(ev["event_time"])
     if not 0 <= int(st * clip.sample_rate) < clip.frames:
         raise ValueError(f"{where}: source_time {st:g} s is outside {clip.path} "
                          f"({clip.seconds:.6g} s)")
@@ -443,6 +458,12 @@ def place_noise(out: dict[str, np.ndarray], bg: Sequence[Mapping], split: Split,
         return
     if len(bg) > 1:
         raise ValueError(f"{where}: {len(bg)} background events, at most 1 supported")
+    snr = bg[0].get("snr", 0)
+    if snr != 0:
+        # The official renderers put the background at ref_db + snr; both official generators
+        # write snr 0, and s5jax renders the background at ref_db only.
+        raise ValueError(f"{where}: background snr {snr!r}: only 0 is supported (the background "
+                         "at ref_db, as the official generators write it)")
     _, k = ClipIndex({"": split.noise}).find(bg[0]["source_file"], where)
     clip = split.noise[k]
     if clip.channels != room.channels:
@@ -513,14 +534,15 @@ def recipe_from_metadata(
         used.add(j)
         name, f = targets.find(fg[j]["source_file"], where)
         place_event(out, slot, fg[j], split.targets[name][f], labels_lib.class_index(name), f,
-                    _nearest(room, fg[j]["event_position"]), cfg, where)
+                    _nearest(room, fg[j]["event_position"], where), cfg, where)
     ints = meta.get("int_events", [])
     if len(ints) > cfg.num_interferers:
         raise ValueError(f"{where}: {len(ints)} interferers, at most {cfg.num_interferers}")
     for j, ev in enumerate(ints):
         name, f = interference.find(ev["source_file"], where)
         place_event(out, cfg.num_targets + j, ev, split.interference[name][f],
-                    i_names.index(name), f, _nearest(room, ev["event_position"]), cfg, where)
+                    i_names.index(name), f, _nearest(room, ev["event_position"], where), cfg,
+                    where)
     place_noise(out, meta.get("bg_events", []), split, room, cfg, where)
     return Recipe(**out)
 
@@ -549,7 +571,7 @@ def resolve_entries(
         raise ValueError(f"{valid_json}: empty validation list")
     try:
         cfgs = {config_of(e.metadata) for e in entries}
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{valid_json}: malformed mixture config ({err})") from None
     if len(cfgs) != 1:
         raise ValueError(f"{valid_json}: mixtures differ in sr/duration/ref_db/window")
@@ -559,8 +581,9 @@ def resolve_entries(
     for e in entries:
         try:
             out.append(recipe_of(e, split, cfg, index))
-        except (ValueError, KeyError, TypeError) as err:
-            msg = str(err) if isinstance(err, ValueError) else f"malformed event field {err}"
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            msg = str(err) if isinstance(err, ValueError) else \
+                f"malformed metadata ({type(err).__name__}: {err})"
             problems.append(msg if msg.startswith("validation mixture") else
                             f"validation mixture {e.name}: {msg}")
     if problems:
