@@ -199,6 +199,9 @@ def test_default_root_and_cli(embedded_small, monkeypatch, tmp_path, capsys):
     (tmp_path / "f" / "x").write_text("")
     assert embedded.main(["--out", str(tmp_path / "f")]) == 2
     assert "error:" in capsys.readouterr().err
+    assert embedded.main(["--out", str(tmp_path / "f" / "x" / "data")]) == 2
+    assert f"cannot create a folder there ({tmp_path / 'f' / 'x'} is a file)" in \
+        capsys.readouterr().err
 
 
 def test_a_2026_dataset_is_not_taken_for_a_2025_one(embedded_2026):

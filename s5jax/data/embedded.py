@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s5jax.atomic import make_temp_dir
+from s5jax.atomic import existing_ancestor, make_temp_dir
 from s5jax.audio import wav
 from s5jax.cli import ArgumentParser, fail
 from s5jax.data import rooms, sofa, sounds
@@ -280,6 +280,9 @@ def ensure_embedded(root: str | os.PathLike | None = None, scale: str = "small",
                              f"scale={scale} seed={seed} task={task}")
         else:
             stale = True  # older generator version: rebuild and swap
+    anc = existing_ancestor(root.parent)
+    if not anc.is_dir():
+        raise ValueError(f"{root}: cannot create a folder there ({anc} is a file)")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(root.parent, root.name)
     try:
