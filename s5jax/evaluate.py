@@ -179,24 +179,18 @@ def _overlap(a: Path, b: Path) -> bool:
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
-def check_outputs_apart(inputs: dict[str, Path | None], replaced: dict[str, Path | None],
-                        merged: dict[str, Path]) -> None:
-    """``ValueError`` if an output folder could overwrite an input folder (the test set, the
-    estimates): a ``replaced`` folder (estimate wavs; ``--overwrite`` replaces it, and a test
-    set's references are named like estimates) may neither hold nor lie inside an input; a
-    ``merged`` one (the report files) may not lie inside one. ``--out DIR`` beside
-    ``--estimates DIR/estimates``, rescoring a run's own ``--write-wavs`` output, is fine."""
+def check_outputs_apart(inputs: dict[str, Path | None], outputs: dict[str, Path | None],
+                        ) -> None:
+    """``ValueError`` if an estimates folder that may be replaced as a whole (``--submission``,
+    ``--write-wavs``' ``OUT/estimates``) is, holds or lies inside an input folder (the test set,
+    ``--estimates``): a test set's references are named like estimates, so ``--overwrite``
+    would replace them. The report files of ``--out`` are never wavs, so ``--out RUN
+    --estimates RUN/estimates`` (rescoring a run's own wavs) is fine."""
     for iname, i in inputs.items():
-        if i is None:
-            continue
-        for oname, o in replaced.items():
-            if o is not None and _overlap(o, i):
+        for oname, o in outputs.items():
+            if i is not None and o is not None and _overlap(o, i):
                 raise ValueError(f"{oname} {o} and {iname} {i} overlap: estimates must not be "
                                  "written into, or around, a folder that is read")
-        for oname, o in merged.items():
-            if o.resolve().is_relative_to(i.resolve()):
-                raise ValueError(f"{oname} {o} is inside {iname} {i}: expected a folder of its "
-                                 "own for the report")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -227,7 +221,7 @@ def run(args: argparse.Namespace) -> dict:
         check_outputs_apart(
             {"--data": test_root, "--estimates": estimates},
             {"--submission": sub, "--write-wavs folder": out / "estimates" if args.write_wavs
-             else None}, {"--out": out})
+             else None})
 
     apart(test_root)  # before the models
     with Staging() as staging:
