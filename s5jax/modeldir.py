@@ -18,11 +18,32 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from s5jax.atomic import Staging, existing_ancestor, write_atomic
 
 CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
+
+
+def variable_problems(want: Any, have: Any) -> list[str]:
+    """How the variables ``have`` differ from ``want`` (a model's ``init`` output or its
+    ``eval_shape``) in their ``params`` and ``batch_stats``: missing, unexpected and mis-shaped
+    leaves, a few of each named; empty if they fit."""
+    problems = []
+    for col in ("params", "batch_stats"):
+        w = traverse_util.flatten_dict(dict(want.get(col, {}) or {}))
+        h = traverse_util.flatten_dict(dict(have.get(col, {}) or {}))
+        missing = sorted("/".join(k) for k in w if k not in h)
+        extra = sorted("/".join(k) for k in h if k not in w)
+        shapes = sorted(f"{'/'.join(k)} {tuple(np.shape(h[k]))} (expected "
+                        f"{tuple(np.shape(w[k]))})"
+                        for k in w if k in h and tuple(np.shape(h[k])) != tuple(np.shape(w[k])))
+        for kind, items in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes)):
+            if items:
+                problems.append(f"{kind} {col}: " + ", ".join(items[:3])
+                                + (f" and {len(items) - 3} more" if len(items) > 3 else ""))
+    return problems
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

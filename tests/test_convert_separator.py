@@ -156,3 +156,58 @@ def test_seed_target_on_baseline_weights_is_identity(ref):
     bad.channels = (8, 8, 8, 12, 12, 16)
     with pytest.raises(ValueError, match="target_config.channels"):
         convert_state_dict(sd, target_config=bad)
+
+
+WIDTH_KEY = "base.encoder_block2.conv_block1.conv1.weight"
+
+
+@pytest.mark.parametrize("case", ["missing", "mis-shaped", "out-width"])
+def test_unreadable_channel_width_names_only_that_key(ref, tmp_path, case):
+    """The widths come from the encoder conv1 kernels: one bad kernel is named on its own, not
+    as dozens of keys whose expected shapes it changed."""
+    sd = numpy_state_dict(ref)
+    if case == "missing":
+        del sd[WIDTH_KEY]
+        needles = ("cannot read the channel widths: missing key " + WIDTH_KEY,)
+    elif case == "mis-shaped":
+        sd[WIDTH_KEY] = np.zeros((3, 3, 3, 3), np.float32)
+        needles = (f"cannot read the channel widths from {WIDTH_KEY}: shape (3, 3, 3, 3), "
+                   "expected (8, 4, 3, 3)",)
+    else:  # only the output width changed: it no longer fits the next block's input width
+        sd[WIDTH_KEY] = np.zeros((5, 4, 3, 3), np.float32)
+        needles = (f"{WIDTH_KEY} has 5 output channels but "
+                   "base.encoder_block3.conv_block1.conv1.weight has 8 input channels",)
+    msg = _expect_error(sd, tmp_path, *needles)
+    assert "wrong shapes" not in msg and "missing keys" not in msg and len(msg) < 300, msg
+    assert convert_main(["separator", str(tmp_path / "bad.ckpt"), str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_integer_weight_is_refused(ref, tmp_path):
+    sd = numpy_state_dict(ref)
+    sd["base.pre_conv.bias"] = sd["base.pre_conv.bias"].astype(np.int64)
+    _expect_error(sd, tmp_path, "non-floating-point weights: base.pre_conv.bias (int64)")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_checkpoint_converts(tmp_path, dtype, capsys):
+    """float16/bfloat16 files convert (the STFT kernels are checked with a tolerance that fits
+    the dtype) to exactly the float32 conversion of the same (upcast) weights; a kernel that
+    differs by more than the rounding is still refused."""
+    ref = randomize_(ResUNet30(1, TINY), seed=1).eval()
+    low = getattr(torch, dtype)
+    state = {"model." + k: v.to(low) if v.is_floating_point() else v
+             for k, v in ref.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "half.ckpt")
+    up = {k[len("model."):]: v.float().numpy() for k, v in state.items()}
+    _, want = convert_state_dict(up | stft_kernels())  # the frozen kernels are dropped anyway
+    assert convert_main(["separator", str(tmp_path / "half.ckpt"), str(tmp_path / "out")]) == 0
+    _, got, _ = load_separator(tmp_path / "out")
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    state["model.base.istft.ola_window"] = state["model.base.istft.ola_window"] * 1.05
+    torch.save({"state_dict": state}, tmp_path / "bad.ckpt")
+    capsys.readouterr()
+    assert convert_main(["separator", str(tmp_path / "bad.ckpt"), str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.ckpt" in err and "base.istft.ola_window" in err, err
+    assert f"for {dtype}" in err and not (tmp_path / "bad").exists()

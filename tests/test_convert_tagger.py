@@ -129,3 +129,108 @@ def test_convert_file_writes_nothing_on_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt"]
     assert cli.main(["tagger", str(bad), str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def _cli_error(path, tmp_path, capsys, *args):
+    """``convert tagger PATH OUT``: exit status 2, one ``error:`` line naming the file, no OUT."""
+    capsys.readouterr()
+    assert cli.main(["tagger", str(path), str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and path.name in err, err
+    assert not (tmp_path / "out").exists()
+    return err
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """D = 64, one head: what the CLI's default head count (D // 64) fits."""
+    torch.manual_seed(6)
+    return ref.randomize_(ref.M2dAt(dim=64, depth=1, heads=1, norm_stats=(-6.0, 3.5)), seed=6)
+
+
+def test_head_bias_shape_is_checked(wide, tmp_path, capsys):
+    sd = lightning_sd(wide)
+    sd["model.head.bias"] = np.zeros(5, np.float32)
+    torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in sd.items()}},
+               tmp_path / "m.ckpt")
+    err = _cli_error(tmp_path / "m.ckpt", tmp_path, capsys)
+    assert "head.bias has shape (5,), expected (18,)" in err
+
+
+def test_converted_variables_are_checked_against_the_model_init():
+    from s5jax.convert.tagger import _check_variables
+
+    fresh = {"params": {"head": {"kernel": np.zeros((4, 18)), "bias": np.zeros(18)}},
+             "batch_stats": {"head_norm": {"mean": np.zeros(4)}}}
+    bad = {"params": {"head": {"kernel": np.zeros((4, 18)), "bias": np.zeros(5)},
+                      "extra": np.zeros(1)}, "batch_stats": {}}
+    with pytest.raises(ValueError) as e:
+        _check_variables(bad, fresh, "m.ckpt")
+    msg = str(e.value)
+    assert msg.startswith("m.ckpt: the converted variables do not fit the model")
+    for part in ("wrong shape params: head/bias (5,) (expected (18,))", "unexpected params: extra",
+                 "missing batch_stats: head_norm/mean"):
+        assert part in msg, msg
+    _check_variables(fresh, fresh, "m.ckpt")
+
+
+PTH = "module.ar.runtime.backbone."
+
+
+@pytest.mark.parametrize("case", ["no_running_var", "scalar_cls_token", "2d_patch_embed",
+                                  "mean_shape"])
+def test_pth_malformed_tensors_are_named(wide, tmp_path, capsys, case):
+    sd = evar_pth(wide, 64)["model"]
+    if case == "no_running_var":
+        del sd["module.head.norm.running_var"]
+        needle = "module.head.norm.running_mean without module.head.norm.running_var"
+    elif case == "scalar_cls_token":
+        sd[PTH + "cls_token"] = np.array(1.0, np.float32)
+        needle = "cls_token has shape (), expected (1, 1, D)"
+    elif case == "2d_patch_embed":
+        sd[PTH + "patch_embed.proj.weight"] = np.zeros((64, 16), np.float32)
+        needle = "patch_embed.proj.weight has shape (64, 16), expected (D, 1, patch, patch)"
+    else:
+        sd["module.head.norm.running_mean"] = sd["module.head.norm.running_mean"][None]
+        needle = "module.head.norm.running_mean have shape (1, 64), expected (64,)"
+    torch.save({"model": {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}},
+               tmp_path / "m.pth")
+    assert needle in _cli_error(tmp_path / "m.pth", tmp_path, capsys)
+
+
+def test_head_count_of_a_narrow_encoder_is_not_guessed(reference, tmp_path, capsys):
+    """D = 32: the default D // 64 would be 0 heads; the CLI asks for --num-heads."""
+    path = tmp_path / "m.pth"
+    torch.save({"model": {k: torch.from_numpy(np.asarray(v))
+                          for k, v in evar_pth(reference, D)["model"].items()}}, path)
+    err = _cli_error(path, tmp_path, capsys)
+    assert f"cannot infer the attention head count from embedding width D = {D}" in err
+    assert "--num-heads" in err
+    assert cli.main(["tagger", str(path), str(tmp_path / "ok"), "--num-heads", str(HEADS)]) == 0
+    assert T.load_tagger(tmp_path / "ok")[2].num_heads == HEADS
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_checkpoint_converts(wide, tmp_path, capsys, dtype):
+    """float16/bfloat16 files convert to the float32 conversion of the same (upcast) weights;
+    the nnAudio buffers are compared with a tolerance that fits the dtype, so a changed buffer
+    is still refused; an integer weight is refused, named."""
+    low = getattr(torch, dtype)
+    state = {f"model.{k}": v.to(low) if v.is_floating_point() else v
+             for k, v in wide.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "half.ckpt")
+    up = {k: v.float().numpy() for k, v in state.items()}
+    up |= {k: v for k, v in lightning_sd(wide).items() if ".to_spec." in k}  # not converted
+    _, want = convert_state_dict(up)
+    _, got = convert_state_dict(state)  # torch tensors, in memory
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert cli.main(["tagger", str(tmp_path / "half.ckpt"), str(tmp_path / "ok")]) == 0
+    jax.tree.map(np.testing.assert_array_equal, T.load_tagger(tmp_path / "ok")[1], want)
+    bad = dict(state, **{"model.to_spec.mel_basis": state["model.to_spec.mel_basis"] * 1.05})
+    torch.save({"state_dict": bad}, tmp_path / "bad.ckpt")
+    err = _cli_error(tmp_path / "bad.ckpt", tmp_path, capsys)
+    assert "to_spec.mel_basis differs" in err and f"for {dtype}" in err
+    ints = dict(state, **{"model.backbone.norm.bias": state["model.backbone.norm.bias"].long()})
+    torch.save({"state_dict": ints}, tmp_path / "int.ckpt")
+    err = _cli_error(tmp_path / "int.ckpt", tmp_path, capsys)
+    assert "non-floating-point weights: backbone.norm.bias (int64)" in err

@@ -9,6 +9,10 @@ permutation; Linear ``.T``; BatchNorm ``weight/bias`` → params ``scale/bias``,
 Dropped on purpose: ``num_batches_tracked``, the dead decoder ``bn2`` and FiLM ``beta2`` (never
 used by the official forward pass), and the frozen STFT/ISTFT kernels, which are recomputed and
 checked against the stored ones (P5) instead of loaded.
+
+Every weight must be floating point: float16 and bfloat16 checkpoints are converted (to float32),
+their frozen buffers compared with a tolerance that fits their precision; integer weights are
+refused (``s5jax.convert.checks``, shared with the tagger converter).
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ from flax import traverse_util
 
 from s5jax import modeldir, torch_io
 from s5jax.audio.stft import N_BINS, N_FFT, hann
+from s5jax.convert.checks import buffer_mismatch, check_float_weights
 from s5jax.models.dprnn import DPRNN
 from s5jax.models.separator import build_separator, separator_config, validate_config
 
 KERNEL_ATOL = 1e-6
 _LE = {"Dense_0": "0", "LayerNorm_0": "1", "Dense_1": "3", "LayerNorm_1": "4"}
+# The channel widths are read from the encoder blocks' first convolutions: encoder_block1 keeps
+# pre_conv's width, and each later one (and conv_block7a) takes its predecessor's output width.
+WIDTH_KEYS = tuple(f"base.encoder_block{i}.conv_block1.conv1.weight" for i in range(1, 7))
+_WIDTH_CHAIN = (*WIDTH_KEYS, "base.conv_block7a.conv_block1.conv1.weight")
 
 
 def stft_kernels() -> dict[str, np.ndarray]:
@@ -82,6 +91,41 @@ def _torch_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def read_channels(sd: dict[str, np.ndarray]) -> tuple[int, ...]:
+    """The six encoder widths, from ``WIDTH_KEYS``; ``ValueError`` naming the one missing or
+    mis-shaped key (rather than every key whose expected shape it would change)."""
+    shapes = []
+    for key in _WIDTH_CHAIN:
+        if key not in sd:
+            raise ValueError(f"cannot read the channel widths: missing key {key}")
+        shape = tuple(int(n) for n in np.shape(sd[key]))
+        if len(shape) != 4:
+            raise ValueError(f"cannot read the channel widths from {key}: shape {shape}, "
+                             "expected a 4-D convolution kernel (out, in, kh, kw)")
+        shapes.append(shape)
+    # breaks: j when key j's output width is not key j + 1's input width; -1 when
+    # encoder_block1 changes the width.
+    breaks = {j for j in range(len(shapes) - 1) if shapes[j][0] != shapes[j + 1][1]}
+    breaks |= {-1} if shapes[0][0] != shapes[0][1] else set()
+    for j in sorted(breaks):
+        if j + 1 in breaks:  # the key between two breaks is the odd one out
+            key, shape = _WIDTH_CHAIN[j + 1], shapes[j + 1]
+            width_in = shapes[j + 2][1] if j < 0 else shapes[j][0]
+            want = (shapes[j + 2][1], width_in, *shape[2:])
+            fits = ("" if j < 0 else f"{_WIDTH_CHAIN[j]} and ") + _WIDTH_CHAIN[j + 2]
+            raise ValueError(f"cannot read the channel widths from {key}: shape {shape}, "
+                             f"expected {want} to fit {fits}")
+    if -1 in breaks:
+        raise ValueError(f"cannot read the channel widths from {_WIDTH_CHAIN[0]}: shape "
+                         f"{shapes[0]}, expected as many input as output channels")
+    if breaks:
+        j = min(breaks)
+        raise ValueError(f"cannot read the channel widths: {_WIDTH_CHAIN[j]} has {shapes[j][0]} "
+                         f"output channels but {_WIDTH_CHAIN[j + 1]} has {shapes[j + 1][1]} "
+                         "input channels")
+    return tuple(s[0] for s in shapes[:6])
+
+
 def infer_config(sd: dict[str, np.ndarray]) -> ml_collections.ConfigDict:
     """Baseline config (name, slots, channels) read from the state dict's shapes."""
     slots = 1
@@ -95,12 +139,8 @@ def infer_config(sd: dict[str, np.ndarray]) -> ml_collections.ConfigDict:
         slots = out // 12
     elif "label_embedding.0.weight" in sd:
         slots = 3 if np.shape(sd["label_embedding.0.weight"])[-1] == 54 else 1
-    default = separator_config().channels
-    channels = []
-    for i in range(6):
-        w = sd.get(f"base.encoder_block{i + 1}.conv_block1.conv1.weight")
-        channels.append(int(np.shape(w)[0]) if w is not None and np.ndim(w) == 4 else default[i])
-    return separator_config(name="resunet" if slots == 1 else "resunetk", channels=tuple(channels))
+    channels = read_channels(sd)
+    return separator_config(name="resunet" if slots == 1 else "resunetk", channels=channels)
 
 
 def _expected_extra(channels) -> dict[str, tuple[int, ...] | None]:
@@ -160,7 +200,8 @@ def convert_state_dict(
         the identity, so the converted model reproduces the baseline.
 
     Raises:
-      ValueError naming every missing, unexpected or mis-shaped key, or a differing STFT kernel.
+      ValueError naming every missing, unexpected or mis-shaped key (only the one key when the
+      channel widths cannot be read), a non-floating-point weight, or a differing STFT kernel.
     """
     if not any(k.startswith("base.") for k in sd):
         first = ", ".join(sorted(sd)[:3]) or "none"
@@ -168,6 +209,7 @@ def convert_state_dict(
             f"not a ResUNet/ResUNetK state dict: no 'base.*' keys (first keys: {first}); a tagger "
             "checkpoint is converted with `python -m s5jax.convert tagger`"
         )
+    check_float_weights(sd)
     cfg = infer_config(sd)
     if target_config is not None:
         validate_config(target_config)
@@ -208,11 +250,11 @@ def convert_state_dict(
         raise ValueError(f"{cfg.name} state dict does not match: " + "; ".join(problems))
 
     for key, ref in stft_kernels().items():
-        err = float(np.max(np.abs(np.asarray(sd[key], np.float64) - ref)))
-        if not err <= KERNEL_ATOL:
+        why = buffer_mismatch(sd[key], ref, KERNEL_ATOL)
+        if why:
             raise ValueError(
-                f"{key}: stored kernel differs from the recomputed STFT/ISTFT kernel by {err:.3g} "
-                f"(> {KERNEL_ATOL}); this checkpoint does not use the baseline's STFT"
+                f"{key}: stored kernel differs from the recomputed STFT/ISTFT kernel {why}; this "
+                "checkpoint does not use the baseline's STFT"
             )
 
     fresh = _fresh_extras(cfg, {leaf: shapes[leaf] for leaf, m in mapping.items() if m is None})

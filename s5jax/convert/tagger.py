@@ -26,12 +26,19 @@ unused encoder BatchNorm there).
 
 The result is a baseline model (``adapters=False``) unless ``adapters=True`` is passed, which adds
 fresh zero-output adapters (identical outputs).
+
+Every tensor that is used is checked: official keys against the shapes the encoder width D implies,
+the converted variables against the model's ``init`` shapes, the dtype (float16 and bfloat16 are
+converted to float32, the nnAudio buffers compared with a tolerance that fits their precision;
+integer weights are refused). The attention head count is not stored: the default ``D // 64`` is
+the official ViTs' 64-wide heads, and a width that is not a multiple of 64 needs ``num_heads``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,10 +46,12 @@ from typing import Any
 import flax.traverse_util as traverse_util
 import jax
 import ml_collections
+import ml_dtypes
 import numpy as np
 
 from s5jax import modeldir, torch_io
 from s5jax.audio import mel
+from s5jax.convert.checks import buffer_mismatch, check_float_weights
 from s5jax.models import tagger as tagger_lib
 
 PTH_PREFIX = "module.ar.runtime.backbone."
@@ -54,11 +63,16 @@ BLOCK_PARTS = (
 )
 TO_SPEC_KEYS = ("mel_basis", "stft.wsin", "stft.wcos", "stft.window_mask")
 BUFFER_TOL = 1e-6
+HEAD_DIM = 64  # the official ViTs' attention head width: num_heads defaults to D // 64
 
 
 def _np(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor, when the caller used torch.load
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # numpy has none: the same bits as ml_dtypes'
+            int16 = sys.modules[type(x).__module__.split(".")[0]].int16
+            return x.contiguous().view(int16).numpy().view(ml_dtypes.bfloat16)
+        x = x.numpy()
     return np.asarray(x)
 
 
@@ -84,11 +98,41 @@ def _block_count(keys) -> int:
     return max(idx) + 1 if idx else 0
 
 
+def _encoder_shapes(enc: dict[str, np.ndarray], d: int, depth: int, where: str) -> None:
+    """``ValueError`` naming the encoder keys whose shapes do not fit the width ``d`` (read from
+    ``cls_token``), the patch size (``patch_embed.proj.weight``) and the MLP width (``fc1``)."""
+    for key, ndim, want in (("patch_embed.proj.weight", 4, "(D, 1, patch, patch)"),
+                            ("blocks.0.mlp.fc1.weight", 2, "(hidden, D)")):
+        if key in enc and enc[key].ndim != ndim:
+            raise ValueError(f"{where}: {key} has shape {enc[key].shape}, expected {want} with "
+                             f"D = {d}")
+    patch = enc["patch_embed.proj.weight"].shape[-1]
+    hidden = enc["blocks.0.mlp.fc1.weight"].shape[0] if depth else 0
+    want = {"patch_embed.proj.weight": (d, 1, patch, patch), "patch_embed.proj.bias": (d,),
+            "norm.weight": (d,), "norm.bias": (d,)}
+    for i in range(depth):
+        b = f"blocks.{i}."
+        want |= {b + "norm1.weight": (d,), b + "norm1.bias": (d,), b + "norm2.weight": (d,),
+                 b + "norm2.bias": (d,), b + "attn.qkv.weight": (3 * d, d),
+                 b + "attn.qkv.bias": (3 * d,), b + "attn.proj.weight": (d, d),
+                 b + "attn.proj.bias": (d,), b + "mlp.fc1.weight": (hidden, d),
+                 b + "mlp.fc1.bias": (hidden,), b + "mlp.fc2.weight": (d, hidden),
+                 b + "mlp.fc2.bias": (d,)}
+    bad = [f"{k} {enc[k].shape} (expected {shape})" for k, shape in want.items()
+           if enc[k].shape != shape]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(f"{where}: wrong shapes for embedding width D = {d}: {shown}")
+
+
 def _encoder_params(enc: dict[str, np.ndarray], num_heads: int | None, where: str):
     """Backbone state dict (no prefix) → (sizes, encoder params tree). Checks every key."""
     for k in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if k not in enc:
             raise ValueError(f"{where}: missing key {k!r}")
+    if enc["cls_token"].ndim != 3 or enc["cls_token"].shape[:2] != (1, 1):
+        raise ValueError(f"{where}: cls_token has shape {enc['cls_token'].shape}, expected "
+                         "(1, 1, D) (D = embedding width)")
     d = enc["cls_token"].shape[-1]
     depth = _block_count(enc)
     expected = {"cls_token", "pos_embed", "norm_stats", "patch_embed.proj.weight",
@@ -98,8 +142,17 @@ def _encoder_params(enc: dict[str, np.ndarray], num_heads: int | None, where: st
     unexpected = sorted(set(enc) - expected)
     if missing or unexpected:
         raise ValueError(f"{where}: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}")
-    heads = num_heads or d // 64
-    if d % heads:
+    _encoder_shapes(enc, d, depth, where)
+    if num_heads is None:
+        if d % HEAD_DIM:
+            raise ValueError(
+                f"{where}: cannot infer the attention head count from embedding width D = {d}: "
+                f"the default D // {HEAD_DIM} (the official ViTs' {HEAD_DIM}-wide heads) needs a "
+                f"multiple of {HEAD_DIM}; pass num_heads (--num-heads)")
+        heads = d // HEAD_DIM
+    else:
+        heads = num_heads
+    if heads < 1 or d % heads:
         raise ValueError(f"{where}: embedding width {d} not divisible by num_heads={heads}")
     hd = d // heads
     f32 = np.float32
@@ -118,10 +171,7 @@ def _encoder_params(enc: dict[str, np.ndarray], num_heads: int | None, where: st
     mlp_hidden = None
     for i in range(depth):
         g = {k: enc[f"blocks.{i}.{k}"] for k in BLOCK_PARTS}
-        qkv_w, qkv_b = g["attn.qkv.weight"], g["attn.qkv.bias"]
-        if qkv_w.shape != (3 * d, d):
-            raise ValueError(f"{where}: blocks.{i}.attn.qkv.weight has shape {qkv_w.shape}, "
-                             f"expected {(3 * d, d)}")
+        qkv_w, qkv_b = g["attn.qkv.weight"], g["attn.qkv.bias"]  # shapes checked above
         attn = {}
         for j, name in enumerate(("query", "key", "value")):
             attn[name] = {"kernel": lin(qkv_w[j * d : (j + 1) * d]).reshape(d, heads, hd),
@@ -153,17 +203,18 @@ def _check_to_spec(sd: dict[str, np.ndarray], where: str) -> None:
         if stored.shape != ours[k].shape:
             raise ValueError(f"{where}: to_spec.{k} has shape {stored.shape}, expected "
                              f"{ours[k].shape} (front end is not the 32 kHz 80-mel nnAudio one)")
-        err = float(np.max(np.abs(stored.astype(np.float64) - ours[k])))
-        if err > BUFFER_TOL:
+        why = buffer_mismatch(stored, ours[k], BUFFER_TOL)
+        if why:
             raise ValueError(f"{where}: stored to_spec.{k} differs from the recomputed front end "
-                             f"by {err:.3g} (> {BUFFER_TOL})")
+                             f"{why}")
 
 
 SLOT_NORM = ("head.m2d_out_norm.running_mean", "head.m2d_out_norm.running_var")
 
 
 def _slot_head(rest: dict[str, np.ndarray], where: str):
-    """2026 ``HeadAvgLinear`` keys (``head.*``) → ``(params, (mean, var), width, slot_dims)``.
+    """2026 ``HeadAvgLinear`` keys (``head.*``) → ``(params, {key: mean, key: var}, width,
+    slot_dims)``.
 
     Checks every ``head.*`` key and the shapes chaining the layers together.
     """
@@ -212,7 +263,7 @@ def _slot_head(rest: dict[str, np.ndarray], where: str):
         },
     }
     params = jax.tree.map(lambda a: np.asarray(a, f32), params)
-    return params, (rest[SLOT_NORM[0]], rest[SLOT_NORM[1]]), w0.shape[1], (width, hidden)
+    return params, {k: rest[k] for k in SLOT_NORM}, w0.shape[1], (width, hidden)
 
 
 def _features_and_channels(width: int | None, d: int, n_f: int, max_channels: int, where: str):
@@ -263,6 +314,7 @@ def convert_state_dict(
     requested_head = config_overrides.pop("head", None)
     head_kind = requested_head or "sigmoid18"
     if lightning:
+        check_float_weights(flat, where)
         spatial = any(k.startswith("m2d.backbone.") for k in flat)  # M2dAtSpatial
         pre = "m2d." if spatial else ""
         enc = {k[len(pre + "backbone.") :]: v for k, v in flat.items()
@@ -286,7 +338,11 @@ def convert_state_dict(
             unexpected = sorted(set(rest) - known)
             if missing or unexpected:
                 raise ValueError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
-            head_stats = (rest["head_norm.running_mean"], rest["head_norm.running_var"])
+            head_stats = {k: rest[k] for k in ("head_norm.running_mean",
+                                               "head_norm.running_var")}
+            if rest["head.weight"].ndim != 2:
+                raise ValueError(f"{where}: head.weight has shape {rest['head.weight'].shape}, "
+                                 f"expected ({tagger_lib.NUM_CLASSES}, features)")
             head = {"kernel": rest["head.weight"].T, "bias": rest["head.bias"]}
             width = rest["head.weight"].shape[1]
         found = "slots" if slot_dims is not None else "sigmoid18"
@@ -304,12 +360,24 @@ def convert_state_dict(
                 ("patch_embed.", "blocks.", "norm.")
             ):
                 enc[k2] = v
+        check_float_weights(enc, where)
         # The official 2026 M2dAt puts the EVAR statistics into its unused encoder BatchNorm;
         # the slot head's own BatchNorm starts fresh.
-        if "module.head.norm.running_mean" in flat and head_kind == "sigmoid18":
-            head_stats = (flat["module.head.norm.running_mean"],
-                          flat["module.head.norm.running_var"])
-        width = flat[HEAD_WIDTH_KEY].shape[-1] if HEAD_WIDTH_KEY in flat else None
+        stat_keys = ("module.head.norm.running_mean", "module.head.norm.running_var")
+        present = [k for k in stat_keys if k in flat]
+        if present and head_kind == "sigmoid18":
+            if len(present) == 1:
+                absent = next(k for k in stat_keys if k not in flat)
+                raise ValueError(f"{where}: {present[0]} without {absent}: the EVAR head norm "
+                                 "statistics come in pairs")
+            check_float_weights({k: flat[k] for k in stat_keys}, where)
+            head_stats = {k: flat[k] for k in stat_keys}
+        width = None
+        if HEAD_WIDTH_KEY in flat:
+            if flat[HEAD_WIDTH_KEY].ndim != 2:
+                raise ValueError(f"{where}: {HEAD_WIDTH_KEY} has shape "
+                                 f"{flat[HEAD_WIDTH_KEY].shape}, expected (classes, width)")
+            width = flat[HEAD_WIDTH_KEY].shape[-1]
 
     sizes, enc_params = _encoder_params(enc, num_heads, where)
     d = sizes["embed_dim"]
@@ -358,15 +426,30 @@ def convert_state_dict(
         if head["kernel"].shape != (feat, tagger_lib.NUM_CLASSES):
             raise ValueError(f"{where}: head.weight has shape {head['kernel'].T.shape}, expected "
                              f"{(tagger_lib.NUM_CLASSES, feat)}")
+        if head["bias"].shape != (tagger_lib.NUM_CLASSES,):
+            raise ValueError(f"{where}: head.bias has shape {head['bias'].shape}, expected "
+                             f"{(tagger_lib.NUM_CLASSES,)}")
         params["head"] = {k: np.asarray(v, np.float32) for k, v in head.items()}
     batch_stats = dict(fresh["batch_stats"])
     if head_stats is not None:
-        mean, var = (np.asarray(s, np.float32).reshape(-1) for s in head_stats)
-        if mean.shape != (feat,) or var.shape != (feat,):
-            raise ValueError(f"{where}: head norm statistics have shape {mean.shape}, expected "
-                             f"{(feat,)}")
+        for k, s in head_stats.items():
+            if s.shape != (feat,):
+                raise ValueError(f"{where}: head norm statistics {k} have shape {s.shape}, "
+                                 f"expected {(feat,)}")
+        mean, var = (np.asarray(s, np.float32) for s in head_stats.values())
         batch_stats = {"head_norm": {"mean": mean, "var": var}}
-    return cfg, {"params": params, "batch_stats": batch_stats}
+    variables = {"params": params, "batch_stats": batch_stats}
+    _check_variables(variables, fresh, where)
+    return cfg, variables
+
+
+def _check_variables(variables: Mapping[str, Any], fresh: Mapping[str, Any], where: str) -> None:
+    """``ValueError`` unless ``variables`` have exactly the leaves and shapes of the model's own
+    ``init`` (``fresh``): the last guard, so that no unusable model directory is written."""
+    problems = modeldir.variable_problems(fresh, variables)
+    if problems:
+        raise ValueError(f"{where}: the converted variables do not fit the model ("
+                         + "; ".join(problems) + ")")
 
 
 def convert_file(

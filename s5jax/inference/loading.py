@@ -11,9 +11,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from flax import traverse_util
 
+from s5jax import modeldir
 from s5jax.convert import separator as convert_separator
 from s5jax.convert import tagger as convert_tagger
 from s5jax.inference.pipeline import S5Pipeline
@@ -41,18 +40,7 @@ def check_variables(model: Any, variables: Any, init_args: tuple, where: str | o
     shapes ``model.init(key, *init_args)`` creates (a folder whose config.json and variables/
     come from different models would otherwise fail deep inside Flax)."""
     want = jax.eval_shape(lambda: model.init(jax.random.key(0), *init_args, train=False))
-    problems = []
-    for col in ("params", "batch_stats"):
-        w = traverse_util.flatten_dict(dict(want.get(col, {})))
-        h = traverse_util.flatten_dict(dict(variables.get(col, {}) or {}))
-        missing = sorted("/".join(k) for k in w if k not in h)
-        extra = sorted("/".join(k) for k in h if k not in w)
-        shapes = sorted(f"{'/'.join(k)} {tuple(np.shape(h[k]))} (expected {tuple(w[k].shape)})"
-                        for k in w if k in h and tuple(np.shape(h[k])) != tuple(w[k].shape))
-        for kind, items in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes)):
-            if items:
-                problems.append(f"{kind} {col}: " + ", ".join(items[:3])
-                                + (f" and {len(items) - 3} more" if len(items) > 3 else ""))
+    problems = modeldir.variable_problems(want, variables)
     if problems:
         raise ValueError(f"{where}: the model config does not match the stored variables ("
                          + "; ".join(problems) + "); config and weights come from different "
