@@ -65,6 +65,10 @@ def main(argv: list[str]) -> int:
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: the same command resumes {workdir.absolute()} from its last "
+              "checkpoint", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as e:
         return fail(e)
     if jax.process_index() == 0:

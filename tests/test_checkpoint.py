@@ -124,3 +124,38 @@ def test_model_directory_round_trip_and_errors(tmp_path):
         ck.load_any(empty)
     with pytest.raises(ValueError, match="best_mode"):
         ck.CheckpointManager(tmp_path / "x", best_mode="up")
+
+
+def test_foreign_step_folders_and_damaged_checkpoints_are_named(tmp_path):
+    import shutil
+
+    ck.write_train_config(tmp_path, _train_config())
+    mgr = ck.CheckpointManager(tmp_path, keep=2)
+    for step in (1, 2):
+        mgr.save(step, _state(step), _Iter(step))
+    mgr.wait()
+    mgr.close()
+    assert ck.checkpoint_steps(tmp_path) == [1, 2]
+    (tmp_path / "checkpoints" / "notes").mkdir()  # not a step: ignored
+    assert ck.checkpoint_steps(tmp_path) == [1, 2]
+    # An empty step folder, or a copy under a name Orbax does not write, would be taken for the
+    # latest checkpoint (or a silent restart from scratch) while Orbax skips it.
+    for name, src in (("9", None), ("0004", tmp_path / "checkpoints" / "2")):
+        bad = tmp_path / "checkpoints" / name
+        shutil.copytree(src, bad) if src else bad.mkdir()
+        with pytest.raises(ValueError, match=f"checkpoints/{name}: not a complete checkpoint"):
+            ck.checkpoint_steps(tmp_path)
+        shutil.rmtree(bad)
+    # A damaged checkpoint is named, whichever Orbax, TensorStore or JSON error it raises.
+    state = tmp_path / "checkpoints" / "2" / "state"
+    for p in state.rglob("*"):
+        if p.is_file():
+            p.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"checkpoints/2: checkpoint is damaged or incomplete"):
+        ck.load_any(tmp_path)
+    shutil.rmtree(state)
+    with pytest.raises(ValueError, match=r"checkpoints/2: checkpoint is damaged or incomplete "
+                                         r"\(KeyError: 'Item \"state\" was not found"):
+        ck.load_any(tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoints/2: not a complete checkpoint"):
+        ck.checkpoint_steps(tmp_path)

@@ -223,10 +223,17 @@ def test_resume_names_an_optimiser_state_of_another_layout(tmp_path, compile_cac
         loop.train_and_evaluate(longer, str(old))
 
 
+def _fake_checkpoint(work, step):
+    """A step folder shaped as Orbax finishes one (what ``checkpoint_steps`` counts)."""
+    d = work / "checkpoints" / str(step)
+    (d / "state").mkdir(parents=True)
+    (d / loop.ckpt_lib.ORBAX_METADATA).write_text("{}")
+
+
 def test_resume_check_lists_only_the_differing_fields(tmp_path):
     work = tmp_path / "w"
     loop.ckpt_lib.write_train_config(work, load_config("resunetk", "smoke"))
-    (work / "checkpoints" / "10").mkdir(parents=True)
+    _fake_checkpoint(work, 10)
     same = load_config("resunetk", "smoke")
     assert loop.check_resume(same, work) == loop.Resume(step=10, changes=[])
     for field, value in (("optim.lr", 5e-4), ("train.num_steps", 40), ("data.root", "/x"),
@@ -263,6 +270,21 @@ def test_resume_check_lists_only_the_differing_fields(tmp_path):
     assert loop.check_resume(changed, work).changes == []
     with pytest.raises(ValueError, match=r"\(train_config.10.json\).*optim.lr: 0.0005 → 0.001"):
         loop.check_resume(load_config("resunetk", "smoke"), work)
+
+
+def test_a_finished_run_needs_no_init_folder_any_more(tmp_path):
+    """Resuming restores everything from the checkpoint: the run's --config.init folder may be
+    gone (before, it was read first and the same command failed)."""
+    cfg = load_config("resunetk", "smoke")
+    cfg.init = str(tmp_path / "deleted_model")
+    work = tmp_path / "w"
+    loop.ckpt_lib.write_train_config(work, cfg)
+    _fake_checkpoint(work, int(cfg.train.num_steps))
+    (work / "model" / "variables").mkdir(parents=True)
+    (work / "model" / "config.json").write_text("{}")
+    assert loop.validate(cfg, work).complete
+    with pytest.raises(ValueError, match="deleted_model"):  # a new run still needs it
+        loop.validate(cfg, tmp_path / "new")
 
 
 def test_workdir_that_is_a_file_is_refused(tmp_path):
@@ -322,7 +344,7 @@ def test_bad_configs_fail_before_compiling(tmp_path, monkeypatch):
     other = load_config("resunetk", "smoke")
     other.model.channels = (8, 8, 8, 8, 8, 8)
     loop.ckpt_lib.write_train_config(work, other)
-    (work / "checkpoints" / "10").mkdir(parents=True)
+    _fake_checkpoint(work, 10)
     with pytest.raises(ValueError, match="cannot resume.*model"):
         loop.train_and_evaluate(load_config("resunetk", "smoke"), str(work))
 

@@ -26,6 +26,7 @@ from s5jax.atomic import write_atomic
 TRAIN_CONFIG_FILE = "train_config.json"
 CHECKPOINTS_DIR = "checkpoints"
 STATE_ITEM, DATA_ITEM = "state", "data"
+ORBAX_METADATA = "_CHECKPOINT_METADATA"  # written by Orbax when a checkpoint is finished
 
 
 class _ExpectedOrbaxWarnings(logging.Filter):
@@ -93,7 +94,19 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
     d = Path(workdir) / CHECKPOINTS_DIR
     if not d.is_dir():
         return []
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
+    steps = []
+    for p in d.iterdir():
+        if not (p.name.isdigit() and p.is_dir()):
+            continue  # Orbax's temporary folders, the user's notes
+        # A folder named like a step that Orbax did not finish (or write: "0004") would be
+        # taken for the latest checkpoint here while Orbax skips it: refused, named.
+        if p.name != str(int(p.name)) or not (p / ORBAX_METADATA).is_file() \
+                or not (p / STATE_ITEM).is_dir():
+            raise ValueError(f"{p}: not a complete checkpoint (Orbax writes <step>/ with "
+                             f"{ORBAX_METADATA} and {STATE_ITEM}/); move it out of "
+                             f"{CHECKPOINTS_DIR}/")
+        steps.append(int(p.name))
+    return sorted(steps)
 
 
 class CheckpointManager:
@@ -161,21 +174,29 @@ class CheckpointManager:
                                  force=force)
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
-        """Restore ``state`` (shaped/sharded like ``abstract_state``); the iterator in place."""
+        """Restore ``state`` (shaped/sharded like ``abstract_state``); the iterator in place.
+        ``ValueError`` naming the checkpoint if it cannot be read into that structure."""
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items[DATA_ITEM] = ocp.args.JsonRestore()
-        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        out = self._restore(step, ocp.args.Composite(**items), "does not fit this config or is "
+                            "damaged")
         if data_iterator is not None:
             data_iterator.set_state(out[DATA_ITEM])
         return out[STATE_ITEM]
 
     def restore_raw_state(self, step: int) -> Any:
-        """The saved ``state`` item as stored (no target structure needed)."""
-        out = self.manager.restore(
-            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore()})
-        )
-        return out[STATE_ITEM]
+        """The saved ``state`` item as stored (no target structure needed); ``ValueError``
+        naming the checkpoint if it cannot be read."""
+        args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore()})
+        return self._restore(step, args, "is damaged or incomplete")[STATE_ITEM]
+
+    def _restore(self, step: int, args: Any, why: str) -> Any:
+        try:
+            return self.manager.restore(step, args=args)
+        except Exception as e:  # Orbax, TensorStore and JSON errors of a damaged checkpoint
+            raise ValueError(f"{self.directory}/{step}: checkpoint {why} "
+                             f"({type(e).__name__}: {str(e)[:300]})") from e
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -295,8 +295,10 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     task = check_config(config)
     check_workdir(workdir)
     n_dev, d = jax.device_count(), config.data
-    init = load_init(config, task) if config.get("init") is not None else None
     resume = check_resume(config, workdir)
+    # A run that resumes restores everything from its checkpoint: its config.init may be gone.
+    init = load_init(config, task) if config.get("init") is not None and resume.step is None \
+        else None
     if resume.step is not None and modeldir.is_model_dir(workdir / MODEL_DIR) and (
             resume.step >= int(config.train.num_steps) or _budget_spent(config, workdir)):
         return Plan(task=task, catalog=None, devices=n_dev, resume=resume, complete=True)
@@ -591,21 +593,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpts = ckpt_lib.CheckpointManager(workdir, keep=int(t.keep), best_metric=t.best_metric,
                                        best_mode=t.best_mode)
     start = 0
-    if plan.resume.step is not None and ckpts.latest_step() is not None:
+    if plan.resume.step is not None:
         step0 = ckpts.latest_step()
+        if step0 != plan.resume.step:  # never start again silently over checkpoints
+            raise ValueError(f"{ckpts.directory}: holds checkpoint {plan.resume.step}, but Orbax "
+                             f"finds {'none' if step0 is None else step0} to resume from")
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
         )
         try:
             state = ckpts.restore(step0, abstract, data_iterator=raw_it)
-        except (ValueError, KeyError, TypeError) as e:
+        except ValueError as e:
             hint = ""
             # e.g. moments per tensor (before 2026-12-01) or flat in tree order (2026-12-01)
             if "opt_state" in str(e):
                 hint = (f"; its optimiser state has another layout: start a new work directory "
                         f"from its weights with --config.init={workdir}")
-            raise ValueError(f"{ckpts.directory}/{step0}: checkpoint does not fit this config "
-                             f"({type(e).__name__}: {e}){hint}") from e
+            raise ValueError(f"{e}{hint}") from e
         start = int(state.step)
         if main_process:
             print(f"resuming {workdir} from step {start} of {int(t.num_steps)} (checkpoint "
