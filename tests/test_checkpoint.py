@@ -62,6 +62,10 @@ def test_keeps_latest_and_best_and_restores_iterator(tmp_path, caplog):
 
     # A work directory loads as a model: the best checkpoint's params and batch_stats.
     cfg, variables = ck.load_any(tmp_path)
+    # Also when only a resumed run's config file is left (training reads the latest).
+    (tmp_path / "train_config.json").rename(tmp_path / "train_config.3.json")
+    assert ck.load_any(tmp_path)[0].name == "resunetk"
+    (tmp_path / "train_config.3.json").rename(tmp_path / "train_config.json")
     assert cfg.name == "resunetk" and tuple(cfg.channels) == (1, 2)
     np.testing.assert_array_equal(variables["params"]["w"], np.full(3, 2.0))
     np.testing.assert_array_equal(variables["batch_stats"]["m"], np.full(2, -2.0))

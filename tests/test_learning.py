@@ -108,6 +108,12 @@ def test_max_minutes_ends_the_run_after_the_step_that_exhausts_it(learned_run, e
     assert len(read_jsonl(copy)) == n
     assert (f"(checkpoint {STEPS + 1}, the last: a run validated on the test split does not "
             "choose its model by it)") in capsys.readouterr().err
+    # With its model/ deleted, it exports it again and trains nothing past the budget.
+    shutil.rmtree(copy / "model")
+    loop.train_and_evaluate(cfg, str(copy))
+    assert len(read_jsonl(copy)) == n and (copy / "model" / "config.json").is_file()
+    assert not (copy / "checkpoints" / str(STEPS + 2)).exists()
+    assert f"the run is complete at step {STEPS + 1}" in capsys.readouterr().err
 
 
 def test_budget_stop_names_a_learning_rate_schedule_cut_short():

@@ -48,9 +48,10 @@ logging.getLogger("absl").addFilter(_ExpectedOrbaxWarnings())
 
 
 def is_workdir(path: str | os.PathLike) -> bool:
-    """True if ``path`` looks like a training work directory."""
+    """True if ``path`` looks like a training work directory: a config file (as training
+    reads them, :func:`config_files`) and ``checkpoints/``."""
     p = Path(path)
-    return (p / TRAIN_CONFIG_FILE).is_file() and (p / CHECKPOINTS_DIR).is_dir()
+    return bool(config_files(p)) and (p / CHECKPOINTS_DIR).is_dir()
 
 
 def config_files(workdir: str | os.PathLike) -> list[tuple[int, Path]]:

@@ -668,7 +668,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     interrupted = False  # SIGTERM seen at the end of a step: the run stops there
     with preemption.StopOnSigterm() as stop:
         try:
-            for step in range(start, num_steps):
+            # A run whose time budget is spent (its model/ deleted, say) only exports again.
+            end = start if budget is not None and start and seconds >= budget else num_steps
+            for step in range(start, end):
                 batch = next(train_it)
                 state, m = train_step(state, batch)
                 records.append(m)
@@ -737,7 +739,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             ckpts.wait()
             if main_process and ckpts.latest_step() is not None and not interrupted:
                 export_model(workdir, config, ckpts, state)
-                if start >= num_steps:
+                if start >= end:
                     print(_complete_message(workdir, start, config), file=sys.stderr)
         finally:
             bar.close()
