@@ -49,7 +49,7 @@ from s5jax.data.synth import TASKS
 from s5jax.data.testset import SOUNDSCAPE_DIR, match_soundscape
 from s5jax.inference.editions import DCASE2025, DCASE2026, Edition, edition
 from s5jax.inference.evaluation import evaluate, prepare
-from s5jax.inference.loading import load_pipeline
+from s5jax.inference.loading import load_pipeline, trained_task
 from s5jax.inference.pipeline import check_threshold, chunk_samples
 from s5jax.inference.report import (
     CHART_PNG,
@@ -237,6 +237,13 @@ def run(args: argparse.Namespace) -> dict:
             if pipeline.tagger_model is not None:
                 head = pipeline.tagger_model.config.get("head")
         hint = args.task or (DCASE2026 if head == "slots" else None)
+        if hint is None and not args.estimates and trained_task(args.separator) == DCASE2026:
+            # The separator's run was DCASE 2026's: its test set (the embedded one, or the 2026
+            # layout of a root that holds both); the references then decide the edition.
+            hint = DCASE2026
+            if test_root is None:
+                print(f"note: the embedded DCASE 2026 test set: {args.separator} was trained "
+                      "for DCASE 2026 (its run's config)", file=sys.stderr)
         if test_root is None:
             test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress,
                                                           task=hint or DCASE2025))

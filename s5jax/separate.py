@@ -46,7 +46,7 @@ from s5jax.inference.files import (
     read_soundscape,
     resampled_frames,
 )
-from s5jax.inference.loading import load_pipeline
+from s5jax.inference.loading import load_pipeline, trained_task
 from s5jax.inference.pipeline import check_threshold, chunk_samples
 from s5jax.labels import CLASSES, EMPTY, MAX_SOURCES, SILENCE, class_index
 from s5jax.models.tagger import slot_decision
@@ -183,7 +183,12 @@ def run(args: argparse.Namespace) -> int:
                              chunk_seconds=args.chunk_seconds,
                              overlap_seconds=args.overlap_seconds, batch_chunks=args.batch_chunks)
         head = None if pipe.tagger_model is None else pipe.tagger_model.config.get("head")
-        ed = edition(args.task or (DCASE2026 if head == "slots" else DCASE2025))
+        task = args.task or (DCASE2026 if head == "slots" else None)
+        if task is None and trained_task(args.separator) == DCASE2026:
+            task = DCASE2026  # the separator's training run was DCASE 2026's
+            print(f"note: --task dcase2026: {args.separator} was trained for it (its run's "
+                  "config)", file=sys.stderr)
+        ed = edition(task or DCASE2025)
         sub_wavs = ed.submission_wavs if args.submission else ""
         names = [] if args.submission else [f"{p.stem}.json" for p in paths]
         if args.submission and ed.submission_json:

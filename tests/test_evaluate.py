@@ -170,6 +170,15 @@ def test_estimates_folder_without_estimates_is_refused(scored_set, tmp_path, cap
     assert "no estimate for 1 soundscape(s) with references (mix_2)" in capsys.readouterr().err
 
 
+def test_2026_named_estimates_on_a_2025_test_set_are_refused(scored_set, tmp_path, capsys):
+    data, est_dir, _ = scored_set
+    (est_dir / "mix_1_Speech.wav").rename(est_dir / "mix_1_0_Speech.wav")
+    assert evaluate.main(["--estimates", str(est_dir), "--data", str(data), "--out",
+                          str(tmp_path / "o"), "--no-progress"]) == 2
+    assert ("mix_1_0_Speech.wav: named <soundscape>_<i>_<Label>.wav, as DCASE 2026 estimates "
+            "are, but") in capsys.readouterr().err
+
+
 def test_hidden_and_upper_case_wav_files(scored_set, tmp_path, capsys):
     data, est_dir, _ = scored_set
     sdir, odir = data / "test" / "soundscape", data / "test" / "oracle_target"

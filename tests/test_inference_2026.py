@@ -234,3 +234,31 @@ def test_separate_2026_submission_in_parts_stays_consistent(tiny_models, tmp_pat
     (sub / "eval_results.json").write_text("[]")
     assert run("a", "Dishes") == 2
     assert "not an eval_results.json" in capsys.readouterr().err
+
+
+def test_a_separator_trained_for_2026_names_its_outputs_the_2026_way(tiny_models, tmp_path,
+                                                                       capsys):
+    """Without --task and without a slot tagger, the edition comes from the separator's training
+    run (its exported model/ or its work directory), not the 2025 default."""
+    import shutil
+
+    import ml_collections
+
+    from s5jax.inference.loading import trained_task
+    from s5jax.training import checkpoint
+
+    _, separator = tiny_models
+    run = tmp_path / "run"
+    shutil.copytree(separator, run / "model")
+    (run / "checkpoints").mkdir()
+    checkpoint.write_train_config(run, ml_collections.ConfigDict({"task": "dcase2026"}))
+    assert trained_task(run) == trained_task(run / "model") == "dcase2026"
+    assert trained_task(separator) is None  # a model directory of its own
+    x = np.random.default_rng(0).standard_normal((4, 16000)).astype(np.float32) * 0.1
+    wav.write(tmp_path / "scene.wav", x)
+    out = tmp_path / "out"
+    assert separate.main(["--separator", str(run / "model"), str(tmp_path / "scene.wav"),
+                          "--out", str(out), "--labels", "Dishes,Dishes"]) == 0
+    assert "was trained for it" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "scene.json", "scene_0_Dishes.wav", "scene_1_Dishes.wav"]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from s5jax import metrics
 from s5jax.atomic import write_atomic
 from s5jax.audio import wav
-from s5jax.data.testset import ORACLE_DIR, TestSet, slotted
+from s5jax.data.testset import ORACLE_DIR, TestSet, match_soundscape, slotted
 from s5jax.inference.editions import Edition, edition, infer_task
 from s5jax.inference.files import (
     check_submission,
@@ -203,6 +203,15 @@ def _check_estimates_found(folder: Path, ts: TestSet, found: dict[str, list], ed
             hint = f" (a submission folder: its estimates are in {folder / ed.submission_wavs})"
         raise ValueError(f"{folder}: no estimate {pattern} of the {len(ts)} soundscape(s) of "
                          f"{ts.root}{hint}")
+    if not ed.slotted_names:
+        names = [it.name for it in ts]
+        for group in found.values():
+            for _, path in group:
+                if match_soundscape(path.name, names)[2] is not None:
+                    raise ValueError(
+                        f"{path}: named <soundscape>_<i>_<Label>.wav, as DCASE 2026 estimates "
+                        f"are, but {ts.root} is scored as DCASE 2025; pass --task dcase2026 "
+                        "(with a DCASE 2026 test set in --data)")
     missing = [it.name for it in ts if it.references and not found[it.name]]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3

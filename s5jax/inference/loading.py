@@ -34,6 +34,19 @@ def _read(path: str | os.PathLike, convert_path: Callable, names: Collection[str
     return (*checkpoint.load_any(p, names), False)
 
 
+def trained_task(path: str | os.PathLike | None) -> str | None:
+    """The ``config.task`` (challenge edition) a model was trained for, where ``path`` tells:
+    a training work directory, or its exported ``model/`` (read from the run's config file);
+    ``None`` otherwise (a model directory of its own or an official checkpoint)."""
+    if path is None:
+        return None
+    p = Path(path).absolute()
+    for run in (p, p.parent if p.name == checkpoint.MODEL_DIR else None):
+        if run is not None and checkpoint.is_workdir(run):
+            return (checkpoint.read_train_config(run) or {}).get("task")
+    return None
+
+
 def check_variables(model: Any, variables: Any, init_args: tuple, where: str | os.PathLike,
                     ) -> None:
     """``ValueError`` naming ``where`` unless ``variables`` have exactly the parameters and

@@ -25,6 +25,7 @@ from s5jax.atomic import write_atomic
 
 TRAIN_CONFIG_FILE = "train_config.json"
 CHECKPOINTS_DIR = "checkpoints"
+MODEL_DIR = "model"  # a run's exported model directory
 STATE_ITEM, DATA_ITEM = "state", "data"
 ORBAX_METADATA = "_CHECKPOINT_METADATA"  # written by Orbax when a checkpoint is finished
 

@@ -52,7 +52,7 @@ from s5jax.training import heldout, optim, preemption, steps
 from s5jax.training.logging import Logger, read_jsonl
 from s5jax.training.state import TrainState, create_state
 
-MODEL_DIR = "model"
+MODEL_DIR = ckpt_lib.MODEL_DIR
 PRECISIONS = ("float32", "bfloat16")
 
 
