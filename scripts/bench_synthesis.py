@@ -68,6 +68,7 @@ def make_item(rng: np.random.Generator) -> dict:
         active=np.ones(E, bool),
         noise=rng.standard_normal((R, L)).astype(np.float32),
         noise_active=np.bool_(True),
+        noise_db=np.float32(-50.0),
         labels=np.arange(S, dtype=np.int32),
     )
 

@@ -306,7 +306,8 @@ def synthetic_host_batch(spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
         source=rng.standard_normal((b, e, ls)), source_len=np.full((b, e), ls),
         ir=ir, ir_len=np.full((b, e), n), onset=np.zeros((b, e)),
         level_db=-50 + rng.uniform(0, 20, (b, e)), active=np.ones((b, e), bool),
-        noise=rng.standard_normal((b, r, ls)), noise_active=np.ones(b, bool), labels=labels,
+        noise=rng.standard_normal((b, r, ls)), noise_active=np.ones(b, bool),
+        noise_db=np.full(b, -50.0), labels=labels,
     )
     if "multi_hot" in spec:
         out["multi_hot"] = np.asarray(labels_lib.multi_hot(jnp.asarray(labels)))

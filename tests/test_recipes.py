@@ -323,8 +323,8 @@ def test_bad_ref_event(split):
 
 def test_nulls_in_metadata(split, tmp_path):
     """A null foreground source_time reads from the file's start (librosa.load(offset=None),
-    as the official readers do); a null event_position (the official traj_2_ir_idx fails),
-    a background snr other than 0, a null metadata_path or config are refused by name."""
+    as the official readers do); a background snr is kept; a null event_position (the official
+    traj_2_ir_idx fails), a null background snr, metadata_path or config are refused by name."""
     r = next(r for i in range(100)
              if (r := recipes.make_recipe(split, i, 9)).active[3] and int(r.noise) >= 0)
     meta, ref = recipes.recipe_to_metadata(r, split, "valid", CFG)
@@ -339,9 +339,12 @@ def test_nulls_in_metadata(split, tmp_path):
     with pytest.raises(ValueError, match=r"event_position \[\[0.0, 1.0\]\]: expected"):
         recipes.recipe_from_metadata(entry, split, CFG)
     meta["int_events"][0]["event_position"] = [[0.0, 1.0, 0.5]]
-    meta["bg_events"][0]["snr"] = 10
-    with pytest.raises(ValueError, match="background snr 10: only 0 is supported"):
+    meta["bg_events"][0]["snr"] = 10  # honoured, as the official renderers do (ref_db + snr)
+    assert float(recipes.recipe_from_metadata(entry, split, CFG).noise_snr) == 10.0
+    meta["bg_events"][0]["snr"] = None  # the official ref_db + None fails
+    with pytest.raises(ValueError, match="background snr None: expected a number"):
         recipes.recipe_from_metadata(entry, split, CFG)
+    meta["bg_events"][0]["snr"] = 0
     listing = tmp_path / "valid.json"
     (tmp_path / "a.json").write_text(json.dumps(dict(meta, config=None)))
     listing.write_text(json.dumps([{"metadata_path": None}, {"metadata_path": "a.json"}]))

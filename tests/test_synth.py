@@ -30,6 +30,7 @@ def _item(rng: np.random.Generator, negative_peak: bool = False) -> dict:
         source=src, source_len=sl, ir=ir, ir_len=il, onset=on,
         level_db=(-50 + rng.uniform(5, 20, E)).astype(np.float32), active=act,
         noise=rng.standard_normal((R, L)).astype(np.float32), noise_active=np.bool_(True),
+        noise_db=np.float32(-50.0),
         labels=np.where(act[:S], np.arange(S), -1).astype(np.int32),
     )
 
@@ -101,6 +102,13 @@ def test_levels_reference():
     it["noise_active"] = np.bool_(True)
     mix, _ = synth.render_reference(it, length=L)
     assert abs(10 * np.log10(np.mean(mix**2)) - (-50.0)) < 1e-9
+    # The background at ref_db + its snr (noise_db), as the official renderers put it; the
+    # jitted renderer agrees.
+    louder = dict(it, noise_db=np.float32(-40.0))
+    mix, _ = synth.render_reference(louder, length=L)
+    assert abs(10 * np.log10(np.mean(mix**2)) - (-40.0)) < 1e-9
+    out = synth.render({k: np.asarray(v)[None] for k, v in louder.items()}, length=L)
+    assert abs(10 * np.log10(np.mean(np.asarray(out["mixture"], np.float64) ** 2)) + 40.0) < 1e-4
     for e in range(E):
         one = dict(it, active=np.arange(E) == e, noise_active=np.bool_(False))
         # A long mixture buffer keeps the whole wet image: its power is the event level.

@@ -95,6 +95,7 @@ def read_item(
         active=recipe.active.copy(),
         noise=np.zeros((lay.channels, lay.length), dtype),
         noise_active=np.asarray(int(recipe.noise) >= 0),
+        noise_db=np.asarray(cfg.ref_db + recipe.noise_snr, dtype),
         labels=recipe.target_labels(s_n),
     )
     for e in range(e_n):
@@ -348,7 +349,7 @@ def render_batch(
     def render(inputs: dict) -> dict:
         return dict(synth.render(
             inputs, length=config.frames, num_targets=config.num_targets,
-            with_dry=mode == "separator", ref_db=config.ref_db, sr=config.sr,
+            with_dry=mode == "separator", sr=config.sr,
             window_ms=config.dry_window_ms, task=config.task, channels=channels,
         ))
 

@@ -139,6 +139,7 @@ class Recipe:
     active: np.ndarray  # bool (E,)
     noise: np.ndarray  # int32 () index into split.noise, -1 for none
     noise_offset: np.ndarray  # float64 () seconds, or STRETCH
+    noise_snr: np.ndarray  # float64 () dB above ref_db (0 in every mixture the generators draw)
 
     def target_labels(self, num_targets: int) -> np.ndarray:
         """``int32 (num_targets,)`` class slots, -1 for inactive."""
@@ -193,6 +194,7 @@ def recipe_arrays(cfg: MixtureConfig) -> dict[str, np.ndarray]:
         active=np.zeros(e, bool),
         noise=np.full((), -1, np.int32),
         noise_offset=np.zeros((), np.float64),
+        noise_snr=np.zeros((), np.float64),
     )
 
 
@@ -459,11 +461,11 @@ def place_noise(out: dict[str, np.ndarray], bg: Sequence[Mapping], split: Split,
     if len(bg) > 1:
         raise ValueError(f"{where}: {len(bg)} background events, at most 1 supported")
     snr = bg[0].get("snr", 0)
-    if snr != 0:
-        # The official renderers put the background at ref_db + snr; both official generators
-        # write snr 0, and s5jax renders the background at ref_db only.
-        raise ValueError(f"{where}: background snr {snr!r}: only 0 is supported (the background "
-                         "at ref_db, as the official generators write it)")
+    if not isinstance(snr, (int, float)) or isinstance(snr, bool) or not np.isfinite(snr):
+        # The official renderers put the background at ref_db + snr (both generators write 0);
+        # a null fails there.
+        raise ValueError(f"{where}: background snr {snr!r}: expected a number of dB above "
+                         "ref_db (the generators write 0)")
     _, k = ClipIndex({"": split.noise}).find(bg[0]["source_file"], where)
     clip = split.noise[k]
     if clip.channels != room.channels:
@@ -482,6 +484,7 @@ def place_noise(out: dict[str, np.ndarray], bg: Sequence[Mapping], split: Split,
                 'renderer fails on this; "source_time": null stretches a short file)')
     out["noise"] = np.asarray(k, np.int32)
     out["noise_offset"] = np.asarray(offset, np.float64)
+    out["noise_snr"] = np.asarray(snr, np.float64)
 
 
 def recipe_from_metadata(
@@ -668,7 +671,7 @@ def recipe_to_metadata(
             "source_time": None if stretch else float(recipe.noise_offset),
             "event_time": 0.0,
             "event_duration": cfg.duration,
-            "snr": 0.0,
+            "snr": float(recipe.noise_snr),
             "role": "background",
             "pitch_shift": None,
             "time_stretch": None,

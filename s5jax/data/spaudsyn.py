@@ -193,6 +193,8 @@ def recipe_to_spaudsyn(recipe: Recipe, split: Split, split_name: str,
     if int(recipe.noise) >= 0:
         clip = split.noise[int(recipe.noise)]
         stretch = float(recipe.noise_offset) == recipes.STRETCH
+        snr = float(recipe.noise_snr)
+        bg_snr = int(snr) if snr.is_integer() else snr  # the generator writes the integer 0
         bg.append({
             "label": None,
             "source_file": "/".join(clip.key),
@@ -200,7 +202,7 @@ def recipe_to_spaudsyn(recipe: Recipe, split: Split, split_name: str,
             "event_time": 0,
             "event_duration": cfg.duration,
             "event_position": None,
-            "snr": 0,
+            "snr": bg_snr,
             "role": "background",
         })
     info = sofa.open_room(room.path)

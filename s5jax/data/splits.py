@@ -91,7 +91,7 @@ def write_splits(root: Path, seed: int, scale: str, task: str = "dcase2025") -> 
         listing.append({"metadata_path": f"test/{name}.json", "ref_event": ref})
         item = loader.read_item(r, split, cfg, layout, dtype=np.float64)
         mix, dry = synth.render_reference(
-            item, length=cfg.frames, num_targets=cfg.num_targets, ref_db=cfg.ref_db, sr=cfg.sr,
+            item, length=cfg.frames, num_targets=cfg.num_targets, sr=cfg.sr,
             window_ms=cfg.dry_window_ms,
         )
         wav.write(root / "test" / "soundscape" / f"{name}.wav", mix.astype(np.float32),
@@ -152,7 +152,7 @@ def _write_splits_2026(root: Path, seed: int, scale: str) -> None:
     for entry, r in zip(entries, rs, strict=True):
         item = loader.read_item(r, split, mcfg, layout, dtype=np.float64)
         mix, dry = synth.render_reference(
-            item, length=mcfg.frames, num_targets=mcfg.num_targets, ref_db=mcfg.ref_db,
+            item, length=mcfg.frames, num_targets=mcfg.num_targets,
             sr=mcfg.sr, window_ms=mcfg.dry_window_ms, task=mcfg.task,
         )
         wav.write(test / "soundscape" / f"{entry.name}.wav", mix.astype(np.float32),

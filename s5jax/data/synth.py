@@ -16,14 +16,15 @@ then interferer slots:
 | ``active`` | ``(E,)`` bool | slot holds an event |
 | ``noise`` | ``(R, L)`` | background window (a short file stretched with ``np.repeat``) |
 | ``noise_active`` | ``()`` bool | a background is present |
+| ``noise_db`` | ``()`` | background level ``ref_db + snr`` (the generators' snr is 0) |
 | ``labels`` | ``(S,)`` int32 | target classes in slot order, -1 empty |
 
 Per event: peak-normalise the source; normalise the IR (below); wet image ``w = x * h`` (full linear
 convolution); gain ``g = 10^((level − P(w))/20)`` with ``P`` the mean power over all
 ``Ls + N − 1`` samples and all channels; add ``g·w`` at ``onset``, cut at ``L``. Dry target
 (targets only): ``g · (x * h_dir)`` with ``h_dir`` the channel-0 IR kept on a window from 6 ms
-before to 50 ms after its peak ``p``. Background: scaled to ``ref_db`` power over all samples and
-channels. Inactive slots are exactly 0.
+before to 50 ms after its peak ``p``. Background: scaled to ``noise_db`` power over all samples
+and channels. Inactive slots are exactly 0.
 
 Where the two years' official renderers differ, :data:`RULES` says what each does (the task is a
 config value, ``"dcase2025"`` or ``"dcase2026"``):
@@ -69,7 +70,6 @@ from jax import lax
 from s5jax import labels as labels_lib
 
 SAMPLE_RATE = 32000
-REF_DB = -50.0
 TASKS = ("dcase2025", "dcase2026")
 
 
@@ -94,7 +94,7 @@ def rules(task: str) -> RenderRules:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
     return RULES[task]
 INPUT_KEYS = ("source", "source_len", "ir", "ir_len", "onset", "level_db", "active", "noise",
-              "noise_active", "labels")
+              "noise_active", "noise_db", "labels")
 
 
 def fast_fft_length(n: int) -> int:
@@ -129,7 +129,6 @@ def render_reference(
     *,
     length: int,
     num_targets: int = labels_lib.MAX_SOURCES,
-    ref_db: float = REF_DB,
     sr: int = SAMPLE_RATE,
     window_ms: tuple[float, float] = (6.0, 50.0),
     task: str = "dcase2025",
@@ -148,7 +147,7 @@ def render_reference(
     if bool(item["noise_active"]):
         n = np.asarray(item["noise"], np.float64)[:, :length]
         p = 10 * np.log10(np.mean(n**2))
-        y += 10 ** ((ref_db - p) / 20) * n
+        y += 10 ** ((float(item["noise_db"]) - p) / 20) * n
     for e in range(item["source"].shape[0]):
         if not bool(item["active"][e]):
             continue
@@ -240,10 +239,10 @@ def _add_at(buf: jnp.ndarray, val: jnp.ndarray, at: tuple) -> jnp.ndarray:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("length", "num_targets", "with_dry", "ref_db", "d0", "d1", "nfft", "chunk",
+    static_argnames=("length", "num_targets", "with_dry", "d0", "d1", "nfft", "chunk",
                      "rule", "channels"),
 )
-def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk, rule, channels):
+def _render(batch, *, length, num_targets, with_dry, d0, d1, nfft, chunk, rule, channels):
     f32 = jnp.float32
     m, c = nfft, chunk
     bsz, e_n, ls = batch["source"].shape
@@ -355,7 +354,7 @@ def _render(batch, *, length, num_targets, with_dry, ref_db, d0, d1, nfft, chunk
     npow = jnp.mean(noise * noise, axis=(-2, -1))
     nok = batch["noise_active"] & (npow > 0)
     nlog = 10.0 * jnp.log10(jnp.where(nok, npow, 1.0))
-    g_bg = jnp.where(nok, 10.0 ** ((ref_db - nlog) / 20.0), 0.0)
+    g_bg = jnp.where(nok, 10.0 ** ((batch["noise_db"].astype(f32) - nlog) / 20.0), 0.0)
     y = y + g_bg[:, None, None] * noise[:, :channels]
     out = {"mixture": y, "labels": batch["labels"].astype(jnp.int32)}
     if with_dry:
@@ -369,7 +368,6 @@ def render(
     length: int,
     num_targets: int = labels_lib.MAX_SOURCES,
     with_dry: bool = True,
-    ref_db: float = REF_DB,
     sr: int = SAMPLE_RATE,
     window_ms: tuple[float, float] = (6.0, 50.0),
     nfft: int | None = None,
@@ -409,6 +407,6 @@ def render(
         raise ValueError(f"channels {channels}: expected 1 ≤ channels ≤ {r} (the RIRs' channels)")
     d0, d1 = dry_window(sr, window_ms)
     return _render(
-        batch, length=length, num_targets=num_targets, with_dry=with_dry, ref_db=float(ref_db),
+        batch, length=length, num_targets=num_targets, with_dry=with_dry,
         d0=d0, d1=d1, nfft=nfft, chunk=chunk, rule=rules(task), channels=channels,
     )
