@@ -51,7 +51,7 @@ def torch_predict(torch, probs, threshold=0.5, max_sources=3):
 def main(argv: list[str] | None = None) -> int:
     hostmem.keep_freed_memory()  # as the s5jax commands run (s5jax/hostmem.py)
     p = benchlib.parser(__doc__, batch=1, repeats=3)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=benchlib.positive_float, default=10.0)
     p.add_argument("--separator", choices=["resunetk", "resunet"], default="resunetk")
     p.add_argument("--small", action="store_true", help="tiny widths (smoke run)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")

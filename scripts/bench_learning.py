@@ -149,26 +149,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help="config:presets strings separated by ';' (default: ResUNetK baseline "
                    "and seed at the small size)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=benchlib.positive_int, default=3)
     p.add_argument("--steps", type=int, help="train.num_steps (default: the preset's)")
     p.add_argument("--minutes", type=float, help="train.max_minutes (default: the preset's)")
     p.add_argument("--eval-every", type=int, help="train.eval_every (default: the preset's)")
     p.add_argument("--valid-limit", type=int,
                    help="validate on the first V held-out mixtures only (default: all)")
     p.add_argument("--out", required=True)
-    p.add_argument("--append", help="append the result row to this markdown file")
+    p.add_argument("--append", type=benchlib.output_file,
+                   help="append the result row to this markdown file")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
+    if not variants:
+        p.error(f"--variants {args.variants!r}: no config given")
     folders = [slug(spec) for spec in variants]
     if len(set(folders)) < len(folders):  # two config files with one stem would share runs
         raise SystemExit(f"--variants: run folders {folders} collide; give the config files "
                          "different names")
     for spec in variants:  # every variant loads before anything is written or trained
         try:
-            load_config(spec)
+            cfg = load_config(spec)
         except (ValueError, OSError) as e:
             p.error(f"--variants {spec!r}: {e}")
+        if cfg.data.get("valid_split", "valid") != "test":  # its curves would have no points
+            p.error(f"--variants {spec!r}: it does not validate on the held-out test "
+                    "soundscapes (data.valid_split='test'; the `small` presets do)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Runs of one variant share their shapes: a persistent compilation cache compiles each jitted

@@ -234,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="block FFT length: auto (synth.block_fft_length) or pow2 (≥ 3N)")
     p.add_argument("--dataset", action="store_true", help="loader + render on a dataset root")
     p.add_argument("--root", type=Path, default=None, help="dataset root (default: embedded full)")
-    p.add_argument("--batches", type=int, default=4, help="timed batches per round (--dataset)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds alternating s5jax and official")
+    p.add_argument("--batches", type=benchlib.positive_int, default=4,
+                   help="timed batches per round (--dataset)")
+    p.add_argument("--rounds", type=benchlib.positive_int, default=3,
+                   help="rounds alternating s5jax and official")
     p.add_argument("--workers", type=int, default=0, help="loader worker processes, both sides")
     p.add_argument("--read-threads", type=int, default=1, help="s5jax reader threads")
     p.add_argument("--official", type=Path, default=None, help="official baseline checkout")
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Python with the official code's dependencies")
     p.add_argument("--spatialscaper", type=Path, default=None, help="SpatialScaper source")
     p.add_argument("--profile", action="store_true", help="host-side time split (--workers 0)")
-    p.add_argument("--cpu-devices", type=int, default=1,
+    p.add_argument("--cpu-devices", type=benchlib.positive_int, default=1,
                    help="split the CPU into this many JAX devices (jax_num_cpu_devices); the "
                         "batch is rendered over a data mesh of all devices, a slice each")
     a = p.parse_args(argv)

@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     # allocator, so the ratio compares the two models, not the two allocators.
     kept = hostmem.keep_freed_memory()
     ap = benchlib.parser(__doc__, batch=None, repeats=5)
-    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--seconds", type=benchlib.positive_float, default=None)
     ap.add_argument("--official", type=Path, default=None,
                     help="checkout of the official DCASE 2025 task 4 baseline to compare against")
     ap.add_argument("--config", default=None, help="config[:presets]: the real step's MFU")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -29,15 +30,49 @@ HEADER = (
 )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (argparse prints one usage error otherwise)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 1") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 1")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0")
+    return v
+
+
+def output_file(text: str) -> Path:
+    """argparse type: a file to write at the end of a run, checked before it (its folder exists,
+    it is not a folder), so that a long run does not end in a traceback."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, expected a file")
+    if not path.absolute().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: its folder does not exist")
+    return path
+
+
 def parser(doc: str, *, batch: int, repeats: int) -> argparse.ArgumentParser:
     """Argument parser with the options every bench script has: --batch, --repeats, --append.
 
     ``doc`` is the script's module docstring; its first line becomes the description.
     """
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--batch", type=int, default=batch)
-    p.add_argument("--repeats", type=int, default=repeats)
-    p.add_argument("--append", type=Path, default=None, help="benchmarks.md to append a row to")
+    p.add_argument("--batch", type=positive_int, default=batch)
+    p.add_argument("--repeats", type=positive_int, default=repeats)
+    p.add_argument("--append", type=output_file, default=None,
+                   help="benchmarks.md to append a row to")
     return p
 
 
@@ -105,7 +140,7 @@ def machine() -> str:
 def command(script: str, argv: Sequence[str] | None = None) -> str:
     """The command line to record: ``python scripts/<script> <argv or sys.argv[1:]>``."""
     args = sys.argv[1:] if not argv else argv
-    return f"python scripts/{script} {' '.join(args)}".strip()
+    return f"python scripts/{script} {shlex.join(args)}".strip()
 
 
 def append_row(path: Path | str, *, benchmark: str, command: str, result: str,

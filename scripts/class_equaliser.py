@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if min(args.steps, args.eval_every) < 1 or args.lr <= 0 or args.valid_limit < 0:
         ap.error("--steps and --eval-every must be ≥ 1, --lr > 0, --valid-limit ≥ 0")
-    if args.json and not args.json.absolute().parent.is_dir():
-        ap.error(f"--json {args.json}: its folder does not exist")
+    if args.json and args.json.is_dir():
+        ap.error(f"--json {args.json}: is a folder, expected a file")
     try:
         cfg = load_config(args.config)
     except ValueError as e:
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if n % args.eval_every == 0 or n == args.steps:
             record(n)
     if args.json:
+        args.json.absolute().parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/
         write_atomic(args.json, json.dumps(out, indent=1) + "\n")
     return 0
 

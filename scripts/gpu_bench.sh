@@ -63,7 +63,13 @@
 # outside a temporary folder is touched). Without wheels/ the script assumes the packages exist.
 
 set -u
-cd "$(dirname "$0")/.."
+usage() {
+  echo "usage: scripts/gpu_bench.sh [--cpu] [--append FILE] [--official PATH]" \
+    "[--profile DIR]" >&2
+  exit 2
+}
+# Paths as given, made absolute before the cd below (they are the caller's).
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 CPU=0
 APPEND=()
 OFFICIAL=""
@@ -71,14 +77,19 @@ PROFILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) CPU=1 ;;
-    --append) APPEND=(--append "$2"); shift ;;
-    --official) OFFICIAL="$2"; shift ;;
-    --profile) PROFILE="$2"; shift ;;
-    *) echo "usage: scripts/gpu_bench.sh [--cpu] [--append FILE] [--official PATH]" \
-         "[--profile DIR]" >&2; exit 2 ;;
+    --append|--official|--profile)
+      [ $# -ge 2 ] || usage
+      case "$1" in
+        --append) APPEND=(--append "$(absolute "$2")") ;;
+        --official) OFFICIAL="$(absolute "$2")" ;;
+        --profile) PROFILE="$(absolute "$2")" ;;
+      esac
+      shift ;;
+    *) usage ;;
   esac
   shift
 done
+cd "$(dirname "$0")/.."
 BUDGET=${GPU_BENCH_BUDGET:-420}
 LIMIT=${GPU_BENCH_LIMIT:-470}
 PROFILE=${PROFILE:-$(mktemp -d /tmp/s5jax-gpu-profile.XXXXXX)}

@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, help="dataset root (default: embedded full)")
     p.add_argument("--json", type=Path, help="write the counts here")
     args = p.parse_args(argv)
+    if args.json and args.json.is_dir():
+        p.error(f"--json {args.json}: is a folder, expected a file")
     try:
         root = args.root or ensure_embedded(scale="full")
         res = misses(args.tagger, Path(root))
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(_table(res))
     if args.json:
+        args.json.absolute().parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0
 

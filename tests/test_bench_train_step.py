@@ -83,3 +83,22 @@ def test_profile_arguments_are_refused_before_any_compiling(case, tmp_path):
         assert "--profile traces the --config step: give --config too" in done.stderr
     else:
         assert f"--profile {blocker / 'prof'}: cannot create the folder" in done.stderr
+
+
+def test_bench_arguments_are_checked_before_the_run(tmp_path, capsys):
+    """Every bench script's --batch/--repeats/--append are checked when parsed (a zero, or an
+    --append folder, ended a finished run in a traceback), and the recorded command keeps its
+    shell quoting (a variant list with ';' was recorded unquoted)."""
+    p = benchlib.parser("doc", batch=2, repeats=3)
+    for argv, says in ((["--batch", "0"], "expected an integer ≥ 1"),
+                       (["--repeats", "x"], "expected an integer ≥ 1"),
+                       (["--append", str(tmp_path)], "is a folder, expected a file"),
+                       (["--append", str(tmp_path / "no" / "rows.md")], "folder does not exist")):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+        assert says in capsys.readouterr().err
+    assert p.parse_args(["--append", str(tmp_path / "rows.md")]).batch == 2
+    with pytest.raises(Exception, match="expected a number > 0"):
+        benchlib.positive_float("-1")
+    assert benchlib.command("bench_learning.py", ["--variants", "a.py:x;b.py:y"]) == \
+        "python scripts/bench_learning.py --variants 'a.py:x;b.py:y'"

@@ -37,7 +37,7 @@ def test_trains_and_scores_on_the_held_out_split(embedded_small, tmp_path):
 
 @pytest.mark.parametrize("args,says", [
     (["--config", "configs/resunetk.py:smoke"], "valid_split"),
-    (["--json", "no/such/folder/x.json"], "folder does not exist"),
+    (["--json", "."], "is a folder, expected a file"),  # a missing folder is created
 ])
 def test_bad_arguments_are_one_error_line(tmp_path, args, says):
     r = _run(*(["--json", str(tmp_path / "x.json")] if "--json" not in args else []), *args,
