@@ -138,7 +138,7 @@ def test_trainable_mask_labels_and_errors(small):
     assert ad["blocks_0"]["adapter"]["up"]["kernel"] == "trainable"
     assert ad["blocks_0"]["mlp"]["fc1"]["kernel"] == "frozen"
     for bad in ("blocks:9", "blocks:x", "encoder"):
-        with pytest.raises(ValueError, match="trainable mode"):
+        with pytest.raises(ValueError, match=f"config.trainable='{bad}': expected "):
             T.trainable_mask(params, bad)
 
 

@@ -374,7 +374,8 @@ TRAINABLE, FROZEN = "trainable", "frozen"
 
 
 def check_trainable(mode: str, depth: int) -> None:
-    """``ValueError`` unless ``mode`` is a :func:`trainable_mask` mode for ``depth`` blocks."""
+    """``ValueError`` unless ``mode`` (``config.trainable``) is a :func:`trainable_mask` mode for
+    ``depth`` blocks; the config check and the mask share it."""
     if mode in ("all", "head", "adapters"):
         return
     if isinstance(mode, str) and mode.startswith("blocks:"):
@@ -398,6 +399,7 @@ def trainable_mask(params: Any, mode: str) -> Any:
     blocks = sorted(
         {int(k[1].split("_")[1]) for k in flat if len(k) > 1 and k[1].startswith("blocks_")}
     )
+    check_trainable(mode, len(blocks))
     if mode == "all":
         def pick(path):
             return True
@@ -407,23 +409,12 @@ def trainable_mask(params: Any, mode: str) -> Any:
     elif mode == "adapters":
         def pick(path):
             return path[0] == "head" or path[1:2] == ("norm",) or "adapter" in path
-    elif mode.startswith("blocks:"):
-        try:
-            k = int(mode.split(":", 1)[1])
-        except ValueError:
-            k = -1
-        if not 0 <= k <= len(blocks):
-            raise ValueError(
-                f"trainable mode {mode!r}: expected blocks:k with 0 ≤ k ≤ {len(blocks)}"
-            )
+    else:  # "blocks:k"
+        k = int(mode.split(":", 1)[1])
         last = {f"blocks_{i}" for i in blocks[len(blocks) - k :]}
 
         def pick(path):
             return path[0] == "head" or path[1:2] == ("norm",) or (path[1:2] and path[1] in last)
-    else:
-        raise ValueError(
-            f"trainable mode {mode!r}: expected 'head', 'blocks:k', 'adapters' or 'all'"
-        )
     labels = {k: TRAINABLE if pick(k) else FROZEN for k in flat}
     return traverse_util.unflatten_dict(labels)
 
