@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from absl import flags
@@ -18,6 +19,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def first_few(items: Sequence[str], n: int = 3) -> str:
+    """``"a, b, c and 4 more"``: the first ``n`` of ``items``, for a one-line message."""
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
 
 
 def error_text(e: BaseException) -> str:

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from s5jax.atomic import Staging, existing_ancestor, write_atomic
+from s5jax.cli import first_few
 
 CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
@@ -41,8 +42,7 @@ def variable_problems(want: Any, have: Any) -> list[str]:
                         for k in w if k in h and tuple(np.shape(h[k])) != tuple(np.shape(w[k])))
         for kind, items in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes)):
             if items:
-                problems.append(f"{kind} {col}: " + ", ".join(items[:3])
-                                + (f" and {len(items) - 3} more" if len(items) > 3 else ""))
+                problems.append(f"{kind} {col}: {first_few(items)}")
     return problems
 
 

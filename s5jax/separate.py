@@ -36,7 +36,7 @@ import numpy as np
 from s5jax import hostmem
 from s5jax.atomic import Staging, check_free_space, write_atomic
 from s5jax.audio import wav
-from s5jax.cli import ArgumentParser, fail
+from s5jax.cli import ArgumentParser, fail, first_few
 from s5jax.data.synth import TASKS
 from s5jax.data.testset import match_soundscape
 from s5jax.inference.editions import DCASE2025, DCASE2026, Edition, edition
@@ -206,10 +206,9 @@ def run(args: argparse.Namespace) -> int:
         resampled = [(p, i.sample_rate) for p, i in zip(paths, infos, strict=True)
                      if i.sample_rate != wav.SAMPLE_RATE]
         if resampled:
-            shown = ", ".join(f"{p.name} ({r} Hz)" for p, r in resampled[:3])
-            more = f" and {len(resampled) - 3} more" if len(resampled) > 3 else ""
+            shown = first_few([f"{p.name} ({r} Hz)" for p, r in resampled])
             print(f"note: {len(resampled)} input(s) resampled to {wav.SAMPLE_RATE} Hz with soxr: "
-                  f"{shown}{more}; outputs are at {wav.SAMPLE_RATE} Hz", file=sys.stderr)
+                  f"{shown}; outputs are at {wav.SAMPLE_RATE} Hz", file=sys.stderr)
         (tmp / sub_wavs).mkdir(exist_ok=True)
         count, listing = 0, []
         for p, info in zip(paths, infos, strict=True):

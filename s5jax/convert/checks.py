@@ -8,6 +8,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from s5jax.cli import first_few
+
 FLOAT_DTYPES = tuple(np.dtype(t) for t in (np.float16, ml_dtypes.bfloat16, np.float32, np.float64))
 
 
@@ -17,9 +19,8 @@ def check_float_weights(sd: dict[str, Any], where: str = "") -> None:
     bad = [f"{k} ({np.asarray(v).dtype})" for k, v in sd.items()
            if not k.endswith("num_batches_tracked") and np.asarray(v).dtype not in FLOAT_DTYPES]
     if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         prefix = f"{where}: " if where else ""
-        raise ValueError(f"{prefix}non-floating-point weights: {shown}; expected float16, "
+        raise ValueError(f"{prefix}non-floating-point weights: {first_few(bad)}; expected float16, "
                          "bfloat16, float32 or float64 tensors")
 
 

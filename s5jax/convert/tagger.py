@@ -51,6 +51,7 @@ import numpy as np
 
 from s5jax import modeldir, torch_io
 from s5jax.audio import mel
+from s5jax.cli import first_few
 from s5jax.convert.checks import buffer_mismatch, check_float_weights
 from s5jax.models import tagger as tagger_lib
 
@@ -121,8 +122,7 @@ def _encoder_shapes(enc: dict[str, np.ndarray], d: int, depth: int, where: str) 
     bad = [f"{k} {enc[k].shape} (expected {shape})" for k, shape in want.items()
            if enc[k].shape != shape]
     if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise ValueError(f"{where}: wrong shapes for embedding width D = {d}: {shown}")
+        raise ValueError(f"{where}: wrong shapes for embedding width D = {d}: {first_few(bad)}")
 
 
 def _encoder_params(enc: dict[str, np.ndarray], num_heads: int | None, where: str):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from s5jax import metrics
 from s5jax.atomic import write_atomic
 from s5jax.audio import wav
+from s5jax.cli import first_few
 from s5jax.data.testset import ORACLE_DIR, TestSet, match_soundscape, slotted
 from s5jax.inference.editions import Edition, edition, infer_task
 from s5jax.inference.files import (
@@ -174,7 +175,7 @@ def prepare(test_root: str | os.PathLike, allow_empty: bool = False, task: str |
     notes = []
     empty = [it.name for it in ts if not it.references]
     if empty and not edition(task).empty_mixtures:
-        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        shown = first_few(empty)
         if not allow_empty:
             raise ValueError(
                 f"{ts.root / ORACLE_DIR}: {len(empty)} soundscape(s) have no reference "
@@ -214,10 +215,8 @@ def _check_estimates_found(folder: Path, ts: TestSet, found: dict[str, list], ed
                         "(with a DCASE 2026 test set in --data)")
     missing = [it.name for it in ts if it.references and not found[it.name]]
     if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
-                                          else "")
         print(f"note: {folder}: no estimate for {len(missing)} soundscape(s) with references "
-              f"({shown}): their references count as missed", file=sys.stderr)
+              f"({first_few(missing)}): their references count as missed", file=sys.stderr)
 
 
 def _num(v: float) -> str:
