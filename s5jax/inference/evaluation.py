@@ -29,7 +29,7 @@ from s5jax import metrics
 from s5jax.atomic import write_atomic
 from s5jax.audio import wav
 from s5jax.cli import first_few
-from s5jax.data.testset import ORACLE_DIR, TestSet, match_soundscape, slotted
+from s5jax.data.testset import ORACLE_DIR, TestSet, slotted
 from s5jax.inference.editions import Edition, edition, infer_task
 from s5jax.inference.files import (
     check_submission,
@@ -204,15 +204,6 @@ def _check_estimates_found(folder: Path, ts: TestSet, found: dict[str, list], ed
             hint = f" (a submission folder: its estimates are in {folder / ed.submission_wavs})"
         raise ValueError(f"{folder}: no estimate {pattern} of the {len(ts)} soundscape(s) of "
                          f"{ts.root}{hint}")
-    if not ed.slotted_names:
-        names = [it.name for it in ts]
-        for group in found.values():
-            for _, path in group:
-                if match_soundscape(path.name, names)[2] is not None:
-                    raise ValueError(
-                        f"{path}: named <soundscape>_<i>_<Label>.wav, as DCASE 2026 estimates "
-                        f"are, but {ts.root} is scored as DCASE 2025; pass --task dcase2026 "
-                        "(with a DCASE 2026 test set in --data)")
     missing = [it.name for it in ts if it.references and not found[it.name]]
     if missing:
         print(f"note: {folder}: no estimate for {len(missing)} soundscape(s) with references "
@@ -261,7 +252,7 @@ def evaluate(
     ed = edition(task)
     est_files = None
     if estimates is not None:
-        est_files = read_estimates(Path(estimates), [it.name for it in ts])
+        est_files = read_estimates(Path(estimates), [it.name for it in ts], ed.slotted_names)
         _check_estimates_found(Path(estimates), ts, est_files, ed)
     n_dev = jax.device_count()
     batch_size = max(n_dev, -(-batch_size // n_dev) * n_dev)  # a multiple of the device count

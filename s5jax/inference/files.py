@@ -73,15 +73,22 @@ def output_names(name: str, labels: Sequence[int | str], slotted: bool = False) 
     return out
 
 
-def read_estimates(est_dir: Path, names: Sequence[str]) -> dict[str, list[tuple[str, Path]]]:
+def read_estimates(est_dir: Path, names: Sequence[str], slotted_names: bool = True,
+                   ) -> dict[str, list[tuple[str, Path]]]:
     """``<name>_<Label>[_k].wav`` and ``<name>_<i>_<Label>.wav`` files in ``est_dir`` grouped by
-    soundscape (prefix-free), each group in file-name order (the official reader's order)."""
+    soundscape (prefix-free), each group in file-name order (the official reader's order).
+    ``slotted_names=False`` (a test set scored as DCASE 2025) refuses the 2026 naming, which
+    would otherwise be scored against the 2025 soundscapes of the same names."""
     found: dict[str, list[tuple[str, Path]]] = {n: [] for n in names}
     for p in wav_files(est_dir):
         try:
-            name, label, _ = match_soundscape(p.name, found)
+            name, label, slot = match_soundscape(p.name, found)
         except ValueError as e:
             raise ValueError(f"{est_dir}/{e} in the test set") from None
+        if slot is not None and not slotted_names:
+            raise ValueError(f"{p}: named <soundscape>_<i>_<Label>.wav, as DCASE 2026 estimates "
+                             "are, but the test set is scored as DCASE 2025; pass --task "
+                             "dcase2026 (with a DCASE 2026 test set in --data)")
         found[name].append((label, p))
     return found
 
