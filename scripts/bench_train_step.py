@@ -315,17 +315,29 @@ def synthetic_host_batch(spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _override(config, assignment: str) -> None:
-    """``a.b=value`` (value read as a Python literal, else kept as a string)."""
-    key, _, raw = assignment.partition("=")
+    """``a.b=value`` (value read as a Python literal, else kept as a string) into ``config``.
+
+    ``ValueError`` naming the assignment if it is not ``KEY=VALUE``, if ``a.b`` is not a field
+    of the config (a ConfigDict would add a new key silently, or raise a bare ``KeyError``), or
+    if the value does not fit the field's type."""
+    key, eq, raw = assignment.partition("=")
+    if not eq or not key:
+        raise ValueError(f"--set {assignment}: expected KEY=VALUE, e.g. optim.accumulate=2")
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         value = raw
     *path, last = key.split(".")
     node = config
-    for part in path:
-        node = node[part]
-    node[last] = value
+    for part in [*path, last]:
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise ValueError(f"--set {assignment}: the config has no field {key}")
+        parent, node = node, node[part]
+    try:
+        parent[last] = value
+    except TypeError:
+        raise ValueError(f"--set {assignment}: {key} is a {type(node).__name__}, "
+                         f"not {value!r}") from None
 
 
 def cpu_flops(args, batch: int, seconds: float) -> int:
@@ -345,12 +357,10 @@ def cpu_flops(args, batch: int, seconds: float) -> int:
     return int(last.removeprefix("flops="))
 
 
-def config_main(args) -> int:
+def config_main(args, config) -> int:
+    """``--config`` mode; ``config``: the loaded config with the ``--set`` overrides applied."""
     import memory
 
-    config = load_config(args.config)
-    for assignment in args.set:
-        _override(config, assignment)
     if args.batch is not None:
         config.data.batch_size = args.batch
     if args.seconds is not None:
@@ -440,8 +450,19 @@ def main(argv: list[str] | None = None) -> int:
             args.profile.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             ap.error(f"--profile {args.profile}: cannot create the folder ({e.strerror})")
-    if args.config:
-        return config_main(args)
+    if args.set and not args.config:
+        ap.error("--set overrides the --config step's config: give --config too")
+    if args.config:  # loaded and overridden here, so that a bad --set is a usage error at once
+        try:
+            config = load_config(args.config)
+        except ValueError as e:
+            ap.error(f"--config {e}")
+        for assignment in args.set:
+            try:
+                _override(config, assignment)
+            except ValueError as e:
+                ap.error(str(e))
+        return config_main(args, config)
     args.batch = 1 if args.batch is None else args.batch
     args.seconds = 4.0 if args.seconds is None else args.seconds
     length = int(args.seconds * 32000)

@@ -102,3 +102,35 @@ def test_bench_arguments_are_checked_before_the_run(tmp_path, capsys):
         benchlib.positive_float("-1")
     assert benchlib.command("bench_learning.py", ["--variants", "a.py:x;b.py:y"]) == \
         "python scripts/bench_learning.py --variants 'a.py:x;b.py:y'"
+
+
+SMOKE = ["--config", "configs/resunetk.py:smoke"]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    ([*SMOKE, "--set", "optim.nokey=1"],
+     "--set optim.nokey=1: the config has no field optim.nokey"),
+    ([*SMOKE, "--set", "bogus.key=1"], "--set bogus.key=1: the config has no field bogus.key"),
+    ([*SMOKE, "--set", "optim.lr=abc"], "--set optim.lr=abc: optim.lr is a float, not 'abc'"),
+    ([*SMOKE, "--set", "optim"], "--set optim: expected KEY=VALUE"),
+    (["--set", "optim.lr=1"], "--set overrides the --config step's config: give --config too"),
+    (["--config", "nope.py"], "--config nope.py: no such config file"),
+])
+def test_set_names_a_field_of_the_config(argv, says):
+    """--set refuses, by name and before any compiling, a key the config does not have (a
+    ConfigDict added ``optim.nokey`` silently; ``bogus.key`` was a KeyError traceback), a value
+    of the wrong type, or an override with no --config to apply it to."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "scripts/bench_train_step.py", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert says in done.stderr
+
+
+def test_set_overrides_a_field():
+    config = bench_train_step.load_config("configs/resunetk.py:smoke")
+    bench_train_step._override(config, "optim.accumulate=2")
+    bench_train_step._override(config, "optim.lr=1")
+    assert config.optim.accumulate == 2 and config.optim.lr == 1.0
