@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> dict:
             hint = DCASE2026
             if test_root is None:
                 print(f"note: the embedded DCASE 2026 test set: {args.separator} was trained "
-                      "for DCASE 2026 (its run's config)", file=sys.stderr)
+                      "for DCASE 2026 (as its training run recorded)", file=sys.stderr)
         if test_root is None:
             test_root = resolve_test_root(ensure_embedded(progress=not args.no_progress,
                                                           task=hint or DCASE2025))

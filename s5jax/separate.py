@@ -186,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
         task = args.task or (DCASE2026 if head == "slots" else None)
         if task is None and trained_task(args.separator) == DCASE2026:
             task = DCASE2026  # the separator's training run was DCASE 2026's
-            print(f"note: --task dcase2026: {args.separator} was trained for it (its run's "
-                  "config)", file=sys.stderr)
+            print(f"note: --task dcase2026: {args.separator} was trained for it (as its "
+                  "training run recorded)", file=sys.stderr)
         ed = edition(task or DCASE2025)
         sub_wavs = ed.submission_wavs if args.submission else ""
         names = [] if args.submission else [f"{p.stem}.json" for p in paths]

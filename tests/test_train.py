@@ -199,6 +199,8 @@ def test_resume_continues_exactly(tmp_path, compile_cache, capsys):
     # Different data per step (the iterator advanced): losses are not all equal.
     assert len({a[s] for s in a}) > 1
     assert (full / "model" / "config.json").is_file()
+    # The exported model keeps its run's edition wherever it is moved (separate's names).
+    assert json.loads((full / "model" / "task.json").read_text()) == {"task": "dcase2025"}
     cfg, variables = loop.ckpt_lib.load_any(full)
     assert cfg.name == "m2d_at" and "params" in variables
 

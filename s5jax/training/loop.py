@@ -859,4 +859,5 @@ def export_model(workdir: Path, config: ml_collections.ConfigDict,
     else:
         raw = ckpts.restore_raw_state(best)
         variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
-    return modeldir.save_model(workdir / MODEL_DIR, config.model, variables, overwrite=True)
+    return modeldir.save_model(workdir / MODEL_DIR, config.model, variables, overwrite=True,
+                               task=config.task)
