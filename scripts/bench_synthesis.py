@@ -230,27 +230,46 @@ def dataset_main(a, argv) -> int:
 def main(argv: list[str] | None = None) -> int:
     hostmem.keep_freed_memory()  # as the s5jax commands run (s5jax/hostmem.py)
     p = benchlib.parser(__doc__, batch=8, repeats=5)
-    p.add_argument("--nfft", default="auto",
+    p.add_argument("--nfft", choices=("auto", "pow2"), default="auto",
                    help="block FFT length: auto (synth.block_fft_length) or pow2 (≥ 3N)")
     p.add_argument("--dataset", action="store_true", help="loader + render on a dataset root")
-    p.add_argument("--root", type=Path, default=None, help="dataset root (default: embedded full)")
+    p.add_argument("--root", type=benchlib.folder, default=None,
+                   help="dataset root (default: embedded full)")
     p.add_argument("--batches", type=benchlib.positive_int, default=4,
                    help="timed batches per round (--dataset)")
     p.add_argument("--rounds", type=benchlib.positive_int, default=3,
                    help="rounds alternating s5jax and official")
-    p.add_argument("--workers", type=int, default=0, help="loader worker processes, both sides")
-    p.add_argument("--read-threads", type=int, default=1, help="s5jax reader threads")
-    p.add_argument("--official", type=Path, default=None, help="official baseline checkout")
-    p.add_argument("--official-python", default=sys.executable,
-                   help="Python with the official code's dependencies")
-    p.add_argument("--spatialscaper", type=Path, default=None, help="SpatialScaper source")
+    p.add_argument("--workers", type=benchlib.nonnegative_int, default=0,
+                   help="loader worker processes, both sides (0: read in this process)")
+    p.add_argument("--read-threads", type=benchlib.nonnegative_int, default=1,
+                   help="s5jax reader threads")
+    p.add_argument("--official", type=benchlib.folder, default=None,
+                   help="official baseline checkout")
+    p.add_argument("--official-python", type=benchlib.executable, default=None,
+                   help="Python with the official code's dependencies (default: this one)")
+    p.add_argument("--spatialscaper", type=benchlib.folder, default=None,
+                   help="SpatialScaper source")
     p.add_argument("--profile", action="store_true", help="host-side time split (--workers 0)")
     p.add_argument("--cpu-devices", type=benchlib.positive_int, default=1,
                    help="split the CPU into this many JAX devices (jax_num_cpu_devices); the "
                         "batch is rendered over a data mesh of all devices, a slice each")
     a = p.parse_args(argv)
+    for name in ("official_python", "spatialscaper"):
+        if getattr(a, name) is not None and a.official is None:
+            p.error(f"--{name.replace('_', '-')} is for the official generator: "
+                    "give --official too")
+    if a.official_python is None:
+        a.official_python = sys.executable
+    if a.profile and a.workers:  # before the loader starts, not after it
+        p.error("--profile needs --workers 0 (timers live in this process)")
     if a.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", a.cpu_devices)  # before the backend starts
+    if a.dataset and a.batch % jax.device_count():
+        # The batch is placed over a `data` mesh of all devices (mesh.put_batch), a slice each.
+        n = jax.device_count()
+        p.error(f"--batch {a.batch}: --dataset splits the batch over the {n} JAX devices"
+                + (f" (--cpu-devices {a.cpu_devices})" if a.cpu_devices > 1 else "")
+                + f": expected a multiple of {n}")
     if a.dataset:
         return dataset_main(a, argv)
 

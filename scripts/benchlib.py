@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -41,6 +43,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0 (a count where 0 means none, e.g. worker processes)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 0") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 0")
+    return v
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     try:
@@ -61,6 +74,27 @@ def output_file(text: str) -> Path:
     if not path.absolute().parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: its folder does not exist")
     return path
+
+
+def folder(text: str) -> Path:
+    """argparse type: an existing folder (a checkout to import from, a dataset root)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: {'is not a folder' if path.exists() else 'no such folder'}")
+    return path
+
+
+def executable(text: str) -> str:
+    """argparse type: a program to run, a path or a name on ``PATH`` (``shutil.which``), checked
+    to exist and be executable before the run that would start it (a subprocess's
+    ``FileNotFoundError`` came after the minutes of the other side's round). Returns the path."""
+    found = shutil.which(text)
+    if found is None:
+        why = ("is not an executable file" if Path(text).exists() else
+               "no such file" if os.sep in text else "no such program on PATH")
+        raise argparse.ArgumentTypeError(f"{text}: {why}")
+    return found
 
 
 def parser(doc: str, *, batch: int, repeats: int) -> argparse.ArgumentParser:

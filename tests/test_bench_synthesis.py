@@ -70,3 +70,42 @@ def test_a_render_that_fails_before_timing_still_stops_the_loader(embedded_small
         bench_synthesis.s5jax_dataset_timer(embedded_small, batch=1, workers=0, read_threads=1,
                                             profile=False)
     assert closed == [True]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--dataset", "--batch", "1", "--cpu-devices", "2"],
+     "--batch 1: --dataset splits the batch over the 2 JAX devices (--cpu-devices 2): "
+     "expected a multiple of 2"),
+    (["--dataset", "--official", "{tmp}", "--official-python", "/nope"],
+     "argument --official-python: /nope: no such file"),
+    (["--dataset", "--official", "{tmp}", "--official-python", "{tmp}"],
+     "argument --official-python: {tmp}: is not an executable file"),
+    (["--dataset", "--official-python", sys.executable],
+     "--official-python is for the official generator: give --official too"),
+    (["--dataset", "--official", "{tmp}/nope"], "argument --official: {tmp}/nope: no such folder"),
+    (["--nfft", "bogus"], "argument --nfft: invalid choice: 'bogus'"),
+    (["--dataset", "--workers", "-1"], "argument --workers: '-1': expected an integer ≥ 0"),
+    (["--dataset", "--profile", "--workers", "1"], "--profile needs --workers 0"),
+])
+def test_arguments_are_refused_when_parsed(argv, says, tmp_path):
+    """Each bad argument is one usage error naming it, before any rendering or loading (a missing
+    --official-python was a FileNotFoundError traceback after the s5jax round, --nfft bogus ran
+    as pow2, --workers -1 ran, a batch that does not split over the devices ended in JAX's
+    sharding error)."""
+    root = ["--root", str(tmp_path)] if "--dataset" in argv else []
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    proc = subprocess.run([sys.executable, "scripts/bench_synthesis.py", *argv, *root], cwd=ROOT,
+                          env=quick_compile.env(JAX_PLATFORMS="cpu"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert says.replace("{tmp}", str(tmp_path)) in proc.stderr
+
+
+def test_the_checked_arguments_that_are_fine_pass():
+    import benchlib
+
+    assert benchlib.executable(sys.executable) == sys.executable
+    assert Path(benchlib.executable(Path(sys.executable).name)).is_file()  # a name on PATH
+    assert benchlib.nonnegative_int("0") == 0
+    assert benchlib.folder(str(ROOT)) == ROOT
