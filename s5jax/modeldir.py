@@ -2,10 +2,10 @@
 
 A model directory holds ``config.json`` (the model's ``ConfigDict``, i.e. ``config.model``) and
 ``variables/`` (an Orbax PyTree checkpoint of ``{"params": ..., "batch_stats": ...}``). One
-exported by training also holds ``task.json`` (``{"task": "dcase2026"}``): the challenge edition
-its run was trained for, which sets the output names and the test set of ``separate`` and
-``evaluate`` wherever the folder is moved (the model config cannot say it: both years' separators
-are the same network).
+exported by training also holds ``run.json`` (``{"task": "dcase2026", "step": 1000}``): the
+challenge edition its run was trained for, which sets the output names and the test set of
+``separate`` and ``evaluate`` wherever the folder is moved (the model config cannot say it: both
+years' separators are the same network), and the checkpoint step it holds.
 ``python -m s5jax.convert`` writes one, training exports one (``<workdir>/model``),
 ``load_separator`` / ``load_tagger`` and the inference layer read them.
 """
@@ -29,7 +29,7 @@ from s5jax.cli import first_few
 
 CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
-TASK_FILE = "task.json"  # optional: the edition a trained model's run was for
+RUN_FILE = "run.json"  # optional: the edition and checkpoint step of a trained model
 
 
 def variable_problems(want: Any, have: Any) -> list[str]:
@@ -59,14 +59,14 @@ def not_a_model_dir(path: str | os.PathLike) -> str | None:
     """Why ``path`` is not (only) an s5jax model directory, or None if it is one.
 
     ``--overwrite`` replaces a folder only when this is None: a model directory holds exactly
-    ``config.json``, ``variables/`` and perhaps ``task.json``, so a folder with anything else in
+    ``config.json``, ``variables/`` and perhaps ``run.json``, so a folder with anything else in
     it is the user's.
     """
     p = Path(path)
     if not is_model_dir(p):
         return f"not an s5jax model directory (no {CONFIG_FILE} and {VARIABLES_DIR}/)"
     other = sorted(e.name for e in p.iterdir()
-                   if e.name not in (CONFIG_FILE, VARIABLES_DIR, TASK_FILE))
+                   if e.name not in (CONFIG_FILE, VARIABLES_DIR, RUN_FILE))
     if other:
         shown = ", ".join(other[:3]) + (" …" if len(other) > 3 else "")
         return f"holds files that are not part of an s5jax model directory ({shown})"
@@ -91,9 +91,9 @@ def check_output(directory: str | os.PathLike, overwrite: bool) -> None:
 
 
 def save_model(directory: str | os.PathLike, model_config: ml_collections.ConfigDict,
-               variables: Any, *, overwrite: bool = False, task: str | None = None) -> Path:
-    """Write ``variables`` and ``model_config`` (and ``task``, the edition a trained model was
-    trained for, into ``task.json``) to ``directory`` atomically.
+               variables: Any, *, overwrite: bool = False, run: dict | None = None) -> Path:
+    """Write ``variables`` and ``model_config`` (and, for a trained model, ``run``: ``{"task":
+    edition, "step": checkpoint step}`` into ``run.json``) to ``directory`` atomically.
 
     Everything is written into a temporary sibling directory that is renamed into place, so an
     interrupted save leaves no half-written model behind. An existing ``directory`` is replaced
@@ -107,27 +107,31 @@ def save_model(directory: str | os.PathLike, model_config: ml_collections.Config
         ckptr.save(tmp / VARIABLES_DIR, jax.tree.map(np.asarray, variables))
         ckptr.wait_until_finished()
         write_atomic(tmp / CONFIG_FILE, model_config.to_json(indent=2))
-        if task is not None:
-            write_atomic(tmp / TASK_FILE, json.dumps({"task": task}) + "\n")
+        if run is not None:
+            write_atomic(tmp / RUN_FILE, json.dumps(run) + "\n")
         staging.commit()
     return out
 
 
-def read_task(directory: str | os.PathLike) -> str | None:
-    """The edition recorded in a model directory's ``task.json``; ``None`` where there is none
-    (converted models, and models exported before it was written). ``ValueError`` naming the
-    file if it is unreadable."""
-    f = Path(directory) / TASK_FILE
+def read_run(directory: str | os.PathLike) -> dict:
+    """The ``run.json`` of a model directory exported by training: ``{"task": str, "step":
+    int}``; ``{}`` where there is none (converted models, and models exported before it was
+    written). ``ValueError`` naming the file if it is unreadable or its values are not those."""
+    f = Path(directory) / RUN_FILE
     if not f.is_file():
-        return None
+        return {}
     try:
-        task = json.loads(f.read_text()).get("task")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise ValueError(f"{f}: expected a JSON object like {{\"task\": \"dcase2026\"}} ({e})"
-                         ) from e
-    if not isinstance(task, str):
-        raise ValueError(f"{f}: 'task' is {task!r}; expected a name like 'dcase2026'")
-    return task
+        run = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f}: invalid JSON ({e})") from e
+    if not isinstance(run, dict):
+        raise ValueError(f"{f}: expected a JSON object like {{\"task\": \"dcase2026\", "
+                         f"\"step\": 1000}}, found {type(run).__name__}")
+    if not isinstance(run.get("task"), str):
+        raise ValueError(f"{f}: 'task' is {run.get('task')!r}; expected a name like 'dcase2026'")
+    if "step" in run and (not isinstance(run["step"], int) or isinstance(run["step"], bool)):
+        raise ValueError(f"{f}: 'step' is {run['step']!r}; expected a checkpoint step")
+    return run
 
 
 def load_model(directory: str | os.PathLike, names: Collection[str] | None = None,

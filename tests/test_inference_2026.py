@@ -238,8 +238,8 @@ def test_separate_2026_submission_in_parts_stays_consistent(tiny_models, tmp_pat
 
 def test_a_model_dir_exported_by_a_2026_run_keeps_its_edition_when_moved(tiny_models,
                                                                           tmp_path, capsys):
-    """Training writes task.json into model/; a copy of that folder alone still separates with
-    the 2026 names, and replacing it (--overwrite) treats task.json as part of it."""
+    """Training writes run.json into model/; a copy of that folder alone still separates with
+    the 2026 names, and replacing it (--overwrite) treats run.json as part of it."""
     import shutil
 
     from s5jax import modeldir
@@ -247,8 +247,9 @@ def test_a_model_dir_exported_by_a_2026_run_keeps_its_edition_when_moved(tiny_mo
 
     _, separator = tiny_models
     cfg, variables = modeldir.load_model(separator)
-    moved = modeldir.save_model(tmp_path / "exported", cfg, variables, task="dcase2026")
-    assert json.loads((moved / "task.json").read_text()) == {"task": "dcase2026"}
+    run = {"task": "dcase2026", "step": 7}
+    moved = modeldir.save_model(tmp_path / "exported", cfg, variables, run=run)
+    assert modeldir.read_run(moved) == run
     assert modeldir.not_a_model_dir(moved) is None  # so --overwrite may replace it
     assert trained_task(moved) == "dcase2026"
     elsewhere = tmp_path / "elsewhere" / "sep"
@@ -260,13 +261,13 @@ def test_a_model_dir_exported_by_a_2026_run_keeps_its_edition_when_moved(tiny_mo
                           "--out", str(out), "--labels", "Dishes"]) == 0
     assert "was trained for it" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["scene.json", "scene_0_Dishes.wav"]
-    # A damaged task.json is named, not taken for 2025.
-    (elsewhere / "task.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="task.json: expected a JSON object"):
-        trained_task(elsewhere)
-    (elsewhere / "task.json").write_text('{"task": null}')
-    with pytest.raises(ValueError, match="task.json: 'task' is None"):
-        trained_task(elsewhere)
+    # A damaged run.json is named, not taken for 2025.
+    for text, msg in (("[1, 2]", "expected a JSON object"), ('{"task": null}', "'task' is None"),
+                      ('{"task": "dcase2026", "step": "7"}', "'step' is '7'"),
+                      ("{", "invalid JSON")):
+        (elsewhere / "run.json").write_text(text)
+        with pytest.raises(ValueError, match=f"run.json: {re.escape(msg)}"):
+            trained_task(elsewhere)
 
 
 def test_a_separator_trained_for_2026_names_its_outputs_the_2026_way(tiny_models, tmp_path,

@@ -3,6 +3,7 @@
 import importlib.util
 import io
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -179,6 +180,23 @@ def test_resume_continues_exactly(tmp_path, compile_cache, capsys):
     assert f"{full}: the run is complete at step 4 (train.num_steps=4); exported model: " \
         f"{full / 'model'} (checkpoint 4" in err
     assert (full / "log.jsonl").read_bytes() == before
+    # A model/ holding another checkpoint than the config's rule chooses (as after a changed
+    # train.best_mode) is re-exported from the chosen one, and the message says so.
+    run_json = full / "model" / "run.json"
+    run_json.write_text(json.dumps({"task": "dcase2025", "step": 3}))
+    # A read-only work directory (os.access says so; as root, chmod would not) is still complete.
+    real_access = os.access
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "access", lambda p, mode: False if mode & os.W_OK and str(p).startswith(
+            str(tmp_path)) else real_access(p, mode))
+        loop.train_and_evaluate(_resume_config(4), str(full))
+    err = capsys.readouterr().err
+    assert f"{full}: the run is complete at step 4" in err
+    assert f"exported model: {full / 'model'} (checkpoint 3; this config's rule" in err
+    assert f"chooses checkpoint 4, but {full} is not writable)" in err
+    loop.train_and_evaluate(_resume_config(4), str(full))
+    assert f"re-exported model: {full / 'model'} (checkpoint 4, " in capsys.readouterr().err
+    assert json.loads(run_json.read_text())["step"] == 4
     loop.train_and_evaluate(_resume_config(2), str(part))
     assert sorted(_losses(part)) == [1, 2]
     longer = _resume_config(4)
@@ -200,7 +218,8 @@ def test_resume_continues_exactly(tmp_path, compile_cache, capsys):
     assert len({a[s] for s in a}) > 1
     assert (full / "model" / "config.json").is_file()
     # The exported model keeps its run's edition wherever it is moved (separate's names).
-    assert json.loads((full / "model" / "task.json").read_text()) == {"task": "dcase2025"}
+    assert json.loads((full / "model" / "run.json").read_text()) == {"task": "dcase2025",
+                                                                     "step": 4}
     cfg, variables = loop.ckpt_lib.load_any(full)
     assert cfg.name == "m2d_at" and "params" in variables
 

@@ -36,14 +36,14 @@ def _read(path: str | os.PathLike, convert_path: Callable, names: Collection[str
 
 def trained_task(path: str | os.PathLike | None) -> str | None:
     """The ``config.task`` (challenge edition) a model was trained for, where ``path`` tells: a
-    model directory exported by training (its ``task.json``, wherever it was moved), a training
+    model directory exported by training (its ``run.json``, wherever it was moved), a training
     work directory or its ``model/`` (read from the run's config file); ``None`` otherwise (a
-    converted model, an official checkpoint, or a model exported before ``task.json``)."""
+    converted model, an official checkpoint, or a model exported before ``run.json``)."""
     if path is None:
         return None
     p = Path(path).absolute()
-    if modeldir.is_model_dir(p) and modeldir.read_task(p) is not None:
-        return modeldir.read_task(p)
+    if modeldir.is_model_dir(p) and modeldir.read_run(p):
+        return modeldir.read_run(p)["task"]
     for run in (p, p.parent if p.name == checkpoint.MODEL_DIR else None):
         if run is not None and checkpoint.is_workdir(run):
             return (checkpoint.read_train_config(run) or {}).get("task")

@@ -175,14 +175,14 @@ def _shown(changes: list[tuple[str, Any, Any]]) -> str:
     return "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in changes)
 
 
-def check_workdir(workdir: Path) -> None:
-    """``ValueError`` unless ``workdir`` is, or can be created as, a writable folder."""
+def check_workdir(workdir: Path, writable: bool = True) -> None:
+    """``ValueError`` unless ``workdir`` is, or can be created as, a (``writable``) folder."""
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir}: exists and is not a folder")
     anc = existing_ancestor(workdir)
     if not anc.is_dir():
         raise ValueError(f"--workdir {workdir}: cannot create it ({anc} is a file)")
-    if not os.access(anc, os.W_OK | os.X_OK):
+    if writable and not os.access(anc, os.W_OK | os.X_OK):
         raise ValueError(f"--workdir {workdir}: {anc} is not writable")
 
 
@@ -293,7 +293,7 @@ def check_config(config: ml_collections.ConfigDict) -> str:
 def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     """Check ``config`` against this machine, the dataset and ``workdir``; no compilation."""
     task = check_config(config)
-    check_workdir(workdir)
+    check_workdir(workdir, writable=False)  # a finished run may be read-only: it says so below
     n_dev, d = jax.device_count(), config.data
     resume = check_resume(config, workdir)
     # A run that resumes restores everything from its checkpoint: its config.init may be gone.
@@ -302,6 +302,7 @@ def validate(config: ml_collections.ConfigDict, workdir: Path) -> Plan:
     if resume.step is not None and modeldir.is_model_dir(workdir / MODEL_DIR) and (
             resume.step >= int(config.train.num_steps) or _budget_spent(config, workdir)):
         return Plan(task=task, catalog=None, devices=n_dev, resume=resume, complete=True)
+    check_workdir(workdir)
     catalog = _scan_dataset(d, config.task)
     if d.get("valid_split", "valid") == "test":
         test_dir = catalog_lib.find_test_dir(catalog.root, config.task)
@@ -804,20 +805,34 @@ def _budget_stop_message(config: ml_collections.ConfigDict, step: int, seconds: 
 
 
 def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDict) -> str:
+    """What a finished run holds. Where ``model/`` holds another checkpoint than this config's
+    rule chooses (``train.best_metric`` / ``best_mode`` changed with ``allow_config_change``),
+    the chosen one is exported first, if the work directory may be written."""
     t = config.train
+    model = workdir / MODEL_DIR
     mgr = ckpt_lib.CheckpointManager(workdir, best_metric=t.best_metric, best_mode=t.best_mode,
                                       read_only=True)
     try:
         best = ckpt_lib.model_step(mgr, config)
+        held = modeldir.read_run(model).get("step")
+        if held is not None and best is not None and held != best:
+            if os.access(workdir, os.W_OK | os.X_OK):
+                _save_export(workdir, config, _checkpoint_variables(mgr, best), best)
+                exported = (f"re-exported model: {model} (checkpoint {best}, {_chosen_by(config)};"
+                            f" it held checkpoint {held}, chosen by the run's earlier config)")
+            else:
+                exported = (f"exported model: {model} (checkpoint {held}; this config's rule, "
+                            f"{_chosen_by(config)}, chooses checkpoint {best}, but {workdir} is "
+                            "not writable)")
+        else:
+            exported = f"exported model: {model} (checkpoint {best}, {_chosen_by(config)})"
     finally:
         mgr.close()
     limit = (f"train.max_minutes={t.max_minutes} spent" if step < int(t.num_steps)
              else f"train.num_steps={int(t.num_steps)}")
-    return (f"{workdir}: the run is complete at step {step} ({limit});"
-            f" exported model: {workdir / MODEL_DIR} (checkpoint {best}, "
-            f"{_chosen_by(config)}). Nothing to do: use another --workdir for a new run, or raise "
-            "train.num_steps (train.max_minutes) with --config.train.allow_config_change=true "
-            "to train further")
+    return (f"{workdir}: the run is complete at step {step} ({limit}); {exported}. Nothing to "
+            "do: use another --workdir for a new run, or raise train.num_steps "
+            "(train.max_minutes) with --config.train.allow_config_change=true to train further")
 
 
 def _budget_spent(config: ml_collections.ConfigDict, workdir: Path) -> bool:
@@ -855,9 +870,17 @@ def export_model(workdir: Path, config: ml_collections.ConfigDict,
     else the last state's; the last for a run validated on the test split)."""
     best = ckpt_lib.model_step(ckpts, config)
     if best is None or best == int(state.step):
-        variables = state.variables
-    else:
-        raw = ckpts.restore_raw_state(best)
-        variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+        return _save_export(workdir, config, state.variables, int(state.step))
+    return _save_export(workdir, config, _checkpoint_variables(ckpts, best), best)
+
+
+def _checkpoint_variables(ckpts: ckpt_lib.CheckpointManager, step: int) -> dict:
+    raw = ckpts.restore_raw_state(step)
+    return {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+
+
+def _save_export(workdir: Path, config: ml_collections.ConfigDict, variables: Any,
+                 step: int) -> Path:
+    """``<workdir>/model`` with its ``run.json``: the run's edition and the step exported."""
     return modeldir.save_model(workdir / MODEL_DIR, config.model, variables, overwrite=True,
-                               task=config.task)
+                               run={"task": config.task, "step": step})
