@@ -28,6 +28,7 @@ they were checked). On a GPU machine the same command gives XLA:GPU's own analys
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -219,6 +220,13 @@ def main() -> None:
         "flops_only", False, "print only flops=<int> of the lowered step (no compilation; what "
         "bench_train_step.py uses for the MFU on a GPU)")
     flags.mark_flags_as_required(["config"])
+    # Checked when parsed (one error line naming the flag), not by the step's tracing: a zero
+    # batch was a ZeroDivisionError, zero seconds a gather error, a zero RIR length an FFT one.
+    for name, positive in (("batch", lambda v: v >= 1), ("seconds", lambda v: 0 < v < math.inf),
+                           ("ir_seconds", lambda v: 0 < v < math.inf)):
+        flags.register_validator(
+            name, lambda v, positive=positive: v is None or positive(v),
+            message="expected an integer ≥ 1" if name == "batch" else "expected a number > 0")
 
     def run(argv):
         if len(argv) > 1:

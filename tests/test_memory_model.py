@@ -71,6 +71,14 @@ def test_figures_off_the_cpu_count_no_flops(monkeypatch):
     (("--config", "configs/resunetk.py:smokey"), "unknown config preset 'smokey'"),
     (("--config", "configs/resunetk.py:smoke", "--config.model.bogus=3"),
      "--config.model.bogus: config.model has no field 'bogus'"),
+    # Refused when parsed, not by the step's tracing (ZeroDivisionError, gather and FFT errors).
+    (("--config", "configs/resunetk.py:smoke", "--batch=0"), "--batch=0: expected an integer ≥ 1"),
+    (("--config", "configs/resunetk.py:smoke", "--batch", "-2"),
+     "--batch=-2: expected an integer ≥ 1"),
+    (("--config", "configs/resunetk.py:smoke", "--seconds=0"),
+     "--seconds=0.0: expected a number > 0"),
+    (("--config", "configs/resunetk.py:smoke", "--ir_seconds=-1"),
+     "--ir_seconds=-1.0: expected a number > 0"),
 ])
 def test_bad_config_is_one_error_line(args, culprit):
     """The same flag parser as ``s5jax.train``: one ``error:`` line, status 2, no traceback."""
