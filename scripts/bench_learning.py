@@ -26,7 +26,9 @@ training wall time at that step, validation excluded, compilation included), ``D
 (``s5jax.plots.plot_learning_curves``: mean ± one sample standard deviation over the seeds) and
 prints a summary; ``--append`` adds its row to docs/benchmarks.md. Work directories are resumed,
 so an interrupted benchmark continues where it stopped (SIGTERM stops it after a checkpoint of the
-current run's last step: ``kill PID``). Runs are sequential (one at a time) and
+current run's last step: ``kill PID``); a re-run whose options change what a run's checkpoints
+mean (``--steps``, ``--valid-limit``) is refused before anything trains: use a new ``--out``, or
+delete that run's folder. Runs are sequential (one at a time) and
 seed-major (every variant's seed 0, then every variant's seed 1, …).
 """
 
@@ -47,7 +49,7 @@ from s5jax import hostmem
 from s5jax.atomic import write_atomic
 from s5jax.cli import load_config
 from s5jax.plots import plot_learning_curves
-from s5jax.training import loop
+from s5jax.training import checkpoint, loop
 from s5jax.training.logging import read_jsonl
 
 DEFAULT_VARIANTS = "configs/resunetk.py:small,baseline;configs/resunetk.py:small"
@@ -78,7 +80,8 @@ def points(records: list[dict]) -> list[dict]:
     return out
 
 
-def run_one(spec: str, seed: int, args, workdir: Path) -> dict:
+def run_config(spec: str, seed: int, args):
+    """The config of ``spec``'s run with ``seed``: the variant's, with the options applied."""
     cfg = load_config(spec)
     cfg.train.seed = seed
     cfg.data.seed = seed
@@ -93,6 +96,33 @@ def run_one(spec: str, seed: int, args, workdir: Path) -> dict:
         cfg.train.checkpoint_every = args.eval_every
     if args.valid_limit is not None:
         cfg.data.valid_limit = args.valid_limit
+    return cfg
+
+
+def resume_conflict(cfg, workdir: Path) -> str | None:
+    """Why training would refuse to resume the run in ``workdir`` with ``cfg`` (``None`` if it
+    would not): the same check (``loop.check_resume``), made before any run trains, with what
+    to do about it here — training's own message suggests ``--workdir`` and
+    ``allow_config_change``, which this script does not take."""
+    try:
+        loop.check_resume(cfg, workdir)
+        return None
+    except ValueError as e:
+        try:
+            saved = checkpoint.read_train_config(workdir)
+        except ValueError:  # invalid JSON: training's message says so
+            saved = None
+        changes = [] if saved is None else [
+            (k, a, b) for k, a, b in loop.config_changes(saved, cfg)
+            if not any(k == f or k.startswith(f + ".") for f in loop.RESUME_FREE)]
+        what = (f"{workdir} holds a run trained with another config ("
+                + "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in changes) + ")"
+                if changes else str(e))
+    return (f"{what}; the runs under --out are resumed, not restarted: use a new --out, or "
+            f"delete {workdir} to train that run again")
+
+
+def run_one(cfg, workdir: Path) -> dict:
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     loop.train_and_evaluate(cfg, str(workdir))
@@ -176,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--variants {spec!r}: it does not validate on the held-out test "
                     "soundscapes (data.valid_split='test'; the `small` presets do)")
     out = Path(args.out)
+    # Seed-major: every variant's seed 0 first, so an interrupted benchmark already compares
+    # the variants on equal terms.
+    jobs = [(spec, seed, run_config(spec, seed, args), out / "runs" / slug(spec) / f"seed{seed}")
+            for seed in range(args.seeds) for spec in variants]
+    for _, _, cfg, workdir in jobs:  # before any run trains, not when this one's turn comes
+        conflict = resume_conflict(cfg, workdir)
+        if conflict:
+            p.error(f"--out {out}: {conflict}")
     out.mkdir(parents=True, exist_ok=True)
     # Runs of one variant share their shapes: a persistent compilation cache compiles each jitted
     # step once per variant instead of once per run (minutes on a loaded 2-core CPU).
@@ -186,10 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     # A finished run is only read again on a re-run: keep what was measured while it trained.
     before = (json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file()
               else {})
-    # Seed-major: every variant's seed 0 first, so an interrupted benchmark already compares
-    # the variants on equal terms.
-    for seed, spec in [(seed, spec) for seed in range(args.seeds) for spec in variants]:
-        r = run_one(spec, seed, args, out / "runs" / slug(spec) / f"seed{seed}")
+    for spec, seed, cfg, workdir in jobs:
+        r = run_one(cfg, workdir)
         pts = r.pop("points")
         old = before.get(spec, {}).get(str(seed))
         if old is not None and old.get("steps") == r["steps"]:

@@ -75,3 +75,77 @@ def test_bad_variant_is_a_usage_error_before_anything_is_written(tmp_path, capsy
     assert e.value.code == 2
     assert culprit in capsys.readouterr().err
     assert not out.exists()
+
+
+def _finished_run(out, spec, seed, **settings):
+    """A run folder under ``out/runs`` as training leaves it (train_config.json, a checkpoint),
+    for the config ``bench_learning`` builds with ``settings`` (no training)."""
+    import argparse
+
+    from s5jax.training import checkpoint
+
+    args = argparse.Namespace(**{"steps": None, "minutes": None, "eval_every": None,
+                                 "valid_limit": None, "no_progress": True, **settings})
+    workdir = out / "runs" / bench_learning.slug(spec) / f"seed{seed}"
+    checkpoint.write_train_config(workdir, bench_learning.run_config(spec, seed, args))
+    step = workdir / "checkpoints" / "5"
+    (step / "state").mkdir(parents=True)
+    (step / checkpoint.ORBAX_METADATA).write_text("{}")
+    return workdir, args
+
+
+def test_a_rerun_that_changes_a_runs_config_is_refused_before_training(tmp_path, capsys):
+    """A re-run on the same --out with another --steps ended, when that run's turn came (after
+    the runs before it had trained), in training's refusal with its hint to pass --workdir or
+    train.allow_config_change, which this script does not take. Now: one usage error at once,
+    saying what to do here."""
+    spec = f"{ROOT}/configs/resunetk.py:small"
+    out = tmp_path / "out"
+    workdir, _ = _finished_run(out, spec, 1, steps=5)
+    with pytest.raises(SystemExit) as e:
+        bench_learning.main(["--variants", spec, "--seeds", "2", "--steps", "7", "--out",
+                             str(out), "--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"--out {out}: {workdir} holds a run trained with another config "
+            "(train.num_steps: 5 there, 7 now)") in err
+    assert f"use a new --out, or delete {workdir} to train that run again" in err
+    assert "allow_config_change" not in err and "--workdir" not in err
+    assert not (out / "runs.json").exists()  # nothing trained
+
+
+def test_a_rerun_with_the_same_or_a_watching_setting_resumes(tmp_path):
+    spec = f"{ROOT}/configs/resunetk.py:small"
+    workdir, args = _finished_run(tmp_path, spec, 0, steps=5)
+    assert bench_learning.resume_conflict(bench_learning.run_config(spec, 0, args), workdir) \
+        is None
+    # train.max_minutes and train.eval_every only change how the run is watched and bounded.
+    args.minutes, args.eval_every = 3.0, 2
+    assert bench_learning.resume_conflict(bench_learning.run_config(spec, 0, args), workdir) \
+        is None
+
+
+def test_each_run_trains_with_its_seed_in_its_folder(tmp_path, monkeypatch):
+    """The runs as main builds them (seed-major, one folder each), with training replaced by a
+    log of two validation points."""
+    import json
+
+    trained = []
+
+    def train(cfg, workdir):
+        trained.append((cfg.train.seed, cfg.data.seed, int(cfg.train.num_steps), workdir))
+        Path(workdir).mkdir(parents=True)
+        (Path(workdir) / "log.jsonl").write_text(
+            "".join(json.dumps(_rec(s, s, 1.0)) + "\n" for s in (0, 3)))
+
+    monkeypatch.setattr(bench_learning.loop, "train_and_evaluate", train)
+    # Not this test process's compilation cache: main points it under --out.
+    monkeypatch.setattr(bench_learning.jax.config, "update", lambda *a: None)
+    spec = f"{ROOT}/configs/resunetk.py:small"
+    out = tmp_path / "out"
+    assert bench_learning.main(["--variants", spec, "--seeds", "2", "--steps", "3", "--out",
+                                str(out), "--no-progress"]) == 0
+    assert trained == [(s, s, 3, str(out / "runs" / "resunetk-small" / f"seed{s}"))
+                       for s in (0, 1)]
+    runs = json.loads((out / "runs.json").read_text())[spec]
+    assert runs["1"]["steps"] == 3 and runs["1"]["bound"] == "steps"
