@@ -180,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="config:presets strings separated by ';' (default: ResUNetK baseline "
                    "and seed at the small size)")
     p.add_argument("--seeds", type=benchlib.positive_int, default=3)
-    p.add_argument("--steps", type=int, help="train.num_steps (default: the preset's)")
-    p.add_argument("--minutes", type=float, help="train.max_minutes (default: the preset's)")
-    p.add_argument("--eval-every", type=int, help="train.eval_every (default: the preset's)")
-    p.add_argument("--valid-limit", type=int,
+    p.add_argument("--steps", type=benchlib.positive_int,
+                   help="train.num_steps (default: the preset's)")
+    p.add_argument("--minutes", type=benchlib.positive_float,
+                   help="train.max_minutes (default: the preset's)")
+    p.add_argument("--eval-every", type=benchlib.positive_int,
+                   help="train.eval_every (default: the preset's)")
+    p.add_argument("--valid-limit", type=benchlib.positive_int,
                    help="validate on the first V held-out mixtures only (default: all)")
     p.add_argument("--out", required=True)
     p.add_argument("--append", type=benchlib.output_file,

@@ -149,3 +149,13 @@ def test_each_run_trains_with_its_seed_in_its_folder(tmp_path, monkeypatch):
                        for s in (0, 1)]
     runs = json.loads((out / "runs.json").read_text())[spec]
     assert runs["1"]["steps"] == 3 and runs["1"]["bound"] == "steps"
+
+
+@pytest.mark.parametrize("option", ["--steps", "--minutes", "--eval-every", "--valid-limit"])
+def test_a_budget_that_is_not_positive_is_refused_when_parsed(tmp_path, capsys, option):
+    """--steps 0 was training's ValueError traceback when the first run started."""
+    with pytest.raises(SystemExit) as e:
+        bench_learning.main([option, "0", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    assert f"argument {option}: '0': expected" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
