@@ -65,15 +65,36 @@ def positive_float(text: str) -> float:
     return v
 
 
-def output_file(text: str) -> Path:
+def output_file(text: str, *, create_folder: bool = False) -> Path:
     """argparse type: a file to write at the end of a run, checked before it (its folder exists,
-    it is not a folder), so that a long run does not end in a traceback."""
+    it is not a folder), so that a long run does not end in a traceback. With
+    ``create_folder`` (:func:`new_output_file`), a missing folder is fine if it can be created
+    (no file in its way): :func:`write_output` creates it."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder, expected a file")
-    if not path.absolute().parent.is_dir():
+    parent = path.absolute().parent
+    if not create_folder and not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: its folder does not exist")
+    above = next(p for p in (parent, *parent.parents) if p.exists())
+    if not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: cannot create its folder ({above} is a file)")
     return path
+
+
+def new_output_file(text: str) -> Path:
+    """argparse type: :func:`output_file` whose folder is created when written if missing (a
+    ``runs/x.json`` in a fresh checkout)."""
+    return output_file(text, create_folder=True)
+
+
+def write_output(path: Path | str, text: str) -> Path:
+    """Write ``text`` to ``path`` (atomically), creating its folder if missing; the writer of
+    :func:`new_output_file` arguments."""
+    from s5jax.atomic import write_atomic
+
+    Path(path).absolute().parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, text)
 
 
 def folder(text: str) -> Path:

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,6 @@ from jax.sharding import PartitionSpec as P
 
 from s5jax import labels as labels_lib
 from s5jax import mesh as mesh_lib
-from s5jax.atomic import write_atomic
 from s5jax.audio.stft import istft, stft
 from s5jax.cli import ArgumentParser, fail, load_config
 from s5jax.data import loader
@@ -76,12 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valid-limit", type=int, default=40,
                     help="held-out soundscapes scored (0: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, help="write the points here")
+    ap.add_argument("--json", type=benchlib.new_output_file,
+                    help="write the points here (its folder is created if missing)")
     args = ap.parse_args(argv)
     if min(args.steps, args.eval_every) < 1 or args.lr <= 0 or args.valid_limit < 0:
         ap.error("--steps and --eval-every must be ≥ 1, --lr > 0, --valid-limit ≥ 0")
-    if args.json and args.json.is_dir():
-        ap.error(f"--json {args.json}: is a folder, expected a file")
     try:
         cfg = load_config(args.config)
     except ValueError as e:
@@ -131,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if n % args.eval_every == 0 or n == args.steps:
             record(n)
     if args.json:
-        args.json.absolute().parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/
-        write_atomic(args.json, json.dumps(out, indent=1) + "\n")
+        benchlib.write_output(args.json, json.dumps(out, indent=1) + "\n")  # e.g. runs/
     return 0
 
 

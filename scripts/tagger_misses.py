@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+import benchlib
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,10 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tagger", required=True, help="tagger model dir, work dir or checkpoint")
     p.add_argument("--root", type=Path, help="dataset root (default: embedded full)")
-    p.add_argument("--json", type=Path, help="write the counts here")
+    p.add_argument("--json", type=benchlib.new_output_file,
+                   help="write the counts here (its folder is created if missing)")
     args = p.parse_args(argv)
-    if args.json and args.json.is_dir():
-        p.error(f"--json {args.json}: is a folder, expected a file")
     try:
         root = args.root or ensure_embedded(scale="full")
         res = misses(args.tagger, Path(root))
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(_table(res))
     if args.json:
-        args.json.absolute().parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        benchlib.write_output(args.json, json.dumps(res, indent=2) + "\n")
     return 0
 
 

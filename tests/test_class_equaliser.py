@@ -18,7 +18,7 @@ def _run(*args, cwd):
 
 
 def test_trains_and_scores_on_the_held_out_split(embedded_small, tmp_path):
-    out = tmp_path / "eq.json"
+    out = tmp_path / "runs" / "eq.json"  # its folder is created
     r = _run("--root", str(embedded_small), "--steps", "6", "--eval-every", "3", "--lr", "0.3",
              "--valid-limit", "0", "--json", str(out), cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -38,11 +38,15 @@ def test_trains_and_scores_on_the_held_out_split(embedded_small, tmp_path):
 @pytest.mark.parametrize("args,says", [
     (["--config", "configs/resunetk.py:smoke"], "valid_split"),
     (["--json", "."], "is a folder, expected a file"),  # a missing folder is created
+    (["--json", "{tmp}/x.json/eq.json"], "cannot create its folder ({tmp}/x.json is a file)"),
 ])
 def test_bad_arguments_are_one_error_line(tmp_path, args, says):
-    r = _run(*(["--json", str(tmp_path / "x.json")] if "--json" not in args else []), *args,
+    (tmp_path / "x.json").write_text("")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    says = says.replace("{tmp}", str(tmp_path))
+    r = _run(*(["--json", str(tmp_path / "y.json")] if "--json" not in args else []), *args,
              cwd=ROOT)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert says in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "x.json").exists()
+    assert not (tmp_path / "y.json").exists() and (tmp_path / "x.json").read_text() == ""

@@ -5,12 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def test_counts_match_the_metadata(tiny_models, embedded_small, tmp_path):
     tagger, _ = tiny_models  # always decides Blender + Speech
-    out = tmp_path / "m.json"
+    out = tmp_path / "runs" / "m.json"  # its folder is created
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "tagger_misses.py"), "--tagger",
                         str(tagger), "--root", str(embedded_small), "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -31,3 +34,29 @@ def test_counts_match_the_metadata(tiny_models, embedded_small, tmp_path):
         assert sum(b["events"] for b in res[key]) == res["events"]
         assert sum(b["missed"] for b in res[key]) == res["missed"]
     assert "target events missed" in r.stdout
+
+
+@pytest.mark.parametrize("where, says", [
+    (".", ".: is a folder, expected a file"),
+    ("{tmp}/f/m.json", "{tmp}/f/m.json: cannot create its folder ({tmp}/f is a file)"),
+])
+def test_a_json_that_cannot_be_written_is_refused_when_parsed(tmp_path, where, says):
+    """Before the tagger is loaded or the test set read (the same check as class_equaliser's
+    --json: benchlib.new_output_file)."""
+    (tmp_path / "f").write_text("")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "tagger_misses.py"), "--tagger",
+                        str(tmp_path / "no-tagger"), "--json",
+                        where.replace("{tmp}", str(tmp_path))],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert f"error: argument --json: {says.replace('{tmp}', str(tmp_path))}" in r.stderr
+    assert "Traceback" not in r.stderr and "no-tagger" not in r.stderr
+
+
+def test_write_output_creates_the_folder(tmp_path):
+    import benchlib
+
+    path = benchlib.new_output_file(str(tmp_path / "a" / "b" / "m.json"))
+    assert not (tmp_path / "a").exists()  # checked, not created, when parsed
+    benchlib.write_output(path, "{}\n")
+    assert path.read_text() == "{}\n"
