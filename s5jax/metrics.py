@@ -455,6 +455,9 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """Mean over classes with at least one positive of the (non-interpolated) AP.
 
     ``scores``, ``targets``: ``(mixtures, classes)``; a target counts as positive above 0.5.
+    AP = Σ_n (R_n − R_{n−1}) P_n over the distinct scores taken as thresholds, as
+    ``sklearn.metrics.average_precision_score``: tied scores are one threshold, so the value
+    does not depend on the mixtures' order (a trained sigmoid saturates to exactly 1.0).
     """
     aps = []
     for c in range(scores.shape[1]):
@@ -462,9 +465,10 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
         if not y.any():
             continue
         order = np.argsort(-scores[:, c], kind="stable")
-        hits = y[order]
-        prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        aps.append(float(np.sum(prec * hits) / hits.sum()))
+        tp = np.cumsum(y[order])
+        last = np.r_[np.flatnonzero(np.diff(scores[order, c])), len(order) - 1]  # per threshold
+        recall = tp[last] / tp[-1]
+        aps.append(float(np.sum(np.diff(recall, prepend=0.0) * tp[last] / (last + 1))))
     return float(np.mean(aps)) if aps else float("nan")
 
 

@@ -392,3 +392,25 @@ def test_scaled_mixture_is_the_least_squares_scale():
         assert metrics.si_snr(floor[k], refs[k]) == pytest.approx(
             metrics.si_snr(m, refs[k]), abs=1e-4)
     assert metrics.scaled_mixture(m, refs[:0]).shape == (0, 2000)
+
+
+def test_average_precision_matches_sklearn_and_ignores_row_order():
+    """mAP (the tagger's valid/map) as sklearn's average_precision_score per class: tied scores
+    are one threshold, so reordering the mixtures does not change it (a saturated sigmoid gives
+    exact ties at 1.0)."""
+    skm = pytest.importorskip("sklearn.metrics")
+    # A hand case: AP 0.6944 whatever the order of the three tied rows.
+    s = np.array([[1.0], [1.0], [1.0], [0.3]])
+    y = np.array([[0], [1], [1], [1]])
+    for perm in ([0, 1, 2, 3], [1, 2, 0, 3]):
+        assert metrics.average_precision(s[perm], y[perm]) == pytest.approx(25 / 36, rel=1e-12)
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random((60, 18)), 1)  # many ties
+    targets = (rng.random((60, 18)) < 0.2).astype(np.float32)
+    targets[:, 5] = 0  # a class without positives is skipped (sklearn would warn)
+    keep = [c for c in range(18) if targets[:, c].any()]
+    want = np.mean([skm.average_precision_score(targets[:, c], scores[:, c]) for c in keep])
+    assert metrics.average_precision(scores, targets) == pytest.approx(want, rel=1e-12)
+    perm = rng.permutation(60)
+    assert metrics.average_precision(scores[perm], targets[perm]) == pytest.approx(want,
+                                                                                  rel=1e-12)

@@ -65,7 +65,9 @@ def test_capi_sdri_equals_official(mixtures):
             unscored += 1
             assert math.isnan(got)
         else:
-            assert abs(got - expected) <= 1e-3, (est_lab, ref_lab, got, expected)
+            # float32 against the official float32 torch code: the worst of these 300
+            # mixtures differs by ~2.4e-6 dB.
+            assert abs(got - expected) <= 1e-4, (est_lab, ref_lab, got, expected)
         named = [x for x in ref_lab if x != "silence"]
         repeats += len(set(named)) < len(named)
         empties += not named
@@ -181,7 +183,9 @@ def test_class_aware_pit_equals_official(pit_loss_fn):
     expected = ref_pit.class_aware_pit(torch.from_numpy(ests), torch.from_numpy(refs),
                                        torch_onehots(labels, L.NUM_CLASSES)).numpy()
     assert got.shape == (24,)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
+    # The loss is a −SNR in dB summed over slots (values up to ~1e2): ≤ 1e-4 relative, the
+    # deep-stack bar; measured ~5e-5 relative at worst (small values), 1.7e-6 absolute.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert got[0] == 0.0  # all silence: every slot on the diagonal with 0
     assert np.all(got < 1e3)  # the identity is always allowed
     # the permutation search matters: items whose same-class slots were swapped gain

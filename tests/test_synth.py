@@ -45,7 +45,28 @@ def items():
     its = [_item(rng) for _ in range(3)] + [_item(rng, negative_peak=True)]
     its[1]["active"][:] = [True, False, False, True, False]  # inactive target slots in the middle
     its[2]["noise_active"] = np.bool_(False)
+    # Digital silence: an active target whose source window is all zeros, and a present but
+    # silent background (the float64 reference once gave ∞ · 0 = NaN for both).
+    its[0]["active"][1] = True
+    its[0]["source"][1] = 0.0
+    its[3]["noise"][:] = 0.0
     return its
+
+
+def test_reference_silent_or_empty_event_adds_nothing():
+    """A silent or zero-length active event, and a silent background, add zeros (the official
+    renderers' gain times zeros), as if the slot were off: no NaN, no empty-array error."""
+    rng = np.random.default_rng(3)
+    it = _item(rng)
+    it["active"][:] = True
+    off = dict(it, active=it["active"].copy(), noise_active=np.bool_(False))
+    off["active"][1:3] = False
+    want = synth.render_reference(off, length=L)
+    it["source"][1] = 0.0  # silent target
+    it["source_len"][2] = 0  # zero-length target
+    it["noise"][:] = 0.0  # silent background
+    for got, ref in zip(synth.render_reference(it, length=L), want, strict=True):
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_fast_fft_length():

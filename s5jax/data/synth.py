@@ -124,6 +124,12 @@ def dry_window(sr: int, window_ms: tuple[float, float] = (6.0, 50.0)) -> tuple[i
 # float64 reference (one mixture)
 
 
+def _gain(level_db: float, power: float) -> float:
+    """``10^((level − 10·log10 power)/20)``, 0 for a silent signal (power 0), which stays
+    silent at any gain: as the jitted renderer, not ∞ · 0 = NaN."""
+    return 10 ** ((level_db - 10 * np.log10(power)) / 20) if power > 0 else 0.0
+
+
 def render_reference(
     item: dict[str, np.ndarray],
     *,
@@ -146,10 +152,9 @@ def render_reference(
     dry = np.zeros((num_targets, length), np.float64)
     if bool(item["noise_active"]):
         n = np.asarray(item["noise"], np.float64)[:, :length]
-        p = 10 * np.log10(np.mean(n**2))
-        y += 10 ** ((float(item["noise_db"]) - p) / 20) * n
+        y += _gain(float(item["noise_db"]), np.mean(n**2)) * n
     for e in range(item["source"].shape[0]):
-        if not bool(item["active"][e]):
+        if not bool(item["active"][e]) or int(item["source_len"][e]) == 0:
             continue
         x = np.asarray(item["source"][e, : int(item["source_len"][e])], np.float64)
         peak = np.max(np.abs(x))
@@ -158,7 +163,7 @@ def render_reference(
         h = np.asarray(item["ir"][e, :, : int(item["ir_len"][e])], np.float64)
         h = h / np.mean(np.linalg.norm(h, axis=-1))
         w = scipy.signal.fftconvolve(x[None, :], h, axes=-1)
-        g = 10 ** ((float(item["level_db"][e]) - 10 * np.log10(np.mean(w**2))) / 20)
+        g = _gain(float(item["level_db"][e]), np.mean(w**2))
         on = int(item["onset"][e])
         end = min(on + w.shape[-1], length)
         y[:, on:end] += g * w[:, : end - on]
