@@ -79,6 +79,22 @@ def test_apply_jits_once_per_shape(small):
     assert p.shape == (2, 18) and bool(jnp.all((p > 0) & (p < 1)))
 
 
+def test_bfloat16_compute_dtype(small):
+    """The `bf16` preset's compute dtype: float32 parameters and probabilities; the encoder's
+    tokens within bfloat16 rounding of the float32 model's, and not equal to them (the dtype
+    is applied; the untrained head's logits hardly depend on the tokens, so they are compared)."""
+    model, variables = small
+    bf = T.build_tagger(T.tagger_config(**{**model.config.to_dict(), "dtype": "bfloat16"}))
+    x = np.random.default_rng(4).standard_normal((2, 4, 16000)).astype(np.float32)
+    assert bf.apply(variables, x).dtype == jnp.float32
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables))
+    tokens = lambda m: np.asarray(m.apply(variables, x, method=lambda m, x: m.tokens(x)),  # noqa: E731
+                                  np.float64)
+    t32, t16 = tokens(model), tokens(bf)
+    err = np.abs(t16 - t32).max() / np.abs(t32).max()
+    assert 1e-4 < err < 0.05, err
+
+
 def test_only_channel_zero_is_used(small):
     model, variables = small
     x = np.random.default_rng(0).standard_normal((1, 4, 16000)).astype(np.float32)
