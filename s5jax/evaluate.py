@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="DCASE 2025: allow an empty label set (default: the arg-max class is "
                         "kept) and soundscapes without references (DCASE 2026 has both anyway)")
     parser.add_argument("--task", choices=TASKS,
-                        help="challenge edition (default: dcase2026 for a slot-head tagger or "
-                        "references named <name>_<i>_<Label>.wav, else dcase2025)")
+                        help="challenge edition (default: dcase2026 for a slot-head tagger, a "
+                        "separator trained for DCASE 2026 or references named "
+                        "<name>_<i>_<Label>.wav, else dcase2025)")
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
     parser.add_argument("--overlap-seconds", type=float, default=1.0)
     parser.add_argument("--batch-chunks", type=int, default=1,

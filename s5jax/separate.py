@@ -7,7 +7,8 @@
 For each input ``<name>.wav`` it writes one wav per detected (or given) source (32 kHz float32;
 16-bit PCM with ``--submission``, the challenge layout) and ``DIR/<name>.json`` with the tagger's
 probabilities (not in ``--submission`` mode, which writes only the wavs). The names follow the
-edition (``--task``; default ``dcase2026`` for a slot-head tagger, else ``dcase2025``): DCASE
+edition (``--task``; default ``dcase2026`` for a slot-head tagger or a separator trained for
+DCASE 2026, else ``dcase2025``): DCASE
 2025 ``DIR/<name>_<Label>.wav``, a class given twice ``<name>_Speech.wav``,
 ``<name>_Speech_2.wav``; DCASE 2026 ``DIR/<name>_<i>_<Label>.wav`` with ``i`` the output slot
 (``<name>_0_Speech.wav``, ``<name>_1_Speech.wav``; silence slots are last and write nothing), as
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         "kept)")
     parser.add_argument("--task", choices=TASKS,
                         help="challenge edition, for the output names (default: dcase2026 for a "
-                        "slot-head tagger, else dcase2025)")
+                        "slot-head tagger or a separator trained for DCASE 2026, else "
+                        "dcase2025)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--chunk-seconds", type=float, default=10.0)
     parser.add_argument("--overlap-seconds", type=float, default=1.0)
