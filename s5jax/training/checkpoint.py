@@ -17,6 +17,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -188,9 +189,20 @@ class CheckpointManager:
         return out[STATE_ITEM]
 
     def restore_raw_state(self, step: int) -> Any:
-        """The saved ``state`` item as stored (no target structure needed); ``ValueError``
-        naming the checkpoint if it cannot be read."""
-        args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore()})
+        """The saved ``state`` item as stored (no target structure needed), on this process's
+        first device, whatever the device count it was saved with (Orbax refuses to restore
+        without a target into another topology); ``ValueError`` naming the checkpoint if it
+        cannot be read."""
+        try:
+            stored = ocp.StandardCheckpointer().metadata(
+                self.directory / str(step) / STATE_ITEM).item_metadata
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                                  stored)
+        except Exception as e:  # a damaged checkpoint: named as _restore names it
+            raise ValueError(f"{self.directory}/{step}: checkpoint is damaged or incomplete "
+                             f"({type(e).__name__}: {str(e)[:300]})") from e
+        args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)})
         return self._restore(step, args, "is damaged or incomplete")[STATE_ITEM]
 
     def _restore(self, step: int, args: Any, why: str) -> Any:
