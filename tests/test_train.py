@@ -341,6 +341,38 @@ def test_validation_shows_on_the_bar_and_stays_out_of_its_rate():
     bar.close()
 
 
+def test_step_time_after_a_validation_counts_the_steps_before_it(tmp_path, compile_cache,
+                                                                  monkeypatch):
+    """With a validation between two log steps (eval_every not a multiple of log_every), the
+    logged step time is that of all the steps since the last log, validation excluded: each
+    step here waits 0.5 s for its batch, so every step_time is ≥ 0.5 s (a reset of the step
+    clock after the validation gave about half)."""
+
+    class SlowBatches(loop.loader.DevicePrefetch):
+        def __next__(self):
+            time.sleep(0.5)
+            return super().__next__()
+
+    class FastValidation:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, state, logger=None, step=0):
+            time.sleep(2.0)
+            return {"valid/loss": 1.0, "valid/accuracy": 0.0, "valid/map": 0.0}
+
+    monkeypatch.setattr(loop.loader, "DevicePrefetch", SlowBatches)
+    monkeypatch.setattr(loop, "Evaluator", FastValidation)
+    cfg = _resume_config(4)
+    cfg.train.log_every, cfg.train.eval_every = 2, 3
+    loop.train_and_evaluate(cfg, str(tmp_path / "run"))
+    logged = {r["step"]: r for r in read_jsonl(tmp_path / "run") if "train/step_time" in r}
+    assert sorted(logged) == [2, 4]
+    assert logged[4]["train/step_time"] >= 0.45, logged[4]
+    # Validation (2 s) stays out of the training seconds too.
+    assert logged[4]["train/seconds"] - logged[2]["train/seconds"] < 2 * 0.5 + 1.8
+
+
 def _no_build(*args, **kwargs):
     raise AssertionError("model built before the config was validated")
 

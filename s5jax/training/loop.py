@@ -716,12 +716,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         jax.block_until_ready(pending)
                         bar.update(1)
                         pending = None
-                    seconds += time.perf_counter() - seg
+                    paused = time.perf_counter()
+                    seconds += paused - seg
                     evaluated = last_valid = _validate(
                         bar, postfix, s, functools.partial(evaluate, state, logger, s))
                     logger.scalars(s, {**evaluated, "train/seconds": seconds})
                     say(s, evaluated)
-                    tic = seg = time.perf_counter()  # keep validation out of the step time
+                    # Validation is kept out of the step time; the steps since the last log
+                    # (before it) keep theirs, which a reset of `tic` would drop.
+                    seg = time.perf_counter()
+                    tic += seg - paused
                 if s % t.checkpoint_every == 0 or last:
                     ckpts.save(s, state, train_it, metrics=evaluated)
                 if last:
