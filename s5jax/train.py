@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from s5jax import hostmem
 from s5jax.cli import fail, parse_config_flags
+from s5jax.training.checkpoint import checkpoint_steps
 from s5jax.training.loop import NonFiniteError, check_config, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:presets].",
@@ -66,15 +67,27 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"interrupted: the same command resumes {workdir.absolute()} from its last "
-              "checkpoint", file=sys.stderr)
+        print(interrupted_message(workdir.absolute()), file=sys.stderr)
         return 130
     except (ValueError, OSError) as e:
         return fail(e)
     if jax.process_index() == 0:
         summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()))
-        print(f"done: {workdir.absolute()} ({summary})")
+        print(f"done: {workdir.absolute()} ({summary or 'not validated'})")
     return 0
+
+
+def interrupted_message(workdir: Path) -> str:
+    """What Ctrl-C leaves: the checkpoint the same command resumes from, or none yet."""
+    try:
+        steps = checkpoint_steps(workdir)
+    except ValueError:  # a foreign step folder: the next run names it
+        steps = []
+    if steps:
+        return (f"interrupted: the same command resumes {workdir} from its checkpoint at step "
+                f"{steps[-1]}")
+    return (f"interrupted before the first checkpoint: the same command starts {workdir} again "
+            "from step 0")
 
 
 if __name__ == "__main__":

@@ -106,10 +106,11 @@ def _own_shm() -> set[str]:
     return {p.name for p in shm.glob(_SHM_PREFIX + "*")} if shm.is_dir() else set()
 
 
-def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool):
-    """Start ``cmd`` and SIGTERM it (its whole process group if ``group``, as Slurm does) once
-    it has logged a step past ``after``; returns (exit status, stderr, own shared-memory blocks
-    seen in use)."""
+def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool,
+               sig: int = signal.SIGTERM):
+    """Start ``cmd`` and send it ``sig`` (its whole process group if ``group``, as Slurm or a
+    terminal's Ctrl-C does) once it has logged a step past ``after``; returns (exit status,
+    stderr, own shared-memory blocks seen in use)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=group)
     try:
@@ -118,9 +119,9 @@ def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         in_use = _own_shm()
         if group:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, sig)
         else:
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, sig)
         err = proc.communicate(timeout=120)[1]
     finally:
         if proc.poll() is None:
@@ -161,4 +162,30 @@ def test_sigterm_saves_a_checkpoint_releases_shared_memory_and_resumes(
     assert f"resuming {workdir} from step {stopped} of {STEPS}" in r.stderr
     assert _logged_steps(workdir) == list(range(1, STEPS + 1))  # each step once, in order
     assert (workdir / "model").is_dir()
+    assert not _own_shm() - before
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory")
+def test_ctrl_c_with_workers_says_what_resumes_without_worker_tracebacks(
+        tmp_path, embedded_small, env):
+    """Ctrl-C in a terminal signals the loader's workers too: they leave the stopping to the main
+    process (no traceback of theirs, no leaked shared memory), and the message says whether the
+    same command resumes from a checkpoint or starts again."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    env = dict(env, PYTHONPATH=f"{site}{os.pathsep}{env['PYTHONPATH']}")
+    before = _own_shm()
+    workdir = tmp_path / "run"
+    cmd = [*_command(workdir, embedded_small), "--config.data.num_workers=1"]
+    code, err, _ = _terminate(cmd, env, workdir, 0, group=True, sig=signal.SIGINT)
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err and "leaked" not in err, err[-3000:]
+    done = checkpoint_steps(workdir)
+    if done:  # the interrupt came after step 4's checkpoint
+        assert f"interrupted: the same command resumes {workdir} from its checkpoint at step " \
+            f"{done[-1]}" in err
+    else:
+        assert f"interrupted before the first checkpoint: the same command starts {workdir} " \
+            "again from step 0" in err
     assert not _own_shm() - before

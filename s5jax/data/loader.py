@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -234,9 +235,17 @@ def make_train_iterator(
         it = it.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=num_workers, per_worker_buffer_size=worker_buffer_size
-            )
+            ),
+            worker_init_fn=_ignore_sigint,
         )
     return iter(it)
+
+
+def _ignore_sigint(worker_index: int, worker_count: int) -> None:
+    """Grain worker start-up: Ctrl-C in a terminal signals the whole process group; the main
+    process stops the run (and its workers) cleanly, so a worker printing its own
+    KeyboardInterrupt traceback would only bury the message that says how to resume."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _ValidItem:
