@@ -21,6 +21,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from s5jax.atomic import write_atomic
+
 # Held-out validation records (s5jax.training.heldout) → the names the learning scripts write.
 SEPARATOR_KEYS = {"valid/ca_sdri": "ca_sdri", "valid/ca_si_sdri": "ca_si_sdri",
                   "valid/sdri": "sdri", "valid/floor_ca_sdri": "floor_ca_sdri",
@@ -91,8 +93,6 @@ def new_output_file(text: str) -> Path:
 def write_output(path: Path | str, text: str) -> Path:
     """Write ``text`` to ``path`` (atomically), creating its folder if missing; the writer of
     :func:`new_output_file` arguments."""
-    from s5jax.atomic import write_atomic
-
     Path(path).absolute().parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, text)
 
