@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from s5jax.training.loop import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
@@ -50,7 +54,7 @@ def _unset_fields(cfg, prefix: str = "") -> list[tuple[str, type]]:
 CASES = [(c, p) for c in CONFIGS for p in ["", *_presets(_module(c))]]
 
 
-def _get(d: dict, dotted: str):
+def _get(d, dotted: str):
     for part in dotted.split("."):
         d = d[part]
     return d
@@ -64,33 +68,50 @@ def test_every_unset_field_has_a_type():
         assert not untyped, f"{name}:{preset}: untyped None fields {untyped}"
 
 
+def _parse(spec: str, args: list[str]):
+    """The config ``python -m s5jax.train --config spec *args`` parses (absl + ml_collections'
+    config flags, as the command defines them), in this process."""
+    argv = ["train", "--config", str(ROOT / spec), *args]
+    fv = flags.FlagValues()
+    # sys_argv: the override flags are defined from the arguments (as from sys.argv in train).
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
+    fv(argv)
+    return fv.config
+
+
+def _overrides(name: str, preset: str) -> tuple[str, list[tuple[str, type]], list[str]]:
+    fields = _unset_fields(_module(name).get_config(preset))
+    spec = f"configs/{name}.py" + (f":{preset}" if preset else "")
+    return spec, fields, [f"--config.{f}={VALUES[t]}" for f, t in fields]
+
+
+@pytest.mark.parametrize("name, preset", CASES)
+def test_override_unset_fields(name, preset):
+    """Every config × preset: each unset field takes a value from its flag, and the config then
+    passes the checks ``--dry_run`` makes (in this process: a subprocess per case imports JAX)."""
+    spec, fields, args = _overrides(name, preset)
+    cfg = _parse(spec, args)
+    for f, t in fields:
+        assert _get(cfg, f) == VALUES[t], (spec, f)
+    check_config(cfg)
+
+
 def test_override_unset_fields_from_the_command_line(tmp_path):
-    """One ``--dry_run`` subprocess per config × preset, overriding all its unset fields (a few
-    at a time: each one imports JAX)."""
+    """The command itself, for one config: ``--dry_run`` prints the resolved config with the
+    overrides and writes nothing."""
+    spec, fields, args = _overrides("resunetk", "smoke")
+    workdir = tmp_path / "w"
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-
-    def start(name, preset):
-        fields = _unset_fields(_module(name).get_config(preset))
-        spec = f"configs/{name}.py" + (f":{preset}" if preset else "")
-        args = [f"--config.{f}={VALUES[t]}" for f, t in fields]
-        workdir = tmp_path / f"{name}-{preset}"
-        cmd = [sys.executable, "-m", "s5jax.train", "--config", spec, *args, "--dry_run",
-               "--workdir", str(workdir)]
-        return spec, workdir, fields, subprocess.Popen(cmd, cwd=ROOT, env=env, text=True,
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def finish(spec, workdir, fields, proc):
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"{spec}: exit {proc.returncode}\n{err}"
-        resolved = json.loads(out)
-        for f, t in fields:
-            assert _get(resolved, f) == VALUES[t], (spec, f)
-        assert "config is valid" in err and str(workdir) in err
-        assert not workdir.exists()  # a dry run writes nothing
-
-    for i in range(0, len(CASES), 4):
-        for running in [start(*case) for case in CASES[i : i + 4]]:
-            finish(*running)
+    r = subprocess.run([sys.executable, "-m", "s5jax.train", "--config", spec, *args,
+                        "--dry_run", "--workdir", str(workdir)], cwd=ROOT, env=env, text=True,
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    resolved = json.loads(r.stdout)
+    for f, t in fields:
+        assert _get(resolved, f) == VALUES[t], f
+    assert "config is valid" in r.stderr and str(workdir) in r.stderr
+    assert not workdir.exists()  # a dry run writes nothing
 
 
 def test_dry_run_reports_bad_values(tmp_path):
