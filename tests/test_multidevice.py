@@ -135,6 +135,14 @@ mgr = ckpt_lib.CheckpointManager(sys.argv[1], async_save=False)
 mgr.save(1, state2)
 mgr.close()
 np.save(sys.argv[1] + "/params.npy", flat(variables["params"]))
+# Read back here (evaluate --separator WORKDIR on 2 devices): the pipeline shards its batch over
+# both devices, so the restored variables must not be committed to one of them.
+mgr = ckpt_lib.CheckpointManager(sys.argv[1], read_only=True)
+raw = mgr.restore_raw_state(1)
+mgr.close()
+restored = S5Pipeline(None, None, model, {"params": raw["params"],
+                                          "batch_stats": raw["batch_stats"]})
+res["pipeline_restored"] = rel(restored(mix2, labels)["waveforms"], on_one)
 conv.use_gemm = lambda: False
 (u1, l1), _ = train_once(jax.devices()[:1])
 (u2, l2), res["step_gathers"] = train_once(jax.devices())
@@ -166,6 +174,7 @@ def test_one_vs_two_devices_same_loss_grads_and_batch_stats(tmp_path):
     assert res["render_collectives"] == []
     assert res["pipeline_collectives"] == []
     assert res["pipeline"] <= 1e-5
+    assert res["pipeline_restored"] <= 1e-5
     assert res["step_gathers"] == []
     assert res["gemm_step_gathers"] == []
     assert res["gemm_step_update"] <= 1e-4

@@ -81,3 +81,11 @@ def test_learning_curves_mean_and_spread(tmp_path):
     assert len(snr.lines) == 1 and snr.get_xlabel() == "step" and snr.get_ylabel() == "snr"
     with Image.open(tmp_path / "curves.png") as im:
         assert im.format == "PNG"
+
+
+def test_csv_cells_never_read_minus_zero():
+    """A tiny negative improvement rounds to 0.000000 in per_mixture.csv, not -0.000000."""
+    from s5jax.inference.evaluation import _num
+
+    assert [_num(v) for v in (-1e-9, -0.0, -2.5e-7, 1.2345674, -1.5, None, float("nan"))] == [
+        "0.000000", "0.000000", "0.000000", "1.234567", "-1.500000", "", ""]

@@ -211,7 +211,9 @@ def _check_estimates_found(folder: Path, ts: TestSet, found: dict[str, list], ed
 
 
 def _num(v: float) -> str:
-    return "" if v is None or not math.isfinite(v) else f"{v:.6f}"
+    """A CSV cell: 6 decimals, empty for a missing value; ``0.000000`` for a tiny negative
+    value, not ``-0.000000``."""
+    return "" if v is None or not math.isfinite(v) else f"{round(v, 6) + 0.0:.6f}"
 
 
 def evaluate(

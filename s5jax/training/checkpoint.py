@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from s5jax import modeldir
@@ -35,11 +36,13 @@ class _ExpectedOrbaxWarnings(logging.Filter):
     """Drops the Orbax warnings that report what this module asks for on purpose, so that users
     are not alarmed by them at every run: a save without metrics while a best metric is tracked
     (the SIGTERM save, checkpoints between validations: they count only as "latest",
-    ``keep_checkpoints_without_metrics=False``), and opening a work directory read-only (evaluate,
-    export, the benchmarks' resume checks)."""
+    ``keep_checkpoints_without_metrics=False``), opening a work directory read-only (evaluate,
+    export, the benchmarks' resume checks), and reading the array metadata of a checkpoint's
+    ``state`` item (``restore_raw_state``: Orbax looks there for the step's own metadata file,
+    which lives one folder up)."""
 
     EXPECTED = ("did not provide metrics", "read_only=True, setting save_interval_steps=0",
-                "Given directory is read only")
+                "Given directory is read only", "Metadata file does not exist")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -189,10 +192,10 @@ class CheckpointManager:
         return out[STATE_ITEM]
 
     def restore_raw_state(self, step: int) -> Any:
-        """The saved ``state`` item as stored (no target structure needed), on this process's
-        first device, whatever the device count it was saved with (Orbax refuses to restore
-        without a target into another topology); ``ValueError`` naming the checkpoint if it
-        cannot be read."""
+        """The saved ``state`` item as stored (no target structure needed), as host numpy arrays
+        whatever the device count it was saved with (Orbax refuses to restore without a target
+        into another topology; arrays committed to one device would clash with a batch sharded
+        over several in evaluate); ``ValueError`` naming the checkpoint if it cannot be read."""
         try:
             stored = ocp.StandardCheckpointer().metadata(
                 self.directory / str(step) / STATE_ITEM).item_metadata
@@ -203,7 +206,8 @@ class CheckpointManager:
             raise ValueError(f"{self.directory}/{step}: checkpoint is damaged or incomplete "
                              f"({type(e).__name__}: {str(e)[:300]})") from e
         args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)})
-        return self._restore(step, args, "is damaged or incomplete")[STATE_ITEM]
+        return jax.tree.map(np.asarray,
+                            self._restore(step, args, "is damaged or incomplete")[STATE_ITEM])
 
     def _restore(self, step: int, args: Any, why: str) -> Any:
         try:
