@@ -34,26 +34,24 @@ HEADER = (
 )
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1 (argparse prints one usage error otherwise)."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 1") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 1")
+        v = low - 1
+    if v < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ {low}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (argparse prints one usage error otherwise)."""
+    return _int_at_least(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer ≥ 0 (a count where 0 means none, e.g. worker processes)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 0") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer ≥ 0")
-    return v
+    return _int_at_least(text, 0)
 
 
 def positive_float(text: str) -> float:
