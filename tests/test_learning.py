@@ -130,6 +130,10 @@ def test_budget_stop_names_a_learning_rate_schedule_cut_short():
     lr = float(msg.split(") is ")[1].split(",")[0])
     assert lr == pytest.approx(float(sched(1470)), rel=1e-2) and lr > 1e-4
     assert "not its final 0: about 1470 steps fit this budget" in msg
+    # Skipped steps did not advance the optimiser's count: its rate is read there.
+    skipped = loop._budget_stop_message(cfg, 1470, 2700.0, sched, skipped=400)
+    assert float(skipped.split(") is ")[1].split(",")[0]) == pytest.approx(float(sched(1070)),
+                                                                          rel=1e-2)
     # At the schedule's end (or with a constant rate) there is nothing to add.
     assert "learning rate" not in loop._budget_stop_message(cfg, 2500, 2700.0, sched)
     cfg.optim.schedule = "constant"

@@ -59,17 +59,19 @@ def _fixed_batch(seed: int = 0, batch: int = 2):
     return {"mixture": mixture, "dry": dry, "labels": labels}
 
 
-def _optim(lr):
+def _optim(lr, schedule="constant"):
     return ml_collections.ConfigDict(dict(lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-                                          amsgrad=True, clip_norm=0.5, schedule="constant",
+                                          amsgrad=True, clip_norm=0.5, schedule=schedule,
                                           warmup_steps=0))
 
 
-def _run_steps(task, model, variables, batch, n, lr, labels=None):
+def _run_steps(task, model, variables, batch, n, lr, labels=None, schedule="constant"):
+    """``n`` steps on ``batch``; the schedule runs over 100 steps (a cosine barely decays)."""
     mesh = mesh_lib.make_mesh()
-    tx = optim.build_optimizer(_optim(lr), n, labels)
+    tx = optim.build_optimizer(_optim(lr, schedule), 100, labels)
     state = create_state(variables, tx, seed=0)
-    step = steps.make_train_step(task, model, tx, mesh, param_labels=labels, donate=False)
+    step = steps.make_train_step(task, model, tx, mesh, param_labels=labels, donate=False,
+                                 lr_schedule=optim.make_schedule(_optim(lr, schedule), 100))
     dev = mesh_lib.put_batch(batch, mesh)
     step = step.lower(state, dev).compile(quick_compile.OPTIONS)  # a few tiny steps
     losses = []
@@ -120,7 +122,7 @@ def test_tagger_overfits_fixed_batch_and_skips_non_finite():
     labels = loop.param_labels_for(steps.TAGGER, "adapters", variables["params"])
     batch = _fixed_batch()
     state, losses, step, dev = _run_steps(steps.TAGGER, model, variables, batch, 12, 1e-2,
-                                          labels=labels)
+                                          labels=labels, schedule="cosine")
     assert losses[-1] < 0.9 * losses[0], losses
     # Frozen encoder parameters did not move; adapters did.
     flat0 = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
@@ -139,6 +141,11 @@ def test_tagger_overfits_fixed_batch_and_skips_non_finite():
         np.testing.assert_array_equal(a, b)
     new2, m2 = step(new, dev)
     assert int(m2["bad_streak"]) == 0 and int(m2["skipped"]) == 1
+    # The logged rate is the one the optimiser uses: its count did not advance on the skipped
+    # step (the step counter did), so both steps log the schedule at 12 updates, not 13.
+    lr_at = optim.make_schedule(_optim(1e-2, "cosine"), 100)
+    assert float(lr_at(12)) != float(lr_at(13))
+    assert float(m["learning_rate"]) == float(m2["learning_rate"]) == float(lr_at(12))
 
 
 def test_resunet_query_slot_is_uniform_over_active_slots():
@@ -373,6 +380,31 @@ def test_step_time_after_a_validation_counts_the_steps_before_it(tmp_path, compi
     assert logged[4]["train/seconds"] - logged[2]["train/seconds"] < 2 * 0.5 + 1.8
 
 
+def test_sigterm_during_a_validation_stops_at_that_step(tmp_path, compile_cache, monkeypatch,
+                                                         capsys):
+    """A SIGTERM that arrives while step 2 is validated stops the run there, with step 2's
+    checkpoint (it trained step 3 first: no step was in flight)."""
+    import signal
+
+    class SignalledValidation:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, state, logger=None, step=0):
+            os.kill(os.getpid(), signal.SIGTERM)  # the run's handler only records it
+            return {"valid/loss": 1.0, "valid/accuracy": 0.0, "valid/map": 0.0}
+
+    monkeypatch.setattr(loop, "Evaluator", SignalledValidation)
+    cfg = _resume_config(6)
+    cfg.train.eval_every = 2
+    with pytest.raises(SystemExit) as e:
+        loop.train_and_evaluate(cfg, str(tmp_path / "run"))
+    assert e.value.code == 143
+    assert sorted(_losses(tmp_path / "run")) == [1, 2]
+    assert loop.ckpt_lib.checkpoint_steps(tmp_path / "run") == [2]
+    assert "stopping at step 2: SIGTERM received; checkpoint 2 saved" in capsys.readouterr().err
+
+
 def _no_build(*args, **kwargs):
     raise AssertionError("model built before the config was validated")
 
@@ -464,3 +496,33 @@ def test_init_adopts_tagger_norm_stats_and_keeps_fresh_adapters(tmp_path):
     for path, value in flat:
         if path in loaded:
             np.testing.assert_array_equal(value, loaded[path])
+
+
+def test_logged_rate_and_param_norm_are_at_the_log_step_and_audio_spans_batches():
+    """learning_rate and param_norm are their values after the log step (a window mean lags a
+    warm-up), loss the window's mean; the separator's audio examples continue into the next
+    validation batch until train.audio_examples are written."""
+    recs = [{"loss": 1.0, "learning_rate": 1e-4, "param_norm": 5.0, "skipped": 0},
+            {"loss": 3.0, "learning_rate": 2e-4, "param_norm": 6.0, "skipped": 1}]
+    assert loop._host_mean(recs) == {"loss": 2.0, "learning_rate": 2e-4, "param_norm": 6.0,
+                                     "skipped": 1.0}
+
+    class Audio:
+        tags: list = []
+
+        def audio(self, step, tag, wave):
+            self.tags.append(tag)
+
+    ev = loop.Evaluator.__new__(loop.Evaluator)  # only _audio: no model, no compile
+    ev.audio_examples = 3
+    out = {"mixture": np.zeros((2, 4, 8)), "estimate": np.zeros((2, 3, 8)),
+           "reference": np.zeros((2, 3, 8)), "labels": np.array([[4, -1, -1], [7, 2, -1]])}
+    logger, n = Audio(), 0
+    for _ in range(2):  # two batches of 2 mixtures, the weights all 1
+        n = ev._audio(logger, 10, out, np.ones(2), n)
+    assert n == 3
+    assert [t for t in logger.tags if t.endswith("mixture")] == [
+        "valid/0/mixture", "valid/1/mixture", "valid/2/mixture"]
+    from s5jax.labels import CLASSES
+    assert f"valid/2/0_{CLASSES[4]}/estimate" in logger.tags  # the next batch's first mixture
+    assert not any(t.startswith("valid/3/") for t in logger.tags)

@@ -458,6 +458,7 @@ class Evaluator:
         rows: dict[str, list] = {}
         weights = []
         bs = None
+        shown = 0  # audio examples written so far (they may span batches)
         for i, host in enumerate(self.valid):
             bs = bs or next(iter(host.values())).shape[0]
             if self.limit is not None and i * bs >= self.limit:
@@ -470,8 +471,8 @@ class Evaluator:
             weights.append(w)
             for k, v in out.items():
                 rows.setdefault(k, []).append(np.asarray(v))
-            if i == 0 and logger is not None and self.task == steps.SEPARATOR:
-                self._audio(logger, step, out, w)
+            if logger is not None and self.task == steps.SEPARATOR:
+                shown = self._audio(logger, step, out, w, shown)
             if self.task == steps.SEPARATOR:
                 # Keep host memory small: waveforms are only needed per batch.
                 for k in ("estimate", "reference", "mixture"):
@@ -525,8 +526,9 @@ class Evaluator:
         return heldout.tagger_metrics(cat["probabilities"][keep], cat["labels"][keep],
                                       cat["bce"][keep])
 
-    def _audio(self, logger: Logger, step: int, out, w) -> None:
-        n = 0
+    def _audio(self, logger: Logger, step: int, out, w, n: int) -> int:
+        """The batch's examples numbered from ``n`` while ``audio_examples`` are not all
+        written; returns the new count."""
         for b in range(len(w)):
             if n >= self.audio_examples or w[b] == 0:
                 continue
@@ -538,18 +540,26 @@ class Evaluator:
                 logger.audio(step, f"valid/{n}/{s}_{name}/estimate", out["estimate"][b, s])
                 logger.audio(step, f"valid/{n}/{s}_{name}/reference", out["reference"][b, s])
             n += 1
+        return n
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 
 
+# Logged at their value after the log step, not as the window's mean: counters and the state of
+# the run (a mean learning rate lags the schedule by half a window during warm-up).
+AT_LOG_STEP = ("skipped", "bad_streak", "learning_rate", "param_norm")
+
+
 def _host_mean(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The metrics of the steps since the last log: means of the finite values (NaN if none),
+    the last value for :data:`AT_LOG_STEP`."""
     host = jax.device_get(records)
     out = {}
     for k in host[0]:
         vals = np.asarray([r[k] for r in host], np.float64)
-        if k in ("skipped", "bad_streak"):
+        if k in AT_LOG_STEP:
             out[k] = float(vals[-1])
         else:
             finite = vals[np.isfinite(vals)]
@@ -722,6 +732,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         bar, postfix, s, functools.partial(evaluate, state, logger, s))
                     logger.scalars(s, {**evaluated, "train/seconds": seconds})
                     say(s, evaluated)
+                    if stop.requested and not last:  # SIGTERM while validating: stop here,
+                        interrupted = last = True  # with this step's checkpoint
                     # Validation is kept out of the step time; the steps since the last log
                     # (before it) keep theirs, which a reset of `tic` would drop.
                     seg = time.perf_counter()
@@ -730,13 +742,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     ckpts.save(s, state, train_it, metrics=evaluated)
                 if last:
                     if interrupted and main_process:
-                        print(f"stopping at step {s}: SIGTERM received; checkpoint {s} saved in "
-                              f"{ckpts.directory}, the same command resumes from it",
-                              file=sys.stderr)
+                        tqdm.write(f"stopping at step {s}: SIGTERM received; checkpoint {s} "
+                                   f"saved in {ckpts.directory}, the same command resumes from "
+                                   "it", file=sys.stderr)  # on its own line, not after the bar
                     elif s < num_steps and main_process:
                         spent = seconds + time.perf_counter() - seg
-                        print(_budget_stop_message(config, s, spent, lr_schedule),
-                              file=sys.stderr)
+                        tqdm.write(_budget_stop_message(config, s, spent, lr_schedule,
+                                                        int(state.skipped)), file=sys.stderr)
                     break
             if pending is not None:
                 bar.update(1)
@@ -789,17 +801,18 @@ def _bar_postfix(loss: float, seconds: float, budget: float | None) -> dict[str,
 
 
 def _budget_stop_message(config: ml_collections.ConfigDict, step: int, seconds: float,
-                         lr_schedule: Callable[[Any], Any]) -> str:
+                         lr_schedule: Callable[[Any], Any], skipped: int = 0) -> str:
     """Why a run stops at ``step`` before ``train.num_steps``: its time budget is spent after
-    ``seconds`` of training. A decaying learning rate cut short is named, with the step count
-    that fits the budget at this run's pace: a preset's step count fits the machine it was
-    sized on, and on a slower one the schedule never reaches its end."""
+    ``seconds`` of training. A decaying learning rate cut short is named (at the optimiser's
+    update count: ``skipped`` non-finite steps did not advance it), with the step count that
+    fits the budget at this run's pace: a preset's step count fits the machine it was sized on,
+    and on a slower one the schedule never reaches its end."""
     t = config.train
     num_steps = int(t.num_steps)
     msg = (f"stopping at step {step} of {num_steps}: config.train.max_minutes={t.max_minutes} "
            "of training reached")
     kind = config.optim.get("schedule", "constant")
-    now, end = float(lr_schedule(step)), float(lr_schedule(num_steps))
+    now, end = float(lr_schedule(step - skipped)), float(lr_schedule(num_steps))
     if kind != "constant" and not np.isclose(now, end, rtol=1e-3, atol=0.0):
         fit = int(step * 60.0 * float(t.max_minutes) / max(seconds, 1e-9))
         msg += (f"; the learning rate ({kind} schedule to step {num_steps}) is {now:.3g}, not "

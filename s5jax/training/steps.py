@@ -236,7 +236,9 @@ def make_train_step(
             "bad_streak": new_state.bad_streak,
         }
         if lr_schedule is not None:
-            out["learning_rate"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
+            # The optimiser's rate: its update count, which a skipped step does not advance.
+            out["learning_rate"] = jnp.asarray(lr_schedule(state.step - state.skipped),
+                                               jnp.float32)
         return new_state, out
 
     return jax.jit(
