@@ -93,21 +93,26 @@ def test_kill_between_checkpoints_then_resume_logs_each_step_once(tmp_path, embe
 
 
 # Grain's worker processes hand batches over in POSIX shared memory (/dev/shm). Every process of
-# the SIGTERM run names its blocks with this prefix (a sitecustomize on its PYTHONPATH), so the
-# test can find exactly its own blocks while other tests run beside it.
-_SHM_PREFIX = "psmT"
-_SITECUSTOMIZE = f"""import multiprocessing.shared_memory as m
-m._SHM_NAME_PREFIX = "/{_SHM_PREFIX}"
-"""
+# a run stopped by a signal names its blocks with its test's prefix (a sitecustomize on its
+# PYTHONPATH), so each test finds exactly its own blocks while other tests run beside it.
 
 
-def _own_shm() -> set[str]:
+def _own_shm_env(env: dict, tmp_path: Path, prefix: str) -> dict:
+    """``env`` whose Python processes name their shared-memory blocks ``/<prefix>…``."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f'import multiprocessing.shared_memory as m\nm._SHM_NAME_PREFIX = "/{prefix}"\n')
+    return dict(env, PYTHONPATH=f"{site}{os.pathsep}{env['PYTHONPATH']}")
+
+
+def _own_shm(prefix: str) -> set[str]:
     shm = Path("/dev/shm")
-    return {p.name for p in shm.glob(_SHM_PREFIX + "*")} if shm.is_dir() else set()
+    return {p.name for p in shm.glob(prefix + "*")} if shm.is_dir() else set()
 
 
 def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool,
-               sig: int = signal.SIGTERM):
+               sig: int = signal.SIGTERM, prefix: str = "psmT"):
     """Start ``cmd`` and send it ``sig`` (its whole process group if ``group``, as Slurm or a
     terminal's Ctrl-C does) once it has logged a step past ``after``; returns (exit status,
     stderr, own shared-memory blocks seen in use)."""
@@ -117,7 +122,7 @@ def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool
         while proc.poll() is None and max(_logged_steps(workdir), default=0) <= after:
             time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read()[-2000:]
-        in_use = _own_shm()
+        in_use = _own_shm(prefix)
         if group:
             os.killpg(proc.pid, sig)
         else:
@@ -133,11 +138,8 @@ def _terminate(cmd: list[str], env: dict, workdir: Path, after: int, group: bool
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory")
 def test_sigterm_saves_a_checkpoint_releases_shared_memory_and_resumes(
         tmp_path, embedded_small, env):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-    env = dict(env, PYTHONPATH=f"{site}{os.pathsep}{env['PYTHONPATH']}")
-    before = _own_shm()  # a crashed earlier run of this test may have left some
+    env = _own_shm_env(env, tmp_path, "psmT")
+    before = _own_shm("psmT")  # a crashed earlier run of this test may have left some
     workdir = tmp_path / "run"
     cmd = [*_command(workdir, embedded_small), "--config.data.num_workers=1"]
     stopped = 0
@@ -155,14 +157,14 @@ def test_sigterm_saves_a_checkpoint_releases_shared_memory_and_resumes(
         assert f"stopping at step {stopped}: SIGTERM received; checkpoint {stopped} saved" in err
         assert checkpoint_steps(workdir)[-1] == stopped  # saved where it stopped, not at 4·k
         assert not (workdir / "model").exists()  # an interrupted run exports nothing
-        assert not _own_shm() - before, "shared memory left behind by the stopped run"
+        assert not _own_shm("psmT") - before, "shared memory left behind by the stopped run"
 
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming {workdir} from step {stopped} of {STEPS}" in r.stderr
     assert _logged_steps(workdir) == list(range(1, STEPS + 1))  # each step once, in order
     assert (workdir / "model").is_dir()
-    assert not _own_shm() - before
+    assert not _own_shm("psmT") - before
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory")
@@ -171,14 +173,12 @@ def test_ctrl_c_with_workers_says_what_resumes_without_worker_tracebacks(
     """Ctrl-C in a terminal signals the loader's workers too: they leave the stopping to the main
     process (no traceback of theirs, no leaked shared memory), and the message says whether the
     same command resumes from a checkpoint or starts again."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-    env = dict(env, PYTHONPATH=f"{site}{os.pathsep}{env['PYTHONPATH']}")
-    before = _own_shm()
+    env = _own_shm_env(env, tmp_path, "psmI")  # not the SIGTERM test's: they may run together
+    before = _own_shm("psmI")
     workdir = tmp_path / "run"
     cmd = [*_command(workdir, embedded_small), "--config.data.num_workers=1"]
-    code, err, _ = _terminate(cmd, env, workdir, 0, group=True, sig=signal.SIGINT)
+    code, err, _ = _terminate(cmd, env, workdir, 0, group=True, sig=signal.SIGINT,
+                              prefix="psmI")
     assert code == 130, err[-3000:]
     assert "Traceback" not in err and "leaked" not in err, err[-3000:]
     done = checkpoint_steps(workdir)
@@ -188,4 +188,4 @@ def test_ctrl_c_with_workers_says_what_resumes_without_worker_tracebacks(
     else:
         assert f"interrupted before the first checkpoint: the same command starts {workdir} " \
             "again from step 0" in err
-    assert not _own_shm() - before
+    assert not _own_shm("psmI") - before
