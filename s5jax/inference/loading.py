@@ -42,8 +42,9 @@ def trained_task(path: str | os.PathLike | None) -> str | None:
     if path is None:
         return None
     p = Path(path).absolute()
-    if modeldir.is_model_dir(p) and modeldir.read_run(p):
-        return modeldir.read_run(p)["task"]
+    run = modeldir.read_run(p) if modeldir.is_model_dir(p) else {}
+    if run:
+        return run["task"]
     for run in (p, p.parent if p.name == checkpoint.MODEL_DIR else None):
         if run is not None and checkpoint.is_workdir(run):
             return (checkpoint.read_train_config(run) or {}).get("task")

@@ -196,25 +196,33 @@ class CheckpointManager:
         whatever the device count it was saved with (Orbax refuses to restore without a target
         into another topology; arrays committed to one device would clash with a batch sharded
         over several in evaluate); ``ValueError`` naming the checkpoint if it cannot be read."""
+        why = "is damaged or incomplete"
         try:
             stored = ocp.StandardCheckpointer().metadata(
                 self.directory / str(step) / STATE_ITEM).item_metadata
             one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
                                   stored)
-        except Exception as e:  # a damaged checkpoint: named as _restore names it
-            raise ValueError(f"{self.directory}/{step}: checkpoint is damaged or incomplete "
-                             f"({type(e).__name__}: {str(e)[:300]})") from e
+        except Exception as e:  # a damaged checkpoint, named as _restore names it
+            raise self._unreadable(step, why, e) from e
         args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)})
-        return jax.tree.map(np.asarray,
-                            self._restore(step, args, "is damaged or incomplete")[STATE_ITEM])
+        return jax.tree.map(np.asarray, self._restore(step, args, why)[STATE_ITEM])
+
+    def restore_variables(self, step: int) -> dict:
+        """``{"params", "batch_stats"}`` of checkpoint ``step`` (:meth:`restore_raw_state`): a
+        model's variables, for its export or inference."""
+        raw = self.restore_raw_state(step)
+        return {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
 
     def _restore(self, step: int, args: Any, why: str) -> Any:
         try:
             return self.manager.restore(step, args=args)
         except Exception as e:  # Orbax, TensorStore and JSON errors of a damaged checkpoint
-            raise ValueError(f"{self.directory}/{step}: checkpoint {why} "
-                             f"({type(e).__name__}: {str(e)[:300]})") from e
+            raise self._unreadable(step, why, e) from e
+
+    def _unreadable(self, step: int, why: str, e: Exception) -> ValueError:
+        return ValueError(f"{self.directory}/{step}: checkpoint {why} "
+                          f"({type(e).__name__}: {str(e)[:300]})")
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -267,8 +275,7 @@ def load_any(path: str | os.PathLike, names: Collection[str] | None = None,
         step = model_step(mgr, config)
         if step is None:
             raise ValueError(f"{path}: training work directory without any checkpoint yet")
-        raw = mgr.restore_raw_state(step)
+        variables = mgr.restore_variables(step)
     finally:
         mgr.close()
-    variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
     return ml_collections.ConfigDict(config.model.to_dict()), variables

@@ -834,7 +834,7 @@ def _complete_message(workdir: Path, step: int, config: ml_collections.ConfigDic
         held = modeldir.read_run(model).get("step")
         if held is not None and best is not None and held != best:
             if os.access(workdir, os.W_OK | os.X_OK):
-                _save_export(workdir, config, _checkpoint_variables(mgr, best), best)
+                _save_export(workdir, config, mgr.restore_variables(best), best)
                 exported = (f"re-exported model: {model} (checkpoint {best}, {_chosen_by(config)};"
                             f" it held checkpoint {held}, chosen by the run's earlier config)")
             else:
@@ -888,12 +888,7 @@ def export_model(workdir: Path, config: ml_collections.ConfigDict,
     best = ckpt_lib.model_step(ckpts, config)
     if best is None or best == int(state.step):
         return _save_export(workdir, config, state.variables, int(state.step))
-    return _save_export(workdir, config, _checkpoint_variables(ckpts, best), best)
-
-
-def _checkpoint_variables(ckpts: ckpt_lib.CheckpointManager, step: int) -> dict:
-    raw = ckpts.restore_raw_state(step)
-    return {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+    return _save_export(workdir, config, ckpts.restore_variables(best), best)
 
 
 def _save_export(workdir: Path, config: ml_collections.ConfigDict, variables: Any,
