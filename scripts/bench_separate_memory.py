@@ -70,11 +70,13 @@ def write_input(path: Path, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0, 600.0])
-    p.add_argument("--batch-chunks", type=int, default=1)
+    p.add_argument("--seconds", type=benchlib.positive_float, nargs="+",
+                   default=[10.0, 60.0, 600.0])
+    p.add_argument("--batch-chunks", type=benchlib.positive_int, default=1)
     p.add_argument("--labels", default=None, help="oracle labels (the tagger is not loaded)")
     p.add_argument("--small", action="store_true", help="tiny widths (a smoke run)")
-    p.add_argument("--append", type=Path, default=None, help="benchmarks.md to append a row to")
+    p.add_argument("--append", type=benchlib.output_file, default=None,
+                   help="benchmarks.md to append a row to")
     a = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="s5jax_mem_") as tmp:

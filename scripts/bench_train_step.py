@@ -433,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--official", type=Path, default=None,
                     help="checkout of the official DCASE 2025 task 4 baseline to compare against")
     ap.add_argument("--config", default=None, help="config[:presets]: the real step's MFU")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU")
+    ap.add_argument("--peak-tflops", type=benchlib.positive_float, default=None,
+                    help="device peak for the MFU")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="--config mode: trace 2 more steps into DIR and print where the time "
                          "goes (scripts/profiling.py)")

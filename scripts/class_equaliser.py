@@ -70,17 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="configs/resunetk.py:small",
                     help="separator preset whose data, batch and held-out split to use")
     ap.add_argument("--root", help="dataset root (default: the preset's)")
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
-    ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--valid-limit", type=int, default=40,
+    ap.add_argument("--steps", type=benchlib.positive_int, default=400)
+    ap.add_argument("--lr", type=benchlib.positive_float, default=1e-2, help="Adam learning rate")
+    ap.add_argument("--eval-every", type=benchlib.positive_int, default=100)
+    ap.add_argument("--valid-limit", type=benchlib.nonnegative_int, default=40,
                     help="held-out soundscapes scored (0: all)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=benchlib.nonnegative_int, default=0)
     ap.add_argument("--json", type=benchlib.new_output_file,
                     help="write the points here (its folder is created if missing)")
     args = ap.parse_args(argv)
-    if min(args.steps, args.eval_every) < 1 or args.lr <= 0 or args.valid_limit < 0:
-        ap.error("--steps and --eval-every must be ≥ 1, --lr > 0, --valid-limit ≥ 0")
     try:
         cfg = load_config(args.config)
     except ValueError as e:

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_separate_memory  # noqa: E402
 import bench_train_step  # noqa: E402
 import benchlib  # noqa: E402
 
@@ -102,6 +103,19 @@ def test_bench_arguments_are_checked_before_the_run(tmp_path, capsys):
         benchlib.positive_float("-1")
     assert benchlib.command("bench_learning.py", ["--variants", "a.py:x;b.py:y"]) == \
         "python scripts/bench_learning.py --variants 'a.py:x;b.py:y'"
+
+
+@pytest.mark.parametrize(("main", "argv", "says"), [
+    (bench_train_step.main, ["--peak-tflops", "0"], "--peak-tflops: '0': expected a number > 0"),
+    (bench_separate_memory.main, ["--seconds", "10", "-5"], "'-5': expected a number > 0"),
+    (bench_separate_memory.main, ["--batch-chunks", "0"], "expected an integer ≥ 1"),
+])
+def test_numeric_options_are_checked_when_parsed(main, argv, says, capsys):
+    """A zero or negative number is one usage error before any work (it ended a run in a
+    division by zero, or was silently used)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err
 
 
 SMOKE = ["--config", "configs/resunetk.py:smoke"]

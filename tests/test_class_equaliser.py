@@ -37,6 +37,7 @@ def test_trains_and_scores_on_the_held_out_split(embedded_small, tmp_path):
 
 @pytest.mark.parametrize("args,says", [
     (["--config", "configs/resunetk.py:smoke"], "valid_split"),
+    (["--seed", "-1"], "--seed: '-1': expected an integer ≥ 0"),
     (["--json", "."], "is a folder, expected a file"),  # a missing folder is created
     (["--json", "{tmp}/x.json/eq.json"], "cannot create its folder ({tmp}/x.json is a file)"),
 ])
