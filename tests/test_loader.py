@@ -1,9 +1,12 @@
 """Grain loader on the small embedded dataset: P14 parity on validation metadata, modes, state."""
 
 import json
+import multiprocessing
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +130,14 @@ def test_workers_same_stream_and_state(cat, root, tmp_path):
         b = next(it)
         for key in b:
             np.testing.assert_array_equal(b[key], ref_batches[k][key])
+    # A terminal's Ctrl-C and a scheduler's SIGTERM reach the workers too: they leave the
+    # stopping to the main process, which closes them (a worker killed while it fills a
+    # shared-memory batch leaves the block behind).
+    workers = [p for p in multiprocessing.active_children() if p.is_alive()]
+    assert len(workers) == 2
+    for p in workers if Path("/proc/self/status").exists() else ():  # Linux
+        ignored = _ignored_signals(p.pid)
+        assert {signal.SIGINT, signal.SIGTERM} <= ignored, (p.pid, ignored)
     state = it.get_state()
     out = tmp_path / "b.npz"
     subprocess.run([sys.executable, "-c", _CHILD, str(root), json.dumps(state), "2", str(out)],
@@ -134,6 +145,14 @@ def test_workers_same_stream_and_state(cat, root, tmp_path):
     got = np.load(out)
     for key in ref_batches[3]:
         np.testing.assert_array_equal(got[key], ref_batches[3][key])
+
+
+def _ignored_signals(pid: int) -> set[int]:
+    """The signals process ``pid`` ignores (Linux ``/proc/PID/status``, ``SigIgn`` bit mask)."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if x.startswith("SigIgn:"))
+    mask = int(line.split()[1], 16)
+    return {sig for sig in range(1, 65) if mask >> (sig - 1) & 1}
 
 
 _CLOSE_CHILD = textwrap.dedent("""

@@ -236,16 +236,20 @@ def make_train_iterator(
             grain.MultiprocessingOptions(
                 num_workers=num_workers, per_worker_buffer_size=worker_buffer_size
             ),
-            worker_init_fn=_ignore_sigint,
+            worker_init_fn=_leave_stopping_to_main,
         )
     return iter(it)
 
 
-def _ignore_sigint(worker_index: int, worker_count: int) -> None:
-    """Grain worker start-up: Ctrl-C in a terminal signals the whole process group; the main
-    process stops the run (and its workers) cleanly, so a worker printing its own
-    KeyboardInterrupt traceback would only bury the message that says how to resume."""
+def _leave_stopping_to_main(worker_index: int, worker_count: int) -> None:
+    """Grain worker start-up: Ctrl-C in a terminal, and a scheduler's SIGTERM (Slurm, ``kill
+    -- -PGID``), signal the whole process group. The main process stops the run and then closes
+    its workers, which unlink their shared-memory batches on the way out; a worker killed by the
+    signal could leave the block it was filling in ``/dev/shm``, and one interrupted by Ctrl-C
+    printed a KeyboardInterrupt traceback over the message that says how to resume. SIGKILL
+    still ends a worker at once (and Grain's close uses it after 25 s)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _ValidItem:
