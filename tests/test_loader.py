@@ -2,10 +2,12 @@
 
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,53 @@ def _ignored_signals(pid: int) -> set[int]:
                 if x.startswith("SigIgn:"))
     mask = int(line.split()[1], 16)
     return {sig for sig in range(1, 65) if mask >> (sig - 1) & 1}
+
+
+_ORPHAN_CHILD = textwrap.dedent("""
+    import multiprocessing, sys, time
+    from s5jax.data import catalog, loader
+    if __name__ == "__main__":
+        it = loader.make_train_iterator(catalog.scan(sys.argv[1]), batch_size=2, seed=5,
+                                        clip_seconds=1.0, num_workers=1)
+        next(it)
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+        time.sleep(600)
+""")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # an exited child that its new parent has not reaped yet
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_worker_exits_when_its_main_process_is_killed(root, tmp_path):
+    """``kill -9`` (or the out-of-memory killer) ends the main process without closing the
+    loader's workers: they exit by themselves instead of running on, with their memory."""
+    child = tmp_path / "child.py"
+    child.write_text(_ORPHAN_CHILD)
+    proc = subprocess.Popen([sys.executable, str(child), str(root)], stdout=subprocess.PIPE,
+                            text=True)
+    workers: list[int] = []
+    try:
+        workers += [int(x) for x in proc.stdout.readline().split()]
+        assert len(workers) == 1 and _running(workers[0])
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_running, workers)), "the worker outlived its main process"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in workers:
+            if _running(pid):  # the failure above: leave no orphan behind
+                os.kill(pid, signal.SIGKILL)
 
 
 _CLOSE_CHILD = textwrap.dedent("""

@@ -26,9 +26,11 @@ Modes: ``"separator"`` (dry targets rendered), ``"tagger"`` (no dry targets; hos
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -247,9 +249,23 @@ def _leave_stopping_to_main(worker_index: int, worker_count: int) -> None:
     its workers, which unlink their shared-memory batches on the way out; a worker killed by the
     signal could leave the block it was filling in ``/dev/shm``, and one interrupted by Ctrl-C
     printed a KeyboardInterrupt traceback over the message that says how to resume. SIGKILL
-    still ends a worker at once (and Grain's close uses it after 25 s)."""
+    still ends a worker at once (and Grain's close uses it after 25 s).
+
+    A main process that cannot close its workers (``kill -9``, the kernel's out-of-memory
+    killer, a multi-host run's default SIGTERM) would leave them running, with their memory,
+    blocked on a queue nobody reads: each worker exits when it finds itself orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="s5jax-orphan-watch").start()
+
+
+def _exit_when_orphaned(parent: int, every: float = 0.5) -> None:
+    """Exit this process once its parent is gone (it is then re-parented: ``getppid`` changes).
+    Python's resource tracker, shared with the parent, removes the shared-memory blocks left."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 class _ValidItem:
