@@ -3,6 +3,7 @@ as it reads the event files) and the losses equal those of an uninterrupted run.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,3 +191,35 @@ def test_ctrl_c_with_workers_says_what_resumes_without_worker_tracebacks(
         assert f"interrupted before the first checkpoint: the same command starts {workdir} " \
             "again from step 0" in err
     assert not _own_shm("psmI") - before
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory")
+def test_a_workers_dataset_error_is_one_line_and_leaves_no_shared_memory(
+        tmp_path, embedded_small, env):
+    """A file that breaks while the run reads it (a download still being replaced, a full disk)
+    fails in a loader worker: one `error:` line names it, and the batches in flight are released
+    by the run, not swept at exit by Python's resource tracker with its "leaked" warning."""
+    data = tmp_path / "data"
+    shutil.copytree(embedded_small, data)
+    env = _own_shm_env(env, tmp_path, "psmE")
+    before = _own_shm("psmE")
+    workdir = tmp_path / "run"
+    cmd = [*_command(workdir, data), "--config.data.num_workers=1",
+           "--config.train.num_steps=1000"]  # the error comes after the read-ahead is used up
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and max(_logged_steps(workdir), default=0) < 2:
+            time.sleep(0.01)
+        for f in (data / "sound_event" / "train").glob("*/*.wav"):
+            f.write_bytes(f.read_bytes()[:100])
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, err[-3000:]
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "truncated file" in errors[0], err[-3000:]
+    assert "leaked" not in err and "Traceback" not in err, err[-3000:]
+    assert not _own_shm("psmE") - before
