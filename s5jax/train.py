@@ -11,7 +11,6 @@ Flags:
 
 from __future__ import annotations
 
-import gc
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ml_collections import config_flags
 
 from s5jax import hostmem
 from s5jax.cli import fail, parse_config_flags
+from s5jax.data import loader
 from s5jax.training.checkpoint import checkpoint_steps
 from s5jax.training.loop import NonFiniteError, check_config, train_and_evaluate
 
@@ -73,11 +73,9 @@ def main(argv: list[str]) -> int:
     except (ValueError, OSError) as e:
         return fail(e)
     finally:
-        # A failed step's traceback holds the batches of loader workers in reference cycles:
-        # collected now, their shared-memory blocks are unlinked; left to the interpreter's
-        # exit, they were swept by Python's resource tracker with a "leaked shared_memory
-        # objects" warning under the one error line (a worker's dataset error).
-        gc.collect()
+        # Whichever way the run ended (a worker's dataset error holds batches in its traceback):
+        # no shared-memory block left for Python's resource tracker to warn about at exit.
+        loader.release_worker_batches()
     if jax.process_index() == 0:
         summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()))
         print(f"done: {workdir.absolute()} ({summary or 'not validated'})")

@@ -98,12 +98,13 @@ def test_kill_between_checkpoints_then_resume_logs_each_step_once(tmp_path, embe
 # PYTHONPATH), so each test finds exactly its own blocks while other tests run beside it.
 
 
-def _own_shm_env(env: dict, tmp_path: Path, prefix: str) -> dict:
-    """``env`` whose Python processes name their shared-memory blocks ``/<prefix>…``."""
+def _own_shm_env(env: dict, tmp_path: Path, prefix: str, extra: str = "") -> dict:
+    """``env`` whose Python processes name their shared-memory blocks ``/<prefix>…`` (and run
+    the code ``extra`` at start-up)."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        f'import multiprocessing.shared_memory as m\nm._SHM_NAME_PREFIX = "/{prefix}"\n')
+        f'import multiprocessing.shared_memory as m\nm._SHM_NAME_PREFIX = "/{prefix}"\n' + extra)
     return dict(env, PYTHONPATH=f"{site}{os.pathsep}{env['PYTHONPATH']}")
 
 
@@ -193,15 +194,30 @@ def test_ctrl_c_with_workers_says_what_resumes_without_worker_tracebacks(
     assert not _own_shm("psmI") - before
 
 
+_SLOW_UNLINKS = """
+import time
+from grain.multiprocessing import SharedMemoryArray as A
+_close = A.close_shm_async.__func__
+def _slow(cls, shm, unlink):
+    time.sleep(0.02)
+    _close(cls, shm, unlink)
+A.close_shm_async = classmethod(_slow)
+"""
+
+
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory")
 def test_a_workers_dataset_error_is_one_line_and_leaves_no_shared_memory(
         tmp_path, embedded_small, env):
     """A file that breaks while the run reads it (a download still being replaced, a full disk)
     fails in a loader worker: one `error:` line names it, and the batches in flight are released
-    by the run, not swept at exit by Python's resource tracker with its "leaked" warning."""
+    by the run, not swept at exit by Python's resource tracker with its "leaked" warning (22
+    blocks in a repro, from the batches the error's traceback held and the unlinks queued)."""
     data = tmp_path / "data"
     shutil.copytree(embedded_small, data)
-    env = _own_shm_env(env, tmp_path, "psmE")
+    # Grain unlinks a dropped batch's blocks on a background thread; on a loaded machine that
+    # thread runs late, and a process that exits with unlinks queued leaves them behind. Each
+    # unlink is made 20 ms slower here, so the run must wait for them (30 were left without).
+    env = _own_shm_env(env, tmp_path, "psmE", extra=_SLOW_UNLINKS)
     before = _own_shm("psmE")
     workdir = tmp_path / "run"
     cmd = [*_command(workdir, data), "--config.data.num_workers=1",

@@ -26,6 +26,7 @@ Modes: ``"separator"`` (dry targets rendered), ``"tagger"`` (no dry targets; hos
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import queue
 import signal
@@ -266,6 +267,25 @@ def _exit_when_orphaned(parent: int, every: float = 0.5) -> None:
     while os.getppid() == parent:
         time.sleep(every)
     os._exit(1)
+
+
+def release_worker_batches(timeout: float = 10.0) -> None:
+    """Unlink now the shared memory of the loader workers' batches that are no longer used.
+
+    Grain unlinks a dropped batch's blocks on a background thread (``SharedMemoryArray``'s
+    asynchronous deletion); a process that exits with unlinks still queued, as a loaded machine
+    makes likely, leaves those blocks to Python's resource tracker, which warns of "leaked
+    shared_memory objects". A failed step's traceback also holds batches in reference cycles,
+    which only a collection frees. So: collect, then wait (at most ``timeout`` seconds) until
+    the deletions queued before are done (Grain's deletion pool runs one thread, in order).
+    """
+    gc.collect()
+    pool = getattr(grain.multiprocessing.SharedMemoryArray, "_del_thread_pool", None)
+    if pool is not None:
+        try:
+            pool.apply_async(int).wait(timeout)
+        except ValueError:  # the pool was closed: nothing is queued
+            pass
 
 
 class _ValidItem:
