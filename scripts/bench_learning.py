@@ -48,6 +48,7 @@ import jax
 from s5jax import hostmem
 from s5jax.atomic import write_atomic
 from s5jax.cli import load_config
+from s5jax.data import loader
 from s5jax.plots import plot_learning_curves
 from s5jax.training import checkpoint, loop
 from s5jax.training.logging import read_jsonl
@@ -125,7 +126,10 @@ def resume_conflict(cfg, workdir: Path) -> str | None:
 def run_one(cfg, workdir: Path) -> dict:
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    loop.train_and_evaluate(cfg, str(workdir))
+    try:
+        loop.train_and_evaluate(cfg, str(workdir))
+    finally:  # as `python -m s5jax.train` does: the loader workers' shared memory is unlinked
+        loader.release_worker_batches()
     pts = points(read_jsonl(workdir))
     last = pts[-1]["step"] if pts else 0
     return {"workdir": str(workdir), "steps": last, "num_steps": int(cfg.train.num_steps),
