@@ -127,6 +127,7 @@ def test_workers_same_stream_and_state(cat, root, tmp_path):
     """Two worker processes give the same batches as none; their state restores too."""
     ref = loader.make_train_iterator(cat, batch_size=2, seed=5, clip_seconds=CLIP)
     ref_batches = [next(ref) for _ in range(4)]
+    others = set(multiprocessing.active_children())  # of other tests in this process, if any
     it = loader.make_train_iterator(cat, batch_size=2, seed=5, clip_seconds=CLIP, num_workers=2)
     for k in range(3):
         b = next(it)
@@ -135,7 +136,7 @@ def test_workers_same_stream_and_state(cat, root, tmp_path):
     # A terminal's Ctrl-C and a scheduler's SIGTERM reach the workers too: they leave the
     # stopping to the main process, which closes them (a worker killed while it fills a
     # shared-memory batch leaves the block behind).
-    workers = [p for p in multiprocessing.active_children() if p.is_alive()]
+    workers = [p for p in multiprocessing.active_children() if p not in others]
     assert len(workers) == 2
     for p in workers if Path("/proc/self/status").exists() else ():  # Linux
         ignored = _ignored_signals(p.pid)
